@@ -1,0 +1,1 @@
+"""The six component families: readers, backbones, heads, optimizers, lr schedulers, savers."""

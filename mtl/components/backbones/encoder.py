@@ -1,0 +1,75 @@
+"""Backbone: any HF transformers encoder, from a name, a local folder or a config."""
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+
+
+class Encoder(nn.Module):
+    """Wraps an HF encoder; provides `sequence_output`, `pooled_output` and `word_embeddings`.
+
+    `pooled_output` is the model's pooler when it has one (BERT/ERNIE), else the first token's vector.
+    """
+
+    output_fields = ("sequence_output", "pooled_output", "word_embeddings")
+
+    def __init__(self, model: PreTrainedModel) -> None:
+        super().__init__()
+        self.model = model
+        self.config = model.config
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, trust_remote_code: bool = False, **kwargs) -> "Encoder":
+        """Load weights from a local folder (or a hub name when online); never runs remote code unasked."""
+        model = AutoModel.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code,
+                                          attn_implementation="sdpa", **kwargs)
+        return cls(model)
+
+    @classmethod
+    def from_config(cls, config: PretrainedConfig | dict) -> "Encoder":
+        """Random weights from a config (a PretrainedConfig or a dict with `model_type`)."""
+        if isinstance(config, dict):
+            config = dict(config)
+            config = AutoConfig.for_model(config.pop("model_type"), **config)
+        return cls(AutoModel.from_config(config, attn_implementation="sdpa"))
+
+    @property
+    def input_fields(self) -> tuple[str, ...]:
+        """Fields a reader must yield; token types only for models that have them."""
+        needs_types = getattr(self.config, "type_vocab_size", 1) > 1
+        return ("input_ids", "attention_mask") + (("token_type_ids",) if needs_types else ())
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    @property
+    def word_embeddings(self) -> nn.Parameter:
+        return self.model.get_input_embeddings().weight
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        inputs = {name: batch[name] for name in self.input_fields}
+        out = self.model(**inputs, return_dict=True)
+        sequence = out.last_hidden_state
+        pooled = getattr(out, "pooler_output", None)
+        if pooled is None:
+            pooled = sequence[:, 0]
+        return {"sequence_output": sequence, "pooled_output": pooled, "word_embeddings": self.word_embeddings}
+
+    def load_weights(self, folder: str | Path) -> None:
+        """Load pretrained weights from an HF folder into this encoder (PALM's load_pretrain)."""
+        loaded = AutoModel.from_pretrained(str(folder), config=self.config)
+        self.model.load_state_dict(loaded.state_dict())
+
+    def save(self, folder: str | Path) -> None:
+        """HF format (config.json + model.safetensors): loadable by plain transformers."""
+        self.model.save_pretrained(str(folder), safe_serialization=True)
+
+
+class BERT(Encoder):
+    """PALM's name for the BERT backbone; any BERT-like HF encoder loads through it."""
+
+
+ERNIE = BERT
+RoBERTa = Encoder

@@ -1,0 +1,7 @@
+"""Heads: task layers on top of backbone outputs (loss, predictions, metrics)."""
+from mtl.components.heads.base import Head
+from mtl.components.heads.classify import Classify
+from mtl.components.heads.crf import CRF
+from mtl.components.heads.sequence_label import SequenceLabel
+
+__all__ = ["Head", "Classify", "SequenceLabel", "CRF"]

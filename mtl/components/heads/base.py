@@ -1,0 +1,42 @@
+"""Head base class: the contract every task layer follows, built-in or written by a user."""
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class Head(nn.Module):
+    """A task layer on top of backbone outputs.
+
+    Declare `input_fields` (reader fields needed always), `label_fields` (needed for the loss) and
+    `backbone_outputs`; the trainer checks them when the pieces are joined. Implement:
+    - `forward(batch, enc)` -> dict with `loss` when the batch has labels (and whatever `predict` needs);
+    - `predict(outputs, batch)` -> one raw prediction per example (ids);
+    - `decode(prediction, names, meta)` -> a readable, JSON-ready prediction;
+    - `metrics(decoded, golds)` -> {name: value on 0-100}; `main_metric` names the one to select models by.
+    """
+
+    input_fields: tuple[str, ...] = ()
+    label_fields: tuple[str, ...] = ()
+    backbone_outputs: tuple[str, ...] = ()
+    main_metric: str = "accuracy"
+
+    def forward(self, batch: dict, enc: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def predict(self, outputs: dict[str, torch.Tensor], batch: dict) -> list[Any]:
+        raise NotImplementedError
+
+    def decode(self, prediction: Any, names: list[str] | None, meta: dict) -> Any:
+        return prediction
+
+    def gold(self, meta: dict) -> Any:
+        """The gold answer of one example as the reader kept it (label text, tag list, ...)."""
+        return meta.get("gold", {}).get(self.label_fields[0]) if self.label_fields else None
+
+    def metrics(self, decoded: list[Any], golds: list[Any]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def is_correct(self, decoded: Any, gold: Any) -> bool:
+        """Whether one example is entirely right: sentence (frame) accuracy combines this over heads."""
+        return decoded == gold

@@ -1,0 +1,49 @@
+"""PALM's Adam verb: AdamW (decoupled weight decay), no decay on bias or LayerNorm, global-norm clipping."""
+import torch
+from torch import nn
+
+from mtl.components.lr_schedulers.schedules import Scheduler
+
+
+def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two parameter groups: decayed weights, and biases + normalization weights without decay."""
+    no_decay = set()
+    for module in model.modules():
+        if isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d)) or "norm" in type(module).__name__.lower():
+            no_decay.update(id(p) for p in module.parameters(recurse=False))
+    for name, param in model.named_parameters():
+        if name.endswith("bias"):
+            no_decay.add(id(param))
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if id(p) not in no_decay], "weight_decay": weight_decay},
+            {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0}]
+
+
+class Adam:
+    """Holds the optimizer's settings until the trainer knows every parameter (PALM's `build_backward`).
+
+    `loss_var` is what `build_forward` returned (the model); it may be None when the trainer supplies it.
+    """
+
+    def __init__(self, loss_var: nn.Module | None = None, lr: float = 5e-5, lr_schedule: Scheduler | None = None,
+                 weight_decay: float = 0.01, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 max_grad_norm: float | None = 1.0, fused: bool | None = None) -> None:
+        self.model, self.lr, self.lr_schedule = loss_var, lr, lr_schedule
+        self.weight_decay, self.betas, self.eps = weight_decay, betas, eps
+        self.max_grad_norm, self.fused = max_grad_norm, fused
+
+    def build(self, model: nn.Module | None = None, weight_decay: float | None = None) -> torch.optim.AdamW:
+        """The torch optimizer over `model` (fused kernels where the device supports them)."""
+        model = model if model is not None else self.model
+        if model is None:
+            raise ValueError("Adam: no parameters; pass the value build_forward returned as loss_var")
+        if weight_decay is not None:
+            self.weight_decay = weight_decay
+        groups = decay_groups(model, self.weight_decay)
+        return torch.optim.AdamW(groups, lr=self.lr, betas=self.betas, eps=self.eps, fused=self._fused(model))
+
+    def _fused(self, model: nn.Module) -> bool:
+        if self.fused is not None:
+            return self.fused
+        device = next(model.parameters()).device.type
+        return device in ("cuda", "cpu")

@@ -1,0 +1,164 @@
+"""Reader base class: file -> examples -> features (tokenized once) -> padded batches of tensors."""
+import copy
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from mtl.components.readers.tokenization import load_tokenizer
+from mtl.errors import check_contract
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Feature:
+    """One example, tokenized: model fields (ints or int lists) and meta for decoding and metrics."""
+
+    fields: dict[str, Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Reader:
+    """Base of every reader. Subclasses implement `_read_examples` and `_featurize`.
+
+    A reader declares the fields it yields: `input_fields` always, `label_fields` when it has labels
+    (phase 'train' or 'eval'). Token-level fields are padded to the longest sequence of each batch.
+    """
+
+    input_fields: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")
+    label_fields: tuple[str, ...] = ()
+    token_label_fields: tuple[str, ...] = ()  # padded with -100 so the loss ignores them
+
+    def __init__(self, vocab_path: str | Path, max_seqlen: int = 128, seed: int = 0, phase: str = "train",
+                 do_lower_case: bool = True) -> None:
+        if phase not in ("train", "eval", "predict"):
+            raise ValueError(f"phase must be 'train', 'eval' or 'predict', got {phase!r}")
+        self.tokenizer = load_tokenizer(vocab_path, do_lower_case)
+        self.max_seqlen, self.seed, self.phase = max_seqlen, seed, phase
+        self.features: list[Feature] = []
+        self.batch_size, self.num_epochs, self.shuffle = 32, None, phase == "train"
+        self.input_file: str | None = None
+        self.epoch, self.position = 0, 0
+
+    # ---- subclass hooks -------------------------------------------------------------------------
+    def _read_examples(self, path: str, file_format: str) -> list[dict]:
+        raise NotImplementedError
+
+    def _featurize(self, examples: list[dict]) -> list[Feature]:
+        raise NotImplementedError
+
+    def _examples_from_texts(self, texts: list[str]) -> list[dict]:
+        raise NotImplementedError(f"{type(self).__name__} cannot predict from raw texts")
+
+    @property
+    def label_names(self) -> dict[str, list[str]]:
+        """Label field -> label names by id, for decoding predictions."""
+        return {}
+
+    # ---- PALM verbs -------------------------------------------------------------------------------
+    def load_data(self, input_file: str | Path, file_format: str = "tsv", num_epochs: int | None = None,
+                  batch_size: int = 32, shuffle: bool | None = None) -> "Reader":
+        """Read and tokenize `input_file` once; batches are drawn later by the trainer."""
+        self.input_file = str(input_file)
+        self.batch_size, self.num_epochs = batch_size, num_epochs
+        if shuffle is not None:
+            self.shuffle = shuffle
+        self.features = self._featurize(self._read_examples(self.input_file, file_format))
+        return self
+
+    def register_with(self, backbone: Any) -> None:
+        """Check up front that this reader yields every field the backbone needs."""
+        check_contract(self, self.fields, backbone, tuple(backbone.input_fields))
+
+    @property
+    def fields(self) -> set[str]:
+        """The fields this reader yields in its phase."""
+        labels = self.label_fields if self.phase != "predict" else ()
+        return set(self.input_fields) | set(labels)
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.features)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, -(-self.num_examples // self.batch_size))
+
+    # ---- derived readers ----------------------------------------------------------------------------
+    def eval_reader(self, input_file: str | Path, file_format: str = "tsv", batch_size: int | None = None) -> "Reader":
+        """A reader for dev/test data sharing this reader's tokenizer and label maps."""
+        other = self._copy("eval")
+        return other.load_data(input_file, file_format, num_epochs=1, batch_size=batch_size or self.batch_size,
+                               shuffle=False)
+
+    def from_texts(self, texts: list[str], batch_size: int | None = None) -> "Reader":
+        """A predict-phase reader over raw texts (no labels)."""
+        other = self._copy("predict")
+        other.batch_size, other.shuffle, other.input_file = batch_size or self.batch_size, False, "<texts>"
+        other.features = other._featurize(other._examples_from_texts(list(texts)))
+        return other
+
+    def _copy(self, phase: str) -> "Reader":
+        other = copy.copy(self)
+        other.phase, other.features, other.epoch, other.position = phase, [], 0, 0
+        return other
+
+    # ---- batching -------------------------------------------------------------------------------------
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        """The example order of one epoch: a pure function of (seed, epoch), so a position can be resumed."""
+        if not self.shuffle:
+            return np.arange(self.num_examples)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
+
+    def batches(self) -> Iterator[dict]:
+        """Training batches, epoch after epoch (forever when num_epochs is None); tracks epoch/position."""
+        if not self.features:
+            raise RuntimeError(f"{type(self).__name__}: call load_data before drawing batches")
+        while self.num_epochs is None or self.epoch < self.num_epochs:
+            order = self._epoch_order(self.epoch)
+            while self.position < len(order):
+                chunk = order[self.position:self.position + self.batch_size]
+                self.position += len(chunk)
+                yield self.collate([self.features[i] for i in chunk])
+            self.epoch, self.position = self.epoch + 1, 0
+
+    def iter_once(self) -> Iterator[dict]:
+        """Every example once, in file order: for evaluation and prediction."""
+        for start in range(0, self.num_examples, self.batch_size):
+            yield self.collate(self.features[start:start + self.batch_size])
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+    def collate(self, features: list[Feature]) -> dict:
+        """Stack one batch; sequences are padded to the longest in this batch, not to max_seqlen."""
+        batch: dict[str, Any] = {}
+        for name in sorted(self.fields - {"attention_mask"}):
+            values = [feature.fields[name] for feature in features]
+            batch[name] = _stack(values, self._pad_value(name))
+        lengths = [len(feature.fields["input_ids"]) for feature in features]
+        batch["attention_mask"] = _stack([[1] * n for n in lengths], 0)
+        batch["meta"] = [feature.meta for feature in features]
+        return batch
+
+    def _pad_value(self, name: str) -> int:
+        if name == "input_ids":
+            return self.tokenizer.pad_token_id or 0
+        return -100 if name in self.token_label_fields else 0
+
+
+def _stack(values: list, pad: int) -> torch.Tensor:
+    if not isinstance(values[0], list):
+        return torch.tensor(values, dtype=torch.long)
+    width = max(len(v) for v in values)
+    out = torch.full((len(values), width), pad, dtype=torch.long)
+    for row, value in enumerate(values):
+        out[row, :len(value)] = torch.tensor(value, dtype=torch.long)
+    return out

@@ -1,0 +1,56 @@
+"""PALM's ClassifyReader: TSV `label<TAB>text_a`."""
+from pathlib import Path
+
+from mtl.components.readers.base import Feature, Reader
+from mtl.components.readers.files import load_label_map, names_of, read_tsv
+from mtl.components.readers.labels import LabelLookup
+from mtl.errors import DataError
+
+
+class ClassifyReader(Reader):
+    """Sentence classification. Labels are integer ids (as PALM wrote them) or names given in `label_map`."""
+
+    label_fields = ("label_ids",)
+
+    def __init__(self, vocab_path: str | Path, max_seqlen: int = 128, label_map=None, seed: int = 0,
+                 phase: str = "train", do_lower_case: bool = True) -> None:
+        super().__init__(vocab_path, max_seqlen, seed, phase, do_lower_case)
+        self.label_map = load_label_map(label_map)
+
+    @property
+    def label_names(self) -> dict[str, list[str]]:
+        return {"label_ids": names_of(self.label_map)} if self.label_map else {}
+
+    def _read_examples(self, path: str, file_format: str) -> list[dict]:
+        if file_format != "tsv":
+            raise ValueError(f"ClassifyReader reads file_format='tsv', got {file_format!r}")
+        return [{"label": label.strip(), "text": text, "line": line}
+                for line, (label, text) in read_tsv(path, ("label", "text_a"))]
+
+    def _examples_from_texts(self, texts: list[str]) -> list[dict]:
+        return [{"label": None, "text": text, "line": i + 1} for i, text in enumerate(texts)]
+
+    def _label_id(self, label: str, line: int, lookup: LabelLookup) -> int:
+        if self.label_map is not None:
+            return lookup(label, line)
+        if not label.isdigit():
+            raise DataError(self.input_file, line, f"label {label!r} is not an integer id",
+                            "write integer ids or give ClassifyReader a label_map")
+        return int(label)
+
+    def _featurize(self, examples: list[dict]) -> list[Feature]:
+        source = self.input_file or "<texts>"
+        encoded = self.tokenizer([ex["text"] for ex in examples], truncation=True, max_length=self.max_seqlen)
+        lookup = LabelLookup(self.label_map or {}, source, self.phase, "label")
+        features = []
+        for index, example in enumerate(examples):
+            ids = encoded["input_ids"][index]
+            types = encoded["token_type_ids"][index] if "token_type_ids" in encoded else [0] * len(ids)
+            fields = {"input_ids": ids, "token_type_ids": types}
+            meta = {"text": example["text"], "line": example["line"], "gold": {}}
+            if example["label"] is not None and self.phase != "predict":
+                fields["label_ids"] = self._label_id(example["label"], example["line"], lookup)
+                meta["gold"]["label_ids"] = example["label"]
+            features.append(Feature(fields, meta))
+        lookup.report()
+        return features

@@ -1,0 +1,144 @@
+"""Word-level tagging readers: PALM's SequenceLabelReader and the ATIS/SNIPS joint intent+slot reader."""
+from pathlib import Path
+
+from mtl.components.readers.base import Feature, Reader
+from mtl.components.readers.files import load_label_map, names_of, read_lines, read_tsv
+from mtl.components.readers.labels import IGNORE, LabelLookup
+from mtl.components.readers.words import encode_words, start_mask, token_labels
+from mtl.errors import DataError
+
+
+class WordTaggingReader(Reader):
+    """Shared featurization of word-tagged examples ({"words", "tags", "line"} dicts)."""
+
+    input_fields = Reader.input_fields + ("word_start_mask",)
+    tag_field = "label_ids"
+
+    def __init__(self, vocab_path: str | Path, max_seqlen: int = 128, label_map=None, seed: int = 0,
+                 phase: str = "train", do_lower_case: bool = True) -> None:
+        super().__init__(vocab_path, max_seqlen, seed, phase, do_lower_case)
+        self.tag_map = load_label_map(label_map)
+
+    @property
+    def label_names(self) -> dict[str, list[str]]:
+        return {self.tag_field: names_of(self.tag_map)} if self.tag_map else {}
+
+    def _examples_from_texts(self, texts: list[str]) -> list[dict]:
+        return [{"words": text.split(), "tags": None, "line": i + 1} for i, text in enumerate(texts)]
+
+    def _featurize(self, examples: list[dict]) -> list[Feature]:
+        source = self.input_file or "<data>"
+        encoded = encode_words(self.tokenizer, [ex["words"] for ex in examples], self.max_seqlen, source)
+        lookup = LabelLookup(self.tag_map or {}, source, self.phase, "tag")
+        features = []
+        for example, enc in zip(examples, encoded):
+            length = len(enc["input_ids"])
+            fields = {"input_ids": enc["input_ids"], "token_type_ids": enc["token_type_ids"],
+                      "word_start_mask": start_mask(enc["word_starts"], length)}
+            meta = {"words": example["words"], "word_starts": enc["word_starts"], "line": example["line"],
+                    "text": " ".join(example["words"]), "gold": {}}
+            if example["tags"] is not None and self.phase != "predict":
+                ids = [lookup(tag, example["line"]) for tag in example["tags"]]
+                fields[self.tag_field] = token_labels(enc["word_starts"], ids, length)
+                meta["gold"][self.tag_field] = example["tags"]
+            self._add_extra(example, fields, meta)
+            features.append(Feature(fields, meta))
+        lookup.report()
+        return features
+
+    def _add_extra(self, example: dict, fields: dict, meta: dict) -> None:
+        """Hook for readers that yield more than tags (the joint reader adds the intent)."""
+
+
+def _check_tags(path: str, line: int, words: list[str], tags: list[str]) -> None:
+    if len(words) != len(tags):
+        raise DataError(path, line, f"{len(words)} tokens but {len(tags)} labels",
+                        "give exactly one label per token")
+
+
+class SequenceLabelReader(WordTaggingReader):
+    """PALM's format: TSV `text_a<TAB>label`, tokens and labels separated by \\x02; a label map is required."""
+
+    label_fields = ("label_ids",)
+    token_label_fields = ("label_ids",)
+
+    def __init__(self, vocab_path: str | Path, max_seqlen: int = 128, label_map=None, seed: int = 0,
+                 phase: str = "train", do_lower_case: bool = True) -> None:
+        if label_map is None and phase != "predict":
+            raise ValueError("SequenceLabelReader needs label_map (a JSON file {label: id}, a dict or a list)")
+        super().__init__(vocab_path, max_seqlen, label_map, seed, phase, do_lower_case)
+
+    def _read_examples(self, path: str, file_format: str) -> list[dict]:
+        if file_format != "tsv":
+            raise ValueError(f"SequenceLabelReader reads file_format='tsv', got {file_format!r}")
+        examples = []
+        for line, (text, labels) in read_tsv(path, ("text_a", "label")):
+            words, tags = text.split("\x02"), labels.strip().split("\x02")
+            _check_tags(path, line, words, tags)
+            examples.append({"words": words, "tags": tags, "line": line})
+        return examples
+
+
+class IntentSlotReader(WordTaggingReader):
+    """The ATIS/SNIPS folder format (seq.in, seq.out, label): one pass feeds an intent and a slot head.
+
+    Label maps are built from the first data loaded in phase 'train' unless given; dev/test readers made
+    with `eval_reader` share them.
+    """
+
+    label_fields = ("intent_ids", "slot_ids")
+    token_label_fields = ("slot_ids",)
+    tag_field = "slot_ids"
+
+    def __init__(self, vocab_path: str | Path, max_seqlen: int = 128, intent_labels=None, slot_labels=None,
+                 seed: int = 0, phase: str = "train", do_lower_case: bool = True) -> None:
+        super().__init__(vocab_path, max_seqlen, slot_labels, seed, phase, do_lower_case)
+        self.intent_map = load_label_map(intent_labels)
+
+    @property
+    def label_names(self) -> dict[str, list[str]]:
+        names = super().label_names
+        if self.intent_map:
+            names["intent_ids"] = names_of(self.intent_map)
+        return names
+
+    def _read_examples(self, path: str, file_format: str = "tsv") -> list[dict]:
+        folder = Path(path)
+        files = {name: folder / name for name in ("seq.in", "seq.out", "label")}
+        for name, file in files.items():
+            if not file.is_file():
+                raise DataError(str(folder), None, f"missing {name}", "an intent/slot folder holds seq.in, seq.out, label")
+        texts, tags, intents = (read_lines(files[n]) for n in ("seq.in", "seq.out", "label"))
+        if not (len(texts) == len(tags) == len(intents)):
+            raise DataError(str(folder), None, f"seq.in has {len(texts)} lines, seq.out {len(tags)}, "
+                            f"label {len(intents)}", "the three files must have one line per utterance")
+        examples = []
+        for line, (text, tag_line, intent) in enumerate(zip(texts, tags, intents), start=1):
+            words, word_tags = text.split(), tag_line.split()
+            if not words:
+                raise DataError(str(files["seq.in"]), line, "empty utterance", "remove the line from all three files")
+            _check_tags(str(files["seq.out"]), line, words, word_tags)
+            examples.append({"words": words, "tags": word_tags, "intent": intent.strip(), "line": line})
+        if not examples:
+            raise DataError(str(folder), None, "no examples", "the files are empty")
+        self._build_maps(examples)
+        return examples
+
+    def _build_maps(self, examples: list[dict]) -> None:
+        if self.intent_map is None and self.phase == "train":
+            self.intent_map = {name: i for i, name in enumerate(sorted({ex["intent"] for ex in examples}))}
+        if self.tag_map is None and self.phase == "train":
+            tags = sorted({tag for ex in examples for tag in ex["tags"]} - {"O"})
+            self.tag_map = {name: i for i, name in enumerate(["O"] + tags)}
+        if self.intent_map is None or self.tag_map is None:
+            raise ValueError("IntentSlotReader: load training data first, or pass intent_labels and slot_labels")
+
+    def _add_extra(self, example: dict, fields: dict, meta: dict) -> None:
+        if example.get("intent") is None or self.phase == "predict":
+            return
+        intent = example["intent"]
+        intent_id = self.intent_map.get(intent, IGNORE)
+        if intent_id == IGNORE and self.phase == "train":
+            raise DataError(self.input_file, example["line"], f"intent {intent!r} is not in the label map")
+        fields["intent_ids"] = intent_id
+        meta["gold"]["intent_ids"] = intent

@@ -1,0 +1,21 @@
+"""Loading a fast tokenizer from a model folder or a bare vocab.txt, offline."""
+from pathlib import Path
+
+from transformers import AutoTokenizer, BertTokenizerFast, PreTrainedTokenizerFast
+
+
+def load_tokenizer(vocab_path: str | Path, do_lower_case: bool = True) -> PreTrainedTokenizerFast:
+    """A fast tokenizer: sub-word alignment and MRC offsets need one.
+
+    `vocab_path` is a model folder (with tokenizer.json or vocab.txt) or a WordPiece vocab.txt, as PALM took.
+    """
+    path = Path(vocab_path)
+    if path.is_dir():
+        tokenizer = AutoTokenizer.from_pretrained(str(path), use_fast=True, local_files_only=True)
+    elif path.is_file():
+        tokenizer = BertTokenizerFast(vocab_file=str(path), do_lower_case=do_lower_case)
+    else:
+        raise FileNotFoundError(f"vocab_path {vocab_path}: no such file or folder (give a model folder or a vocab.txt)")
+    if not tokenizer.is_fast:
+        raise TypeError(f"{vocab_path}: mtl needs a fast tokenizer (tokenizer.json or vocab.txt)")
+    return tokenizer

@@ -1,0 +1,56 @@
+"""Sub-word alignment for word-level labels: the label sits on the first sub-token of each word."""
+import logging
+
+from transformers import PreTrainedTokenizerFast
+
+from mtl.components.readers.labels import IGNORE
+
+log = logging.getLogger(__name__)
+
+
+def encode_words(tokenizer: PreTrainedTokenizerFast, sentences: list[list[str]], max_seqlen: int,
+                 source: str) -> list[dict]:
+    """Tokenize pre-split sentences in one fast call; per sentence: input_ids, token_type_ids, word_starts.
+
+    `word_starts[j]` is the position of word j's first sub-token, or -1 when truncation dropped the word
+    (or the word has no sub-token at all); such words are predicted 'O' and counted in the log.
+    """
+    encoded = tokenizer(sentences, is_split_into_words=True, truncation=True, max_length=max_seqlen)
+    out, dropped = [], 0
+    for index, words in enumerate(sentences):
+        starts = [-1] * len(words)
+        for position, word in enumerate(encoded.word_ids(index)):
+            if word is not None and starts[word] == -1:
+                starts[word] = position
+        dropped += starts.count(-1)
+        ids = encoded["input_ids"][index]
+        types = encoded["token_type_ids"][index] if "token_type_ids" in encoded else [0] * len(ids)
+        out.append({"input_ids": ids, "token_type_ids": types, "word_starts": starts})
+    if dropped:
+        log.warning("%s: %d words fell beyond max_seqlen=%d (or had no sub-token); they are predicted 'O'",
+                    source, dropped, max_seqlen)
+    return out
+
+
+def token_labels(word_starts: list[int], word_labels: list[int], length: int) -> list[int]:
+    """Word labels placed on first sub-tokens; every other position is IGNORE."""
+    labels = [IGNORE] * length
+    for start, label in zip(word_starts, word_labels):
+        if start >= 0:
+            labels[start] = label
+    return labels
+
+
+def start_mask(word_starts: list[int], length: int) -> list[int]:
+    """1 on each word's first sub-token: how heads read predictions back per word."""
+    mask = [0] * length
+    for start in word_starts:
+        if start >= 0:
+            mask[start] = 1
+    return mask
+
+
+def words_from_token_predictions(word_starts: list[int], kept_predictions: list, fill: object) -> list:
+    """Per-word predictions from those at first sub-tokens (in order); dropped words get `fill`."""
+    predictions = iter(kept_predictions)
+    return [next(predictions) if start >= 0 else fill for start in word_starts]

@@ -1,0 +1,38 @@
+"""Device and precision: bf16 autocast where the hardware runs it fast, fp32 master weights always."""
+from contextlib import nullcontext
+from typing import Any, ContextManager
+
+import torch
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True on CPUs with AMX or AVX512-BF16, where bf16 matrix products beat fp32 several times."""
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' picks bf16 on GPUs that support it and on CPUs with fast bf16, else fp32."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32"
+
+
+def autocast(device: torch.device, precision: str) -> ContextManager:
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def to_device(batch: dict, device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

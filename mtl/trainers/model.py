@@ -1,0 +1,29 @@
+"""The module every step runs: one shared backbone, each task's heads; one encoder pass per batch."""
+import torch
+from torch import nn
+
+from mtl.components.backbones.encoder import Encoder
+from mtl.components.heads.base import Head
+
+
+class MultiTaskModel(nn.Module):
+    """Backbone + heads[task][head]. What PALM called `loss_var`: the optimizer finds parameters here."""
+
+    def __init__(self, backbone: Encoder, heads: dict[str, dict[str, Head]]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.heads = nn.ModuleDict({task: nn.ModuleDict(task_heads) for task, task_heads in heads.items()})
+
+    def forward(self, task: str, batch: dict) -> dict[str, dict[str, torch.Tensor]]:
+        """Encode once, then run every head of `task` on the same outputs (the joint mode)."""
+        enc = self.backbone(batch)
+        return {name: head(batch, enc) for name, head in self.heads[task].items()}
+
+    def task_loss(self, task: str, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """Sum of the task's head losses, and each loss as a float for logging."""
+        outputs = self(task, batch)
+        losses = {name: out["loss"] for name, out in outputs.items() if "loss" in out}
+        if not losses:
+            raise RuntimeError(f"task {task!r}: no head returned a loss; does the reader yield labels?")
+        total = sum(losses.values())
+        return total, {name: float(loss.detach()) for name, loss in losses.items()}

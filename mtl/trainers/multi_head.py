@@ -1,0 +1,249 @@
+"""MultiHeadTrainer: a shared backbone under several tasks; batches drawn across tasks by mix ratio."""
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from mtl.components.backbones.encoder import Encoder
+from mtl.components.lr_schedulers.schedules import Scheduler, TriangularScheduler
+from mtl.components.optimizers.adam import Adam
+from mtl.components.readers.base import Reader
+from mtl.components.savers.saver import Saver
+from mtl.trainers import checkpoint
+from mtl.trainers.device import autocast, resolve_device, resolve_precision, to_device
+from mtl.trainers.evaluation import decode_task, score_task, write_jsonl
+from mtl.trainers.model import MultiTaskModel
+from mtl.trainers.sampling import MixRatioSampler, TaskSampler, plan_total_steps
+from mtl.trainers.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+class MultiHeadTrainer:
+    """Trains tasks that share one backbone. Both PALM's verbs and a direct constructor lead here:
+
+        MultiHeadTrainer([Trainer("slot", reader=r1, head=h1), Trainer("intent", reader=r2, head=h2)],
+                         backbone=encoder, lr=5e-5, num_epochs=10, sampling_reference="slot").train()
+
+    Budgets follow PALM: base = N_ref // batch_size_ref, steps_t = int(num_epochs * mix_ratio_t * base);
+    training stops when every non-auxiliary task has used its budget.
+    """
+
+    def __init__(self, trainers: list[Trainer], backbone: Encoder | None = None, lr: float = 5e-5,
+                 num_epochs: float | None = None, sampling_reference: str | None = None,
+                 warmup_proportion: float = 0.1, weight_decay: float = 0.01, seed: int = 0,
+                 precision: str = "auto", device: str | None = None, sampler: TaskSampler | None = None,
+                 log_dir: str | Path | None = None) -> None:
+        names = [t.name for t in trainers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task names must be unique, got {names}")
+        self.tasks, self.backbone = list(trainers), backbone
+        self.lr, self.num_epochs, self.reference = lr, num_epochs, sampling_reference or names[0]
+        self.warmup_proportion, self.weight_decay, self.seed = warmup_proportion, weight_decay, seed
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.sampler, self.log_dir = sampler, log_dir
+        self.model: MultiTaskModel | None = None
+        self.adam: Adam | None = None
+        self.optimizer, self.scheduler, self.saver = None, None, None
+        self.global_step, self.total_steps = 0, 0
+        self.best_score, self.best_folder = -math.inf, None
+
+    # ---- PALM verbs -----------------------------------------------------------------------------------
+    def build_forward(self) -> MultiTaskModel:
+        """Join the tasks' heads over the one shared backbone; returns PALM's `loss_var` (the model)."""
+        backbones = {id(t.backbone): t.backbone for t in self.tasks if t.backbone is not None}
+        if self.backbone is not None:
+            backbones.setdefault(id(self.backbone), self.backbone)
+        if len(backbones) != 1:
+            raise ValueError(f"tasks must share exactly one backbone, found {len(backbones)}")
+        self.backbone = next(iter(backbones.values()))
+        for task in self.tasks:
+            task.build_forward(self.backbone)
+        self.model = MultiTaskModel(self.backbone, {t.name: t.heads for t in self.tasks}).to(self.device)
+        return self.model
+
+    def build_backward(self, optimizer: Adam | None = None, weight_decay: float | None = None) -> None:
+        """Keep the optimizer settings; the torch optimizer is built once the step count is known."""
+        self.adam = optimizer or Adam(lr=self.lr, weight_decay=self.weight_decay)
+        if weight_decay is not None:
+            self.adam.weight_decay = weight_decay
+
+    def fit_readers_with_mixratio(self, readers: list[Reader], sampling_reference: str,
+                                  num_epochs: float) -> None:
+        """Attach one training reader per task (in order) and set the budgets' reference and epochs."""
+        if len(readers) != len(self.tasks):
+            raise ValueError(f"got {len(readers)} readers for {len(self.tasks)} tasks")
+        for task, reader in zip(self.tasks, readers):
+            task.fit_reader(reader)
+        self.reference, self.num_epochs = sampling_reference, num_epochs
+
+    def load_pretrain(self, pretrain_dir: str | Path) -> None:
+        """Load pretrained encoder weights from an HF folder (a no-op in effect after from_pretrained)."""
+        self._ready_model().backbone.load_weights(pretrain_dir)
+
+    def set_saver(self, save_path: str | Path, save_steps: int | None = None, keep_last: int = 3) -> None:
+        self.saver = Saver(save_path, save_steps, keep_last)
+
+    # ---- planning ---------------------------------------------------------------------------------------
+    def _ready_model(self) -> MultiTaskModel:
+        return self.model if self.model is not None else self.build_forward()
+
+    def _plan(self) -> None:
+        """Budgets, the exact number of steps, then optimizer and schedule bound to that number."""
+        by_name = {t.name: t for t in self.tasks}
+        if self.reference not in by_name:
+            raise ValueError(f"sampling_reference {self.reference!r} is not a task: {sorted(by_name)}")
+        if self.num_epochs is None:
+            raise ValueError("num_epochs is not set (constructor or fit_readers_with_mixratio)")
+        for task in self.tasks:
+            if task.reader is None:
+                raise ValueError(f"task {task.name!r} has no training reader")
+        ref = by_name[self.reference].reader
+        base = max(1, ref.num_examples // ref.batch_size)
+        for task in self.tasks:
+            task.budget = int(self.num_epochs * task.mix_ratio * base)
+        if self.sampler is None:
+            self.sampler = MixRatioSampler([t.mix_ratio for t in self.tasks], self.seed)
+        self.total_steps = plan_total_steps(self.sampler, [t.budget for t in self.tasks],
+                                            [t.is_aux for t in self.tasks])
+        model = self._ready_model()
+        if self.adam is None:
+            self.build_backward()
+        schedule = self.adam.lr_schedule or TriangularScheduler(int(self.warmup_proportion * self.total_steps))
+        schedule.bind(self.total_steps)
+        self.optimizer = self.adam.build(model)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule.factor)
+
+    # ---- training ---------------------------------------------------------------------------------------
+    def train(self, print_steps: int = 10, eval_steps: int | None = None) -> dict[str, Any]:
+        """The training loop. With `eval_steps`, dev metrics are computed every N steps and the best
+        model (by the mean of the tasks' scores) is kept in `save_path/best` (or in memory without a saver)."""
+        torch.manual_seed(self.seed)
+        self._plan()
+        model, writer = self.model, self._tensorboard()
+        model.train()
+        batches = {t.name: t.reader.batches() for t in self.tasks}
+        progress = tqdm(total=self.total_steps, initial=self.global_step, disable=None, desc="train")
+        history, started, last_print = [], time.perf_counter(), self.global_step
+        while self.global_step < self.total_steps:
+            # 1. the sampler picks the task; 2. its reader gives the next batch (padded to its longest)
+            task = self.tasks[self.sampler.draw(self.global_step)]
+            batch = to_device(next(batches[task.name]), self.device)
+            # 3-4. one encoder pass, every head of the task adds its loss
+            with autocast(self.device, self.precision):
+                loss, parts = model.task_loss(task.name, batch)
+            # 5. backward, clip, step
+            loss.backward()
+            if self.adam.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), self.adam.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.global_step += 1
+            task.cur_train_step += 1
+            progress.update(1)
+            if writer is not None:
+                writer.add_scalar(f"loss/{task.name}", float(loss), self.global_step)
+                writer.add_scalar("lr", self.scheduler.get_last_lr()[0], self.global_step)
+            if print_steps and self.global_step % print_steps == 0:
+                speed = (self.global_step - last_print) / max(time.perf_counter() - started, 1e-9)
+                started, last_print = time.perf_counter(), self.global_step
+                progress.write(self._log_line(task, float(loss), speed))
+            if self.saver and self.saver.should_save(self.global_step):
+                self.saver.save_step(self.global_step, self._write)
+            if eval_steps and (self.global_step % eval_steps == 0 or self.global_step == self.total_steps):
+                history.append(self._eval_and_keep_best(writer))
+        progress.close()
+        if self.saver:
+            self.saver.save("final", self._write)
+        if writer is not None:
+            writer.close()
+        return {"steps": self.global_step, "history": history, "best_score": self.best_score}
+
+    def _log_line(self, task: Trainer, loss: float, speed: float) -> str:
+        """PALM's log line."""
+        return (f"global step: {self.global_step}, {task.name}: step {task.cur_train_step}/{task.budget} "
+                f"(epoch {task.reader.epoch}), loss: {loss:.3f}, speed: {speed:.2f} steps/s")
+
+    def _tensorboard(self) -> Any:
+        folder = self.log_dir or (self.saver.save_path / "tensorboard" if self.saver else None)
+        if folder is None:
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+        return SummaryWriter(str(folder))
+
+    def _eval_and_keep_best(self, writer: Any) -> dict:
+        metrics = self.evaluate()
+        for task_name, values in metrics.items():
+            for key, value in values.items():
+                if writer is not None:
+                    writer.add_scalar(f"dev/{task_name}/{key}", value, self.global_step)
+        score = sum(m["score"] for m in metrics.values()) / len(metrics)
+        if score > self.best_score:
+            self.best_score = score
+            self._keep_best()
+        return {"step": self.global_step, "score": score, "metrics": metrics}
+
+    def _keep_best(self) -> None:
+        if self.saver:
+            self.best_folder = self.saver.save("best", self._write)
+        else:
+            self.best_folder = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def load_best(self) -> None:
+        """Restore the best model seen by dev evaluation during `train`."""
+        if self.best_folder is None:
+            raise RuntimeError("no best model: train with eval_steps and dev readers first")
+        if isinstance(self.best_folder, dict):
+            self.model.load_state_dict(self.best_folder)
+        else:
+            self.load_checkpoint(self.best_folder)
+
+    # ---- checkpoints ------------------------------------------------------------------------------------
+    def _write(self, folder: Path) -> None:
+        state = {"global_step": self.global_step, "total_steps": self.total_steps,
+                 "tasks": {t.name: {"cur_train_step": t.cur_train_step, "budget": t.budget} for t in self.tasks}}
+        training = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                    "sampler": self.sampler.state_dict(),
+                    "readers": {t.name: t.reader.state_dict() for t in self.tasks}}
+        labels = {t.name: (t.reader or t.dev_reader).label_names for t in self.tasks}
+        checkpoint.write_checkpoint(folder, self.model, labels, self.tasks[0].reader.tokenizer, state, training)
+
+    def save(self, folder: str | Path) -> Path:
+        """Save the current model now (atomically) into `folder`."""
+        folder = Path(folder)
+        return Saver(folder.parent).save(folder.name, self._write)
+
+    def load_checkpoint(self, folder: str | Path) -> None:
+        """Load a saved model's weights into these assembled components (e.g. in a fresh process)."""
+        checkpoint.load_weights(folder, self._ready_model())
+
+    # ---- evaluation and prediction ----------------------------------------------------------------------
+    def evaluate(self, readers: dict[str, Reader] | None = None) -> dict[str, dict[str, float]]:
+        """Metrics per task on the given readers, or on each task's dev reader."""
+        model = self._ready_model()
+        results = {}
+        for task in self.tasks:
+            reader = (readers or {}).get(task.name) if readers is not None else task.dev_reader
+            if reader is None:
+                continue
+            task.check_reader(reader)
+            records, metas = decode_task(model, task, reader, self.device, self.precision)
+            results[task.name] = score_task(task, records, metas)
+        if not results:
+            raise ValueError("nothing to evaluate: give readers or set the tasks' dev readers")
+        return results
+
+    def predict(self, task_name: str, inputs: Reader | list[str], output_file: str | Path | None = None) -> list[dict]:
+        """Decoded predictions of one task (labels and spans, not ids); written as JSONL when asked."""
+        task = {t.name: t for t in self.tasks}[task_name]
+        reader = inputs if isinstance(inputs, Reader) else (task.reader or task.dev_reader).from_texts(inputs)
+        records, _ = decode_task(self._ready_model(), task, reader, self.device, self.precision)
+        if output_file is not None:
+            write_jsonl(records, output_file)
+        return records

@@ -20,8 +20,9 @@ def macro_f1(predicted: list, gold: list) -> float:
 
 def seqeval_scores(predicted: list[list[str]], gold: list[list[str]]) -> dict[str, float]:
     """Entity-level micro precision/recall/F1 (CoNLL rules, as seqeval's default mode)."""
-    return {"f1": 100.0 * f1_score(gold, predicted), "precision": 100.0 * precision_score(gold, predicted),
-            "recall": 100.0 * recall_score(gold, predicted)}
+    return {"f1": 100.0 * float(f1_score(gold, predicted)),
+            "precision": 100.0 * float(precision_score(gold, predicted, zero_division=0)),
+            "recall": 100.0 * float(recall_score(gold, predicted, zero_division=0))}
 
 
 def entity_spans(words: list[str], tags: list[str]) -> list[dict]:

@@ -32,14 +32,22 @@ def load_weights(folder: str | Path, model: MultiTaskModel) -> dict:
     if not (folder / HEADS).is_file():
         raise FileNotFoundError(f"{folder}: not an mtl checkpoint (no {HEADS})")
     backbone_file = folder / BACKBONE / "model.safetensors"
-    model.backbone.model.load_state_dict(load_file(str(backbone_file)), strict=False)
-    missing = model.heads.load_state_dict(load_file(str(folder / HEADS)), strict=False)
-    if missing.missing_keys or missing.unexpected_keys:
-        raise ValueError(f"{folder}: heads do not match the assembled model: missing {missing.missing_keys}, "
-                         f"unexpected {missing.unexpected_keys}")
+    _load_exactly(model.backbone.model, backbone_file)
+    _load_exactly(model.heads, folder / HEADS)
     return json.loads((folder / STATE).read_text(encoding="utf-8"))
 
 
 def load_training_state(folder: str | Path) -> dict | None:
     path = Path(folder) / TRAINING
     return torch.load(path, weights_only=True) if path.is_file() else None
+
+
+def _load_exactly(module: torch.nn.Module, file: Path) -> None:
+    """Load a safetensors file whose keys must match the module's exactly: a mismatch is a wrong model."""
+    try:
+        result = module.load_state_dict(load_file(str(file)), strict=False)
+    except RuntimeError as error:  # shape mismatches: name the file, not torch's internals
+        raise ValueError(f"{file}: weights do not fit the assembled model: {str(error)[:500]}") from None
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(f"{file}: weights do not match the assembled model: missing {result.missing_keys[:5]}, "
+                         f"unexpected {result.unexpected_keys[:5]}")

@@ -13,6 +13,7 @@ from mtl.components.lr_schedulers.schedules import Scheduler, TriangularSchedule
 from mtl.components.optimizers.adam import Adam
 from mtl.components.readers.base import Reader
 from mtl.components.savers.saver import Saver
+from mtl.errors import MtlError
 from mtl.trainers import checkpoint
 from mtl.trainers.device import autocast, resolve_device, resolve_precision, to_device
 from mtl.trainers.evaluation import decode_task, score_task, write_jsonl
@@ -98,12 +99,14 @@ class MultiHeadTrainer:
         by_name = {t.name: t for t in self.tasks}
         if self.reference not in by_name:
             raise ValueError(f"sampling_reference {self.reference!r} is not a task: {sorted(by_name)}")
-        if self.num_epochs is None:
-            raise ValueError("num_epochs is not set (constructor or fit_readers_with_mixratio)")
         for task in self.tasks:
             if task.reader is None:
                 raise ValueError(f"task {task.name!r} has no training reader")
         ref = by_name[self.reference].reader
+        if self.num_epochs is None:
+            self.num_epochs = ref.num_epochs  # PALM's single-task scripts give epochs to load_data
+        if self.num_epochs is None:
+            raise ValueError("num_epochs is not set (MultiHeadTrainer, fit_readers_with_mixratio or load_data)")
         base = max(1, ref.num_examples // ref.batch_size)
         for task in self.tasks:
             task.budget = int(self.num_epochs * task.mix_ratio * base)
@@ -123,7 +126,11 @@ class MultiHeadTrainer:
     def train(self, print_steps: int = 10, eval_steps: int | None = None) -> dict[str, Any]:
         """The training loop. With `eval_steps`, dev metrics are computed every N steps and the best
         model (by the mean of the tasks' scores) is kept in `save_path/best` (or in memory without a saver)."""
-        torch.manual_seed(self.seed)
+        with torch.random.fork_rng(devices=[]):  # seeded dropout without touching the caller's global RNG
+            torch.manual_seed(self.seed)
+            return self._train(print_steps, eval_steps)
+
+    def _train(self, print_steps: int, eval_steps: int | None) -> dict[str, Any]:
         self._plan()
         model, writer = self.model, self._tensorboard()
         model.train()
@@ -133,7 +140,7 @@ class MultiHeadTrainer:
         while self.global_step < self.total_steps:
             # 1. the sampler picks the task; 2. its reader gives the next batch (padded to its longest)
             task = self.tasks[self.sampler.draw(self.global_step)]
-            batch = to_device(next(batches[task.name]), self.device)
+            batch = to_device(self._next_batch(task, batches[task.name]), self.device)
             # 3-4. one encoder pass, every head of the task adds its loss
             with autocast(self.device, self.precision):
                 loss, parts = model.task_loss(task.name, batch)
@@ -148,12 +155,12 @@ class MultiHeadTrainer:
             task.cur_train_step += 1
             progress.update(1)
             if writer is not None:
-                writer.add_scalar(f"loss/{task.name}", float(loss), self.global_step)
+                writer.add_scalar(f"loss/{task.name}", float(loss.detach()), self.global_step)
                 writer.add_scalar("lr", self.scheduler.get_last_lr()[0], self.global_step)
             if print_steps and self.global_step % print_steps == 0:
                 speed = (self.global_step - last_print) / max(time.perf_counter() - started, 1e-9)
                 started, last_print = time.perf_counter(), self.global_step
-                progress.write(self._log_line(task, float(loss), speed))
+                progress.write(self._log_line(task, float(loss.detach()), speed))
             if self.saver and self.saver.should_save(self.global_step):
                 self.saver.save_step(self.global_step, self._write)
             if eval_steps and (self.global_step % eval_steps == 0 or self.global_step == self.total_steps):
@@ -164,6 +171,14 @@ class MultiHeadTrainer:
         if writer is not None:
             writer.close()
         return {"steps": self.global_step, "history": history, "best_score": self.best_score}
+
+    @staticmethod
+    def _next_batch(task: Trainer, batches: Any) -> dict:
+        try:
+            return next(batches)
+        except StopIteration:
+            raise MtlError(f"task {task.name!r}: its reader ran out after num_epochs={task.reader.num_epochs} "
+                           "epochs before training ended; load_data(num_epochs=None) lets the trainer decide") from None
 
     def _log_line(self, task: Trainer, loss: float, speed: float) -> str:
         """PALM's log line."""
@@ -208,11 +223,14 @@ class MultiHeadTrainer:
     def _write(self, folder: Path) -> None:
         state = {"global_step": self.global_step, "total_steps": self.total_steps,
                  "tasks": {t.name: {"cur_train_step": t.cur_train_step, "budget": t.budget} for t in self.tasks}}
-        training = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                    "sampler": self.sampler.state_dict(),
-                    "readers": {t.name: t.reader.state_dict() for t in self.tasks}}
+        training = None
+        if self.optimizer is not None:  # a model saved before training has no training state
+            training = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                        "sampler": self.sampler.state_dict(),
+                        "readers": {t.name: t.reader.state_dict() for t in self.tasks}}
         labels = {t.name: (t.reader or t.dev_reader).label_names for t in self.tasks}
-        checkpoint.write_checkpoint(folder, self.model, labels, self.tasks[0].reader.tokenizer, state, training)
+        tokenizer = (self.tasks[0].reader or self.tasks[0].dev_reader).tokenizer
+        checkpoint.write_checkpoint(folder, self._ready_model(), labels, tokenizer, state, training)
 
     def save(self, folder: str | Path) -> Path:
         """Save the current model now (atomically) into `folder`."""

@@ -26,7 +26,7 @@ class Trainer:
         self.heads: dict[str, Head] = {}
         if head is not None:
             self.heads = dict(head) if isinstance(head, dict) else {name: head}
-        self.backbone: Encoder | None = None
+        self.backbone: Encoder | None = solo_options.pop("backbone", None)
         self.budget, self.cur_train_step = 0, 0
         self._solo_options, self._solo = solo_options, None
 

@@ -41,6 +41,7 @@ class Reader:
         self.max_seqlen, self.seed, self.phase = max_seqlen, seed, phase
         self.features: list[Feature] = []
         self.batch_size, self.num_epochs, self.shuffle = 32, None, phase == "train"
+        self.group_by_length = True
         self.input_file: str | None = None
         self.epoch, self.position = 0, 0
 
@@ -61,9 +62,12 @@ class Reader:
 
     # ---- PALM verbs -------------------------------------------------------------------------------
     def load_data(self, input_file: str | Path, file_format: str = "tsv", num_epochs: int | None = None,
-                  batch_size: int = 32, shuffle: bool | None = None) -> "Reader":
-        """Read and tokenize `input_file` once; batches are drawn later by the trainer."""
-        self.input_file = str(input_file)
+                  batch_size: int = 32, shuffle: bool | None = None, group_by_length: bool = True) -> "Reader":
+        """Read and tokenize `input_file` once; batches are drawn later by the trainer.
+
+        `group_by_length` (training only) batches examples of similar length to cut padding.
+        """
+        self.input_file, self.group_by_length = str(input_file), group_by_length
         self.batch_size, self.num_epochs = batch_size, num_epochs
         if shuffle is not None:
             self.shuffle = shuffle
@@ -114,16 +118,31 @@ class Reader:
             return np.arange(self.num_examples)
         return np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
 
+    def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """Example indices of each batch of one epoch. With `group_by_length`, shuffled chunks of 50 batches
+        are sorted by length before cutting, and the batches shuffled again: little padding, still random."""
+        order, size = self._epoch_order(epoch), self.batch_size
+        if not (self.group_by_length and self.shuffle):
+            return [order[i:i + size] for i in range(0, len(order), size)]
+        lengths = np.array([len(f.fields["input_ids"]) for f in self.features])
+        chunk = size * 50
+        order = np.concatenate([part[np.argsort(-lengths[part], kind="stable")]
+                                for part in (order[i:i + chunk] for i in range(0, len(order), chunk))])
+        batches = [order[i:i + size] for i in range(0, len(order), size)]
+        shuffled = np.random.default_rng([self.seed, epoch, 1]).permutation(len(batches))
+        return [batches[i] for i in shuffled]
+
     def batches(self) -> Iterator[dict]:
-        """Training batches, epoch after epoch (forever when num_epochs is None); tracks epoch/position."""
+        """Training batches, epoch after epoch (forever when num_epochs is None); `position` counts the
+        batches already drawn in the current epoch, so a run can resume where it stopped."""
         if not self.features:
             raise RuntimeError(f"{type(self).__name__}: call load_data before drawing batches")
         while self.num_epochs is None or self.epoch < self.num_epochs:
-            order = self._epoch_order(self.epoch)
-            while self.position < len(order):
-                chunk = order[self.position:self.position + self.batch_size]
-                self.position += len(chunk)
-                yield self.collate([self.features[i] for i in chunk])
+            epoch_batches = self._epoch_batches(self.epoch)
+            while self.position < len(epoch_batches):
+                indices = epoch_batches[self.position]
+                self.position += 1
+                yield self.collate([self.features[i] for i in indices])
             self.epoch, self.position = self.epoch + 1, 0
 
     def iter_once(self) -> Iterator[dict]:

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from mtl.components.readers.base import Feature, Reader
 from mtl.components.readers.files import load_label_map, names_of, read_lines, read_tsv
-from mtl.components.readers.labels import IGNORE, LabelLookup
+from mtl.components.readers.labels import LabelLookup
 from mtl.components.readers.words import encode_words, start_mask, token_labels
 from mtl.errors import DataError
 
@@ -13,6 +13,7 @@ class WordTaggingReader(Reader):
 
     input_fields = Reader.input_fields + ("word_start_mask",)
     tag_field = "label_ids"
+    tag_file: str | None = None  # inside a data folder, the file the tags come from (for error messages)
 
     def __init__(self, vocab_path: str | Path, max_seqlen: int = 128, label_map=None, seed: int = 0,
                  phase: str = "train", do_lower_case: bool = True) -> None:
@@ -29,7 +30,8 @@ class WordTaggingReader(Reader):
     def _featurize(self, examples: list[dict]) -> list[Feature]:
         source = self.input_file or "<data>"
         encoded = encode_words(self.tokenizer, [ex["words"] for ex in examples], self.max_seqlen, source)
-        lookup = LabelLookup(self.tag_map or {}, source, self.phase, "tag")
+        tag_source = str(Path(source) / self.tag_file) if self.tag_file and self.input_file else source
+        lookup = LabelLookup(self.tag_map or {}, tag_source, self.phase, "tag")
         features = []
         for example, enc in zip(examples, encoded):
             length = len(enc["input_ids"])
@@ -89,6 +91,7 @@ class IntentSlotReader(WordTaggingReader):
     label_fields = ("intent_ids", "slot_ids")
     token_label_fields = ("slot_ids",)
     tag_field = "slot_ids"
+    tag_file = "seq.out"
 
     def __init__(self, vocab_path: str | Path, max_seqlen: int = 128, intent_labels=None, slot_labels=None,
                  seed: int = 0, phase: str = "train", do_lower_case: bool = True) -> None:
@@ -133,12 +136,15 @@ class IntentSlotReader(WordTaggingReader):
         if self.intent_map is None or self.tag_map is None:
             raise ValueError("IntentSlotReader: load training data first, or pass intent_labels and slot_labels")
 
+    def _featurize(self, examples: list[dict]) -> list[Feature]:
+        source = str(Path(self.input_file or "<data>") / "label")
+        self._intents = LabelLookup(self.intent_map or {}, source, self.phase, "intent")
+        features = super()._featurize(examples)
+        self._intents.report()
+        return features
+
     def _add_extra(self, example: dict, fields: dict, meta: dict) -> None:
         if example.get("intent") is None or self.phase == "predict":
             return
-        intent = example["intent"]
-        intent_id = self.intent_map.get(intent, IGNORE)
-        if intent_id == IGNORE and self.phase == "train":
-            raise DataError(self.input_file, example["line"], f"intent {intent!r} is not in the label map")
-        fields["intent_ids"] = intent_id
-        meta["gold"]["intent_ids"] = intent
+        fields["intent_ids"] = self._intents(example["intent"], example["line"])
+        meta["gold"]["intent_ids"] = example["intent"]

@@ -13,7 +13,8 @@ def load_tokenizer(vocab_path: str | Path, do_lower_case: bool = True) -> PreTra
     if path.is_dir():
         tokenizer = AutoTokenizer.from_pretrained(str(path), use_fast=True, local_files_only=True)
     elif path.is_file():
-        tokenizer = BertTokenizerFast(vocab_file=str(path), do_lower_case=do_lower_case)
+        tokens = path.read_text(encoding="utf-8").splitlines()
+        tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(tokens)}, do_lower_case=do_lower_case)
     else:
         raise FileNotFoundError(f"vocab_path {vocab_path}: no such file or folder (give a model folder or a vocab.txt)")
     if not tokenizer.is_fast:

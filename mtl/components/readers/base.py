@@ -1,6 +1,7 @@
 """Reader base class: file -> examples -> features (tokenized once) -> padded batches of tensors."""
 import copy
 import logging
+import operator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -9,7 +10,7 @@ import numpy as np
 import torch
 
 from mtl.components.readers.tokenization import load_tokenizer
-from mtl.errors import check_contract
+from mtl.errors import DataError, check_contract
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class Reader:
                  do_lower_case: bool = True) -> None:
         if phase not in ("train", "eval", "predict"):
             raise ValueError(f"phase must be 'train', 'eval' or 'predict', got {phase!r}")
+        max_seqlen = _integer("max_seqlen", max_seqlen, 3, "[CLS], one token, [SEP]")
         self.tokenizer = load_tokenizer(vocab_path, do_lower_case)
         self.max_seqlen, self.seed, self.phase = max_seqlen, seed, phase
         self.features: list[Feature] = []
@@ -67,6 +69,7 @@ class Reader:
 
         `group_by_length` (training only) batches examples of similar length to cut padding.
         """
+        batch_size = _integer("batch_size", batch_size, 1)
         self.input_file, self.group_by_length = str(input_file), group_by_length
         self.batch_size, self.num_epochs = batch_size, num_epochs
         if shuffle is not None:
@@ -91,6 +94,18 @@ class Reader:
     @property
     def steps_per_epoch(self) -> int:
         return max(1, -(-self.num_examples // self.batch_size))
+
+    def check_num_classes(self, field: str, num_classes: int) -> None:
+        """Fail up front, naming the file and the line, when a label id of `field` is outside a head's
+        `num_classes` (PALM's integer-id TSVs): torch would fail later with 'Target out of bounds'."""
+        for feature in self.features:
+            value = feature.fields.get(field)
+            ids = value if isinstance(value, list) else [value]
+            bad = [i for i in ids if i is not None and i != -100 and not 0 <= i < num_classes]
+            if bad:
+                raise DataError(self.input_file or "<data>", feature.meta.get("line"),
+                                f"{field} {bad[0]} is out of range for a head with {num_classes} classes",
+                                f"ids are 0..{num_classes - 1}; fix the label or the head's num_classes")
 
     # ---- derived readers ----------------------------------------------------------------------------
     def eval_reader(self, input_file: str | Path, file_format: str = "tsv", batch_size: int | None = None) -> "Reader":
@@ -171,6 +186,20 @@ class Reader:
         if name == "input_ids":
             return self.tokenizer.pad_token_id or 0
         return -100 if name in self.token_label_fields else 0
+
+
+def _integer(name: str, value: Any, minimum: int, why: str = "") -> int:
+    """`value` as an int >= minimum (numpy integers welcome), else a ValueError naming the argument."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or number < minimum:
+        reason = f" ({why})" if why else ""
+        raise ValueError(f"{name} must be an integer >= {minimum}{reason}, got {value!r}")
+    return number
 
 
 def _stack(values: list, pad: int) -> torch.Tensor:

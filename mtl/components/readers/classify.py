@@ -1,10 +1,16 @@
 """PALM's ClassifyReader: TSV `label<TAB>text_a`."""
+import logging
+import re
 from pathlib import Path
 
 from mtl.components.readers.base import Feature, Reader
 from mtl.components.readers.files import load_label_map, names_of, read_tsv
 from mtl.components.readers.labels import LabelLookup
+from mtl.components.readers.tokenization import truncated_rows
 from mtl.errors import DataError
+
+log = logging.getLogger(__name__)
+_ASCII_DIGITS = re.compile(r"[0-9]+")  # str.isdigit() also accepts '²', which int() refuses
 
 
 class ClassifyReader(Reader):
@@ -24,8 +30,14 @@ class ClassifyReader(Reader):
     def _read_examples(self, path: str, file_format: str) -> list[dict]:
         if file_format != "tsv":
             raise ValueError(f"ClassifyReader reads file_format='tsv', got {file_format!r}")
-        return [{"label": label.strip(), "text": text, "line": line}
-                for line, (label, text) in read_tsv(path, ("label", "text_a"))]
+        examples = []
+        for line, (label, text) in read_tsv(path, ("label", "text_a")):
+            if not label.strip():
+                raise DataError(path, line, "empty label", "write the label before the tab: label<TAB>text_a")
+            if not text.strip():
+                raise DataError(path, line, "empty text_a", "write the text after the tab, or remove the line")
+            examples.append({"label": label.strip(), "text": text, "line": line})
+        return examples
 
     def _examples_from_texts(self, texts: list[str]) -> list[dict]:
         return [{"label": None, "text": text, "line": i + 1} for i, text in enumerate(texts)]
@@ -33,14 +45,19 @@ class ClassifyReader(Reader):
     def _label_id(self, label: str, line: int, lookup: LabelLookup) -> int:
         if self.label_map is not None:
             return lookup(label, line)
-        if not label.isdigit():
+        if not _ASCII_DIGITS.fullmatch(label):
             raise DataError(self.input_file, line, f"label {label!r} is not an integer id",
-                            "write integer ids or give ClassifyReader a label_map")
+                            "write integer ids 0..n-1 or give ClassifyReader a label_map")
         return int(label)
 
     def _featurize(self, examples: list[dict]) -> list[Feature]:
         source = self.input_file or "<texts>"
         encoded = self.tokenizer([ex["text"] for ex in examples], truncation=True, max_length=self.max_seqlen)
+        cut = truncated_rows(encoded)
+        if cut:
+            log.warning("%s: %d of %d texts were longer than max_seqlen=%d tokens and were truncated (line %s)",
+                        source, len(cut), len(examples), self.max_seqlen,
+                        ", ".join(str(examples[i]["line"]) for i in cut[:10]) + (", ..." if len(cut) > 10 else ""))
         lookup = LabelLookup(self.label_map or {}, source, self.phase, "label")
         features = []
         for index, example in enumerate(examples):

@@ -23,15 +23,27 @@ class LabelLookup:
         if label in self.label_map:
             return self.label_map[label]
         if self.phase == "train":
-            known = ", ".join(list(self.label_map)[:8])
-            raise DataError(self.path, line, f"{self.what} {label!r} is not in the label map",
-                            f"add it to the label map or fix the label; known: {known}, ...")
+            raise DataError(self.path, line, f"{self.what} {label!r} is not in the label map", self._fix(label))
         self.unknown[label] = self.unknown.get(label, 0) + 1
         return IGNORE
 
+    def _fix(self, label: str) -> str:
+        if not self.label_map:
+            return "give the reader a label map"
+        if label.isdigit() and not any(name.isdigit() for name in self.label_map):
+            return ("the data has integer ids but the label map has names: write names in the data, "
+                    "or drop the label map")
+        if self.what == "tag" and any(c.isspace() for c in label):
+            return "a tag cannot hold spaces: tokens and tags are separated by \\x02 in PALM's TSV"
+        known = list(self.label_map)
+        return f"add it to the label map or fix the label; known: {', '.join(known[:8])}" + \
+            (", ..." if len(known) > 8 else "")
+
     def report(self) -> None:
+        """One warning per file for the unknown gold labels of an eval/test set."""
         if self.unknown:
             count = sum(self.unknown.values())
-            log.warning("%s: %d %s labels not in the training label map (%s); they count as errors in the "
-                        "metrics and are skipped in the loss", self.path, count, self.what,
-                        ", ".join(sorted(self.unknown)[:10]))
+            names = sorted(self.unknown)
+            log.warning("%s: %d gold %s%s not in the training label map (%s); kept as gold text, they count as "
+                        "errors in the metrics and are skipped in the loss", self.path, count, self.what,
+                        "" if count == 1 else "s", ", ".join(names[:10]) + (", ..." if len(names) > 10 else ""))

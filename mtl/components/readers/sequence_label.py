@@ -1,11 +1,14 @@
 """Word-level tagging readers: PALM's SequenceLabelReader and the ATIS/SNIPS joint intent+slot reader."""
+import logging
 from pathlib import Path
 
 from mtl.components.readers.base import Feature, Reader
-from mtl.components.readers.files import load_label_map, names_of, read_lines, read_tsv
+from mtl.components.readers.files import load_label_map, names_of, path_kind, read_lines, read_tsv
 from mtl.components.readers.labels import LabelLookup
 from mtl.components.readers.words import encode_words, start_mask, token_labels
 from mtl.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 class WordTaggingReader(Reader):
@@ -52,10 +55,18 @@ class WordTaggingReader(Reader):
         """Hook for readers that yield more than tags (the joint reader adds the intent)."""
 
 
-def _check_tags(path: str, line: int, words: list[str], tags: list[str]) -> None:
+def _check_tags(path: str, line: int, words: list[str], tags: list[str], separator: str = "space") -> None:
     if len(words) != len(tags):
         raise DataError(path, line, f"{len(words)} tokens but {len(tags)} labels",
-                        "give exactly one label per token")
+                        f"give exactly one label per token, separated by a {separator}")
+
+
+def _check_pieces(path: str, line: int, pieces: list[str], what: str) -> None:
+    """No empty token or label between \\x02 separators (a doubled, leading or trailing \\x02)."""
+    for index, piece in enumerate(pieces, start=1):
+        if not piece.strip():
+            raise DataError(path, line, f"{what} {index} of {len(pieces)} is empty",
+                            "remove the doubled, leading or trailing \\x02 separator")
 
 
 class SequenceLabelReader(WordTaggingReader):
@@ -75,8 +86,10 @@ class SequenceLabelReader(WordTaggingReader):
             raise ValueError(f"SequenceLabelReader reads file_format='tsv', got {file_format!r}")
         examples = []
         for line, (text, labels) in read_tsv(path, ("text_a", "label")):
-            words, tags = text.split("\x02"), labels.strip().split("\x02")
-            _check_tags(path, line, words, tags)
+            words, tags = text.split("\x02"), [tag.strip() for tag in labels.strip().split("\x02")]
+            _check_pieces(path, line, words, "token")
+            _check_pieces(path, line, tags, "label")
+            _check_tags(path, line, words, tags, "\\x02")
             examples.append({"words": words, "tags": tags, "line": line})
         return examples
 
@@ -107,23 +120,33 @@ class IntentSlotReader(WordTaggingReader):
 
     def _read_examples(self, path: str, file_format: str = "tsv") -> list[dict]:
         folder = Path(path)
+        layout = "an intent/slot folder holds seq.in, seq.out and label, one line per utterance"
+        kind = path_kind(folder)
+        if kind != "folder":
+            raise DataError(str(folder), None, "no such folder" if kind == "missing" else "not a folder", layout)
         files = {name: folder / name for name in ("seq.in", "seq.out", "label")}
         for name, file in files.items():
-            if not file.is_file():
-                raise DataError(str(folder), None, f"missing {name}", "an intent/slot folder holds seq.in, seq.out, label")
-        texts, tags, intents = (read_lines(files[n]) for n in ("seq.in", "seq.out", "label"))
-        if not (len(texts) == len(tags) == len(intents)):
+            if path_kind(file) != "file":
+                raise DataError(str(folder), None, f"missing {name}", layout)
+        texts, tags, intents = _trim_ends({name: read_lines(file) for name, file in files.items()}, folder)
+        counts = {"seq.in": len(texts), "seq.out": len(tags), "label": len(intents)}
+        if len(set(counts.values())) > 1:
+            empty = [name for name, count in counts.items() if count == 0]
+            if empty:
+                raise DataError(str(files[empty[0]]), None, "empty file", layout)
             raise DataError(str(folder), None, f"seq.in has {len(texts)} lines, seq.out {len(tags)}, "
-                            f"label {len(intents)}", "the three files must have one line per utterance")
+                            f"label {len(intents)}", layout)
         examples = []
         for line, (text, tag_line, intent) in enumerate(zip(texts, tags, intents), start=1):
             words, word_tags = text.split(), tag_line.split()
             if not words:
                 raise DataError(str(files["seq.in"]), line, "empty utterance", "remove the line from all three files")
             _check_tags(str(files["seq.out"]), line, words, word_tags)
+            if not intent.strip():
+                raise DataError(str(files["label"]), line, "empty intent", "write the utterance's intent")
             examples.append({"words": words, "tags": word_tags, "intent": intent.strip(), "line": line})
         if not examples:
-            raise DataError(str(folder), None, "no examples", "the files are empty")
+            raise DataError(str(folder), None, "no examples: the three files are empty", layout)
         self._build_maps(examples)
         return examples
 
@@ -148,3 +171,21 @@ class IntentSlotReader(WordTaggingReader):
             return
         fields["intent_ids"] = self._intents(example["intent"], example["line"])
         meta["gold"]["intent_ids"] = example["intent"]
+
+
+def _trim_ends(lines: dict[str, list[str]], folder: Path) -> list[list[str]]:
+    """The three files' lines, without blank lines at their ends (an editor's extra newlines) when that
+    leaves them one line per utterance; otherwise as they are, so the mismatch is reported."""
+    trimmed = {}
+    for name, values in lines.items():
+        kept = len(values)
+        while kept and not values[kept - 1].strip():
+            kept -= 1
+        trimmed[name] = values[:kept]
+    if len({len(values) for values in trimmed.values()}) > 1:
+        return list(lines.values())
+    dropped = {name: len(lines[name]) - len(trimmed[name]) for name in lines if len(lines[name]) > len(trimmed[name])}
+    if dropped:
+        log.info("%s: ignored blank lines at the end of %s", folder,
+                 ", ".join(f"{name} ({count})" for name, count in dropped.items()))
+    return list(trimmed.values())

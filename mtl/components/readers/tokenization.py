@@ -20,3 +20,8 @@ def load_tokenizer(vocab_path: str | Path, do_lower_case: bool = True) -> PreTra
     if not tokenizer.is_fast:
         raise TypeError(f"{vocab_path}: mtl needs a fast tokenizer (tokenizer.json or vocab.txt)")
     return tokenizer
+
+
+def truncated_rows(encoded) -> list[int]:
+    """Indices of the sequences of a fast-tokenizer batch that truncation cut short."""
+    return [index for index, encoding in enumerate(encoded.encodings) if encoding.overflowing]

@@ -1,8 +1,12 @@
 """mtl: multi-task learning for NLP over one shared pretrained encoder, in the style of PaddlePALM."""
 from mtl import backbone, head, lr_sched, optimizer, reader, saver
-from mtl.errors import ContractError, DataError, MtlError
+from mtl.errors import ConfigError, ContractError, DataError, MtlError
+from mtl.predictor import Predictor, load
 from mtl.trainers import MultiHeadTrainer, Trainer
+from mtl.trainers.selection import Selector
+from mtl import config  # after the trainers: configs are checked against their signatures
 
 __version__ = "0.1.0"
-__all__ = ["reader", "backbone", "head", "optimizer", "lr_sched", "saver", "Trainer", "MultiHeadTrainer",
-           "ContractError", "DataError", "MtlError"]
+__all__ = ["reader", "backbone", "head", "optimizer", "lr_sched", "saver", "config", "Trainer",
+           "MultiHeadTrainer", "Selector", "Predictor", "load", "ConfigError", "ContractError", "DataError",
+           "MtlError"]

@@ -29,3 +29,7 @@ def check_contract(provider: object, provided: set[str], consumer: object, neede
             f"{type(consumer).__name__} needs {missing} but {type(provider).__name__} provides only "
             f"{sorted(provided)}"
         )
+
+
+class ConfigError(MtlError):
+    """A config is wrong; the message names the key (its dotted path in the file) and the component."""

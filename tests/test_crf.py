@@ -99,3 +99,29 @@ def test_sequence_label_with_crf_trains_through_multi_head_trainer(vocab_file, i
     assert mh.tasks[0].heads["slots"].crf is not None
     assert after < 0.5 * before
     assert mh.evaluate()["joint"]["slots.f1"] > 50.0
+
+
+def test_marginals_match_brute_force_with_ragged_masks():
+    """The probability a decoded tag is reported with: P(tag at t | sentence), summed over every path."""
+    generator = torch.Generator().manual_seed(11)
+    crf = random_crf(3, generator)
+    emissions = torch.randn(3, 4, 3, generator=generator)
+    lengths = [4, 2, 1]
+    mask = torch.tensor([[i < n for i in range(4)] for n in lengths])
+    marginals = crf.marginals(emissions, mask)
+    for row, n in enumerate(lengths):
+        paths = list(itertools.product(range(3), repeat=n))
+        scores = torch.stack([path_score(crf, emissions[row], list(p)) for p in paths])
+        probs = (scores - torch.logsumexp(scores, 0)).exp()
+        expected = torch.zeros(n, 3)
+        for path, prob in zip(paths, probs):
+            for t, tag in enumerate(path):
+                expected[t, tag] += prob
+        assert torch.allclose(marginals[row, :n], expected, atol=1e-5)
+
+
+def test_crf_predictions_carry_marginal_probabilities(vocab_file, intent_slot_dir):
+    mh = joint_trainer(vocab_file, intent_slot_dir, use_crf=True, num_epochs=2)
+    mh.train(print_steps=0)
+    record = mh.predict("joint", ["book a flight from boston to denver"])[0]["slots"]
+    assert len(record["probs"]) == 7 and all(0.0 < p <= 1.0 for p in record["probs"])

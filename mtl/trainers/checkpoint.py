@@ -1,29 +1,97 @@
-"""What a checkpoint folder holds and how it loads back: HF backbone, heads, label maps, tokenizer, state."""
+"""What a checkpoint folder holds and how it loads back.
+
+    backbone/            the encoder in HF format (config.json + model.safetensors): plain transformers loads it
+    heads.safetensors    every task's heads, keys `task.head.param`
+    labels.json          label names by id, per task and label field
+    tokenizer/           the readers' tokenizer (tokenizer-<task>/ for a task whose tokenizer differs)
+    model.json           how to rebuild it: backbone class, and per task its reader and heads as component specs
+    trainer_state.json   step counters (for people; resuming reads training_state.pt)
+    training_state.pt    only in training checkpoints: optimizer, schedule, sampler, readers, RNG, best scores
+
+No file needs pickle to load (training_state.pt is read with `weights_only=True`).
+"""
 import json
+import logging
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+import mtl
+from mtl.spec import component_spec, dotted_path
 from mtl.trainers.model import MultiTaskModel
 
-BACKBONE, HEADS, LABELS, STATE, TRAINING = "backbone", "heads.safetensors", "labels.json", "trainer_state.json", \
-    "training_state.pt"
+log = logging.getLogger(__name__)
+
+BACKBONE, HEADS, LABELS, STATE, TRAINING, SPEC = "backbone", "heads.safetensors", "labels.json", \
+    "trainer_state.json", "training_state.pt", "model.json"
+READER_SUPPLIED = ("vocab_path", "phase")  # a loaded model's readers get the saved tokenizer, in phase 'predict'
 
 
 def write_checkpoint(folder: Path, model: MultiTaskModel, label_names: dict[str, dict[str, list[str]]],
-                     tokenizer: Any, state: dict, training: dict | None = None) -> None:
-    """Weights in safetensors (no pickle); optimizer/scheduler/sampler state for resuming beside them."""
+                     tokenizers: dict[str, Any], state: dict, training: dict | None = None,
+                     spec: dict | None = None) -> None:
+    """Weights in safetensors (no pickle); optimizer/scheduler/sampler state for resuming beside them.
+    `tokenizers` maps a folder name (`tokenizer`, `tokenizer-<task>`) to the tokenizer saved there."""
     model.backbone.save(folder / BACKBONE)
     heads = {k: v.detach().contiguous().cpu() for k, v in model.heads.state_dict().items()}
     save_file(heads, str(folder / HEADS))
-    if tokenizer is not None:
-        tokenizer.save_pretrained(str(folder / "tokenizer"))
+    for name, tokenizer in tokenizers.items():
+        tokenizer.save_pretrained(str(folder / name))
     (folder / LABELS).write_text(json.dumps(label_names, indent=1, ensure_ascii=False), encoding="utf-8")
     (folder / STATE).write_text(json.dumps(state, indent=1), encoding="utf-8")
+    if spec is not None:
+        (folder / SPEC).write_text(json.dumps(spec, indent=1, ensure_ascii=False), encoding="utf-8")
     if training is not None:
         torch.save(training, folder / TRAINING)
+
+
+def write_trainer(folder: Path, trainer: Any, run_state: dict | None, strict: bool) -> None:
+    """Everything a MultiHeadTrainer's checkpoint holds. Without a model spec (a component whose arguments
+    are not plain values) a checkpoint still saves, with a warning; an export (`strict`) fails."""
+    model, tasks = trainer.model, trainer.tasks
+    state = {"global_step": trainer.global_step, "total_steps": trainer.total_steps,
+             "best_score": trainer.best_score if math.isfinite(trainer.best_score) else None,
+             "tasks": {t.name: {"cur_train_step": t.cur_train_step, "budget": t.budget} for t in tasks}}
+    tokenizers, tokenizer_of = tokenizer_folders(tasks)
+    try:
+        spec = model_spec(model.backbone, tasks, tokenizer_of)
+    except ValueError as error:
+        if strict:
+            raise
+        log.warning("%s: saved without %s, so mtl.load cannot rebuild it: %s", folder.name.removeprefix(".tmp-"),
+                    SPEC, error)
+        spec = None
+    labels = {t.name: (t.reader or t.dev_reader).label_names for t in tasks}
+    write_checkpoint(folder, model, labels, tokenizers, state, run_state, spec)
+
+
+def tokenizer_folders(tasks: list[Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """One `tokenizer/` for the tasks that share the first task's tokenizer, `tokenizer-<task>/` for others
+    (say, a reader that does not lowercase): folder -> tokenizer, and task -> folder."""
+    folders: dict[str, Any] = {}
+    of_task, seen = {}, {}
+    for task in tasks:
+        tokenizer = (task.reader or task.dev_reader).tokenizer
+        text = tokenizer.backend_tokenizer.to_str()
+        if text not in seen:
+            seen[text] = "tokenizer" if not folders else f"tokenizer-{task.name}"
+            folders[seen[text]] = tokenizer
+        of_task[task.name] = seen[text]
+    return folders, of_task
+
+
+def model_spec(backbone: Any, tasks: list[Any], tokenizer_of: dict[str, str]) -> dict:
+    """model.json: the component spec of every task's reader and heads, so `mtl.load` rebuilds the model
+    with no user code. Raises ValueError when a component's arguments are not plain values."""
+    return {"format": 1, "mtl_version": mtl.__version__,
+            "backbone": {"_component_": dotted_path(type(backbone)), "folder": BACKBONE},
+            "tasks": [{"name": task.name, "tokenizer": tokenizer_of[task.name],
+                       "reader": component_spec(task.reader or task.dev_reader, skip=READER_SUPPLIED),
+                       "heads": {name: component_spec(head) for name, head in task.heads.items()}}
+                      for task in tasks]}
 
 
 def load_weights(folder: str | Path, model: MultiTaskModel) -> dict:
@@ -33,13 +101,27 @@ def load_weights(folder: str | Path, model: MultiTaskModel) -> dict:
         raise FileNotFoundError(f"{folder}: not an mtl checkpoint (no {HEADS})")
     backbone_file = folder / BACKBONE / "model.safetensors"
     _load_exactly(model.backbone.model, backbone_file)
-    _load_exactly(model.heads, folder / HEADS)
+    load_heads(model, folder)
     return json.loads((folder / STATE).read_text(encoding="utf-8"))
+
+
+def load_heads(model: MultiTaskModel, folder: Path) -> None:
+    _load_exactly(model.heads, folder / HEADS)
 
 
 def load_training_state(folder: str | Path) -> dict | None:
     path = Path(folder) / TRAINING
     return torch.load(path, weights_only=True) if path.is_file() else None
+
+
+def latest_checkpoint(save_path: str | Path) -> Path | None:
+    """The checkpoint with the most steps done among `step-N` and `final` (what `--resume` continues)."""
+    candidates = []
+    for folder in Path(save_path).glob("*"):
+        if (folder.name.startswith("step-") or folder.name == "final") and (folder / TRAINING).is_file():
+            state = json.loads((folder / STATE).read_text(encoding="utf-8"))
+            candidates.append((state["global_step"], folder.name == "final", folder))
+    return max(candidates)[2] if candidates else None
 
 
 def _load_exactly(module: torch.nn.Module, file: Path) -> None:

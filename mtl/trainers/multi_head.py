@@ -1,6 +1,6 @@
 """MultiHeadTrainer: a shared backbone under several tasks; batches drawn across tasks by mix ratio."""
+import copy
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -14,11 +14,13 @@ from mtl.components.optimizers.adam import Adam
 from mtl.components.readers.base import Reader
 from mtl.components.savers.saver import Saver
 from mtl.errors import MtlError
-from mtl.trainers import checkpoint
+from mtl.trainers import checkpoint, resume
 from mtl.trainers.device import autocast, resolve_device, resolve_precision, to_device
 from mtl.trainers.evaluation import decode_task, score_task, write_jsonl
+from mtl.trainers.logbook import Logbook
 from mtl.trainers.model import MultiTaskModel
 from mtl.trainers.sampling import MixRatioSampler, TaskSampler, plan_total_steps
+from mtl.trainers.selection import Selector
 from mtl.trainers.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,8 @@ class MultiHeadTrainer:
         self.adam: Adam | None = None
         self.optimizer, self.scheduler, self.saver = None, None, None
         self.global_step, self.total_steps = 0, 0
-        self.best_score, self.best_folder = -math.inf, None
+        self.selector, self.best_folder = Selector(), None
+        self._sampler_start, self._rng = None, None  # the sampler's first state; the run's RNG between calls
 
     # ---- PALM verbs -----------------------------------------------------------------------------------
     def build_forward(self) -> MultiTaskModel:
@@ -110,8 +113,9 @@ class MultiHeadTrainer:
         base = max(1, ref.num_examples // ref.batch_size)
         for task in self.tasks:
             task.budget = int(self.num_epochs * task.mix_ratio * base)
-        if self.sampler is None:
-            self.sampler = MixRatioSampler([t.mix_ratio for t in self.tasks], self.seed)
+        self.sampler = self.sampler or MixRatioSampler([t.mix_ratio for t in self.tasks], self.seed)
+        self._sampler_start = self._sampler_start or copy.deepcopy(self.sampler.state_dict())
+        self.sampler.load_state_dict(copy.deepcopy(self._sampler_start))  # every plan starts where the run did
         self.total_steps = plan_total_steps(self.sampler, [t.budget for t in self.tasks],
                                             [t.is_aux for t in self.tasks])
         model = self._ready_model()
@@ -126,21 +130,42 @@ class MultiHeadTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule.factor)
 
     # ---- training ---------------------------------------------------------------------------------------
-    def train(self, print_steps: int = 10, eval_steps: int | None = None) -> dict[str, Any]:
-        """The training loop. With `eval_steps`, dev metrics are computed every N steps and the best
-        model (by the mean of the tasks' scores) is kept in `save_path/best` (or in memory without a saver)."""
-        with torch.random.fork_rng(devices=[]):  # seeded dropout without touching the caller's global RNG
-            torch.manual_seed(self.seed)
-            return self._train(print_steps, eval_steps)
+    def train(self, print_steps: int = 10, eval_steps: int | None = None, resume_from: str | Path | None = None,
+              max_steps: int | None = None, selector: Selector | None = None) -> dict[str, Any]:
+        """The training loop. `eval_steps`: every N steps (and at the end) the dev readers are scored and the
+        best model by `selector` (default: the mean of the tasks' `score`) kept in `save_path/best` (in memory
+        without a saver); with several tasks, each task's best in `best-<task>` too; optional early stopping.
+        `resume_from`: a step-N or final folder of this run: it continues exactly where that one stopped.
+        `max_steps`: stop after this step, leaving a checkpoint to resume from (the schedule spans the run);
+        calling train() again goes on in-process."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # seeded dropout, the caller's global RNG untouched
+            if self.optimizer is None or self._rng is None or resume_from is not None:
+                torch.manual_seed(self.seed)
+                self._plan()
+            else:  # called again (after max_steps): the same run goes on, its dropout RNG too
+                resume.set_rng(self, self._rng)
+            self.selector = selector or self.selector
+            self.selector.check_tasks([t.name for t in self.tasks])
+            resumed = resume.restore(self, resume_from) if resume_from is not None else None
+            try:
+                return self._train(print_steps, eval_steps, max_steps, resumed)
+            finally:
+                self._rng = resume.get_rng(self)
 
-    def _train(self, print_steps: int, eval_steps: int | None) -> dict[str, Any]:
-        self._plan()
-        writer = self._tensorboard()
+    def _train(self, print_steps: int, eval_steps: int | None, max_steps: int | None,
+               resumed: int | None) -> dict[str, Any]:
+        if resumed is not None and (self.global_step >= self.total_steps or self.selector.stopped):
+            log.info("the checkpoint at step %d ended its run: nothing left to train", resumed)
+            return {"steps": self.global_step, "history": [], "best_score": self.best_score,
+                    "stopped_early": self.selector.stopped, "finished": True}
+        logbook = Logbook.for_trainer(self, self.global_step or None)  # a resumed run keeps its earlier logs
         self.model.train()
         batches = {t.name: t.reader.batches() for t in self.tasks}
+        stop_at = min(self.total_steps, max_steps) if max_steps is not None else self.total_steps
         progress = tqdm(total=self.total_steps, initial=self.global_step, disable=None, desc="train")
         history, started, last_print = [], time.perf_counter(), self.global_step
-        while self.global_step < self.total_steps:
+        while self.global_step < stop_at and not self.selector.stopped:
             # 1. the sampler picks the task; 2. its reader gives the next batch (padded to its longest)
             task = self.tasks[self.sampler.draw(self.global_step)]
             batch = to_device(self._next_batch(task, batches[task.name]), self.device)
@@ -148,22 +173,27 @@ class MultiHeadTrainer:
             self.global_step += 1
             task.cur_train_step += 1
             progress.update(1)
-            if writer is not None:
-                self._log_scalars(writer, task, loss, head_losses)
+            logbook.step(self.global_step, task.name, loss, head_losses, self.scheduler.get_last_lr()[0])
             if print_steps and self.global_step % print_steps == 0:
                 speed = (self.global_step - last_print) / max(time.perf_counter() - started, 1e-9)
                 started, last_print = time.perf_counter(), self.global_step
                 progress.write(self._log_line(task, loss, speed))
-            if self.saver and self.saver.should_save(self.global_step):
-                self.saver.save_step(self.global_step, self._write)
+                logbook.report(self)
             if eval_steps and (self.global_step % eval_steps == 0 or self.global_step == self.total_steps):
-                history.append(self._eval_and_keep_best(writer))
+                history.append(self._evaluate_and_select(logbook))
+            if self.saver and self.saver.should_save(self.global_step):  # after the evaluation: it holds its verdict
+                self.saver.save_step(self.global_step, self._write)
         progress.close()
-        if self.saver:
+        finished = self.global_step >= self.total_steps or self.selector.stopped
+        if self.saver and finished:
             self.saver.save("final", self._write)
-        if writer is not None:
-            writer.close()
-        return {"steps": self.global_step, "history": history, "best_score": self.best_score}
+        elif self.saver and not self.saver.should_save(self.global_step):
+            self.saver.save_step(self.global_step, self._write)  # stopped at max_steps: a point to resume from
+        if not (print_steps and self.global_step % print_steps == 0):
+            logbook.report(self)
+        logbook.end(self.global_step, self.best_score, self.selector.stopped, finished)
+        return {"steps": self.global_step, "history": history, "best_score": self.best_score,
+                "stopped_early": self.selector.stopped, "finished": finished}
 
     def _train_step(self, task: Trainer, batch: dict) -> tuple[float, dict[str, float]]:
         """3-4. one encoder pass, every head of the task adds its loss; 5. backward, clip, step."""
@@ -176,13 +206,6 @@ class MultiHeadTrainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return float(loss.detach()), head_losses
-
-    def _log_scalars(self, writer: Any, task: Trainer, loss: float, head_losses: dict[str, float]) -> None:
-        writer.add_scalar(f"loss/{task.name}", loss, self.global_step)
-        if len(head_losses) > 1:
-            for head_name, value in head_losses.items():
-                writer.add_scalar(f"loss/{task.name}/{head_name}", value, self.global_step)
-        writer.add_scalar("lr", self.scheduler.get_last_lr()[0], self.global_step)
 
     @staticmethod
     def _next_batch(task: Trainer, batches: Any) -> dict:
@@ -197,24 +220,22 @@ class MultiHeadTrainer:
         return (f"global step: {self.global_step}, {task.name}: step {task.cur_train_step}/{task.budget} "
                 f"(epoch {task.reader.epoch}), loss: {loss:.3f}, speed: {speed:.2f} steps/s")
 
-    def _tensorboard(self) -> Any:
-        folder = self.log_dir or (self.saver.save_path / "tensorboard" if self.saver else None)
-        if folder is None:
-            return None
-        from torch.utils.tensorboard import SummaryWriter
-        return SummaryWriter(str(folder))
-
-    def _eval_and_keep_best(self, writer: Any) -> dict:
+    def _evaluate_and_select(self, logbook: Logbook) -> dict:
+        """Score the dev readers; keep the best model overall (`best`) and, with several tasks, per task."""
         metrics = self.evaluate()
-        for task_name, values in metrics.items():
-            for key, value in values.items():
-                if writer is not None:
-                    writer.add_scalar(f"dev/{task_name}/{key}", value, self.global_step)
-        score = sum(m["score"] for m in metrics.values()) / len(metrics)
-        if score > self.best_score:
-            self.best_score = score
+        verdict = self.selector.update(self.global_step, metrics)
+        logbook.evaluation(verdict, metrics)
+        if verdict.improved:
             self._keep_best()
-        return {"step": self.global_step, "score": score, "metrics": metrics}
+        if self.saver and len(self.tasks) > 1:
+            for task_name in verdict.improved_tasks:
+                self.saver.save(f"best-{task_name}", self._write)
+        return {"step": self.global_step, "score": verdict.score, "metrics": metrics, "best": verdict.improved}
+
+    @property
+    def best_score(self) -> float:
+        """The best selection score seen by dev evaluation (-inf before any)."""
+        return self.selector.best
 
     def _keep_best(self) -> None:
         if self.saver:
@@ -232,22 +253,21 @@ class MultiHeadTrainer:
             self.load_checkpoint(self.best_folder)
 
     # ---- checkpoints ------------------------------------------------------------------------------------
-    def _write(self, folder: Path) -> None:
-        state = {"global_step": self.global_step, "total_steps": self.total_steps,
-                 "tasks": {t.name: {"cur_train_step": t.cur_train_step, "budget": t.budget} for t in self.tasks}}
-        training = None
-        if self.optimizer is not None:  # a model saved before training has no training state
-            training = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                        "sampler": self.sampler.state_dict(),
-                        "readers": {t.name: t.reader.state_dict() for t in self.tasks}}
-        labels = {t.name: (t.reader or t.dev_reader).label_names for t in self.tasks}
-        tokenizer = (self.tasks[0].reader or self.tasks[0].dev_reader).tokenizer
-        checkpoint.write_checkpoint(folder, self._ready_model(), labels, tokenizer, state, training)
+    def _write(self, folder: Path, training: bool = True, strict: bool = False) -> None:
+        """A checkpoint (with the run state once training has started) or, with training=False, an export."""
+        self._ready_model()
+        run_state = resume.training_state(self) if training and self.optimizer is not None else None
+        checkpoint.write_trainer(folder, self, run_state, strict)
 
     def save(self, folder: str | Path) -> Path:
-        """Save the current model now (atomically) into `folder`."""
+        """Save the current model now (atomically) into `folder`, with the run state when training has started."""
         folder = Path(folder)
         return Saver(folder.parent).save(folder.name, self._write)
+
+    def export(self, folder: str | Path) -> Path:
+        """A deployable folder (no training state): `mtl.load(folder)` rebuilds the model with no user code."""
+        folder = Path(folder)
+        return Saver(folder.parent).save(folder.name, lambda f: self._write(f, training=False, strict=True))
 
     def load_checkpoint(self, folder: str | Path) -> None:
         """Load a saved model's weights into these assembled components (e.g. in a fresh process)."""

@@ -9,7 +9,9 @@ class Head(nn.Module):
     """A task layer on top of backbone outputs.
 
     Declare `input_fields` (reader fields needed always), `label_fields` (needed for the loss) and
-    `backbone_outputs`; the trainer checks them when the pieces are joined. Implement:
+    `backbone_outputs`; the trainer checks them when the pieces are joined. Constructor arguments should be
+    plain values (numbers, strings, lists, dicts): a config can then build the head and an export rebuild it.
+    Implement:
     - `forward(batch, enc)` -> dict with `loss` when the batch has labels (and whatever `predict` needs);
     - `predict(outputs, batch)` -> one raw prediction per example (ids);
     - `decode(prediction, names, meta)` -> a readable, JSON-ready prediction;
@@ -20,6 +22,13 @@ class Head(nn.Module):
     label_fields: tuple[str, ...] = ()
     backbone_outputs: tuple[str, ...] = ()
     main_metric: str = "accuracy"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "Head":
+        """Keep the constructor's arguments: an exported model rebuilds its heads from them (`mtl.spec`),
+        so a user's own head exports with no extra code."""
+        head = super().__new__(cls)
+        object.__setattr__(head, "_init_args", (args, kwargs))
+        return head
 
     def forward(self, batch: dict, enc: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise NotImplementedError

@@ -34,6 +34,23 @@ class CRF(nn.Module):
         return torch.logsumexp(score + self.end, dim=1)
 
     @torch.no_grad()
+    def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """P(tag at t | sequence), by forward-backward: (B, T, K), meaningful where `mask` (left-aligned) is set.
+        The probability a decoded tag gets reported with."""
+        emissions, mask = emissions.float(), mask.bool()
+        alphas = [self.start + emissions[:, 0]]
+        for t in range(1, emissions.size(1)):
+            step = torch.logsumexp(alphas[-1].unsqueeze(2) + self.transitions + emissions[:, t].unsqueeze(1), dim=1)
+            alphas.append(torch.where(mask[:, t].unsqueeze(1), step, alphas[-1]))
+        end = self.end.expand_as(alphas[0])
+        betas = [end]
+        for t in range(emissions.size(1) - 2, -1, -1):
+            step = torch.logsumexp(self.transitions + (emissions[:, t + 1] + betas[0]).unsqueeze(1), dim=2)
+            betas.insert(0, torch.where(mask[:, t + 1].unsqueeze(1), step, end))
+        log_z = torch.logsumexp(alphas[-1] + self.end, dim=1).view(-1, 1, 1)
+        return (torch.stack(alphas, 1) + torch.stack(betas, 1) - log_z).exp()
+
+    @torch.no_grad()
     def viterbi(self, emissions: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
         """Best tag path of each sequence, as long as its mask."""
         emissions, mask = emissions.float(), mask.bool()

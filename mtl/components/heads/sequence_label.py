@@ -51,18 +51,29 @@ class SequenceLabel(Head):
             out["loss"] = self.crf.nll(word_emissions, word_labels, word_mask)
         return out
 
-    def predict(self, outputs: dict[str, torch.Tensor], batch: dict) -> list[list[int]]:
-        """Tag ids per kept word (words dropped by truncation are filled in `decode`)."""
+    def predict(self, outputs: dict[str, torch.Tensor], batch: dict) -> list[tuple[list[int], list[float]]]:
+        """Tag ids per kept word and each tag's probability (softmax, or the CRF's marginal); words dropped
+        by truncation are filled in `decode`."""
         word_emissions, word_mask = pack_words(outputs["logits"].float(), batch["word_start_mask"])
+        lengths = word_mask.sum(1).tolist()
         if self.crf is not None:
-            return self.crf.viterbi(word_emissions, word_mask)
-        best = word_emissions.argmax(-1)
-        return [row[:n].tolist() for row, n in zip(best, word_mask.sum(1).tolist())]
+            paths, probs = self.crf.viterbi(word_emissions, word_mask), self.crf.marginals(word_emissions, word_mask)
+        else:
+            paths, probs = word_emissions.argmax(-1).tolist(), word_emissions.softmax(-1)
+        chosen = probs.gather(2, torch.tensor([p + [0] * (probs.size(1) - len(p)) for p in paths],
+                                              dtype=torch.long, device=probs.device).unsqueeze(2)).squeeze(2)
+        return [(path[:n], row[:n]) for path, row, n in zip(paths, chosen.tolist(), lengths)]
 
-    def decode(self, prediction: list[int], names: list[str] | None, meta: dict) -> dict[str, Any]:
-        kept = [names[i] if names else str(i) for i in prediction]
+    def decode(self, prediction: tuple[list[int], list[float]] | list[int], names: list[str] | None,
+               meta: dict) -> dict[str, Any]:
+        """Tags per word, slot spans, and each word's tag probability (None for words cut by truncation)."""
+        ids, probs = prediction if isinstance(prediction, tuple) else (prediction, None)
+        kept = [names[i] if names else str(i) for i in ids]
         tags = words_from_token_predictions(meta["word_starts"], kept, "O")
-        return {"tags": tags, "spans": entity_spans(meta["words"], tags)}
+        decoded = {"tags": tags, "spans": entity_spans(meta["words"], tags)}
+        if probs is not None:
+            decoded["probs"] = words_from_token_predictions(meta["word_starts"], [round(p, 6) for p in probs], None)
+        return decoded
 
     def metrics(self, decoded: list[dict], golds: list[list[str]]) -> dict[str, float]:
         return seqeval_scores([d["tags"] for d in decoded], golds)

@@ -11,14 +11,32 @@ log = logging.getLogger(__name__)
 class Saver:
     """Decides when to save and writes folders atomically: into a temp folder, then renamed into place.
 
-    A crash mid-save leaves the previous checkpoint intact; a reader never sees half a folder.
+    A crash mid-save leaves the previous checkpoint intact; a reader never sees half a folder under a
+    checkpoint's name. Replacing `name` takes two renames (`name` -> `.old-name`, then `.tmp-name` -> `name`);
+    a crash between them leaves `.old-name`, which the next Saver on that folder puts back.
     """
 
     def __init__(self, save_path: str | Path, save_steps: int | None = None, keep_last: int = 3) -> None:
         if save_steps is not None and save_steps < 1:
             raise ValueError(f"save_steps must be >= 1, got {save_steps}")
+        if keep_last < 0:
+            raise ValueError(f"keep_last must be >= 0 (0 keeps every step checkpoint), got {keep_last}")
         self.save_path, self.save_steps, self.keep_last = Path(save_path), save_steps, keep_last
+        self._recover()
         self.step_folders: list[Path] = sorted(self.save_path.glob("step-*"), key=_step_of)
+
+    def _recover(self) -> None:
+        """Finish a replacement a crash interrupted: `.old-name` (an mtl checkpoint, nothing else is touched)
+        goes back to `name` when that is missing, and is removed when the new `name` made it."""
+        for old in self.save_path.glob(".old-*"):
+            if not (old / "heads.safetensors").is_file():
+                continue
+            target = self.save_path / old.name[len(".old-"):]
+            if target.exists():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(old, target)
+                log.warning("%s: put back after an interrupted save", target)
 
     def should_save(self, step: int) -> bool:
         return self.save_steps is not None and step % self.save_steps == 0
@@ -30,11 +48,16 @@ class Saver:
         for leftover in (temp, trash):
             shutil.rmtree(leftover, ignore_errors=True)
         temp.mkdir(parents=True)
-        write(temp)
-        _fsync_tree(temp)
+        try:
+            write(temp)
+            _fsync_tree(temp)
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
         if target.exists():
             os.replace(target, trash)
         os.replace(temp, target)
+        _fsync_tree(self.save_path, files=False)
         shutil.rmtree(trash, ignore_errors=True)
         return target
 
@@ -52,8 +75,15 @@ def _step_of(folder: Path) -> int:
     return int(suffix) if suffix.isdigit() else -1
 
 
-def _fsync_tree(folder: Path) -> None:
-    for path in folder.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
+def _fsync_tree(folder: Path, files: bool = True) -> None:
+    """Flush a folder's files, then the folder entries, so a rename never points at unwritten data."""
+    paths = [p for p in folder.rglob("*") if p.is_file()] if files else []
+    for path in paths:
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+    for directory in [folder] + ([p for p in folder.rglob("*") if p.is_dir()] if files else []):
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)

@@ -1,0 +1,177 @@
+"""The run config that `mtl train|eval` read: its sections, loading, and checking before anything is built.
+
+Each section holds the arguments of one Python call, so the config and the API cannot drift apart:
+
+    backbone:   a `_component_` block            e.g. mtl.backbone.BERT.from_pretrained(name_or_path)
+    tasks:      a list of TaskSection            each builds a reader, its heads and an mtl.Trainer
+    trainer:    mtl.MultiHeadTrainer(...)        lr, num_epochs, seed, precision, sampling_reference, ...
+    optimizer:  a `_component_` block (optional) e.g. mtl.optimizer.Adam with an lr_schedule block
+    train:      MultiHeadTrainer.train(...)      print_steps, eval_steps, max_steps
+    saver:      mtl.saver.Saver(...)             save_path, save_steps, keep_last
+    selection:  mtl.Selector(...)                metrics, weights, early_stopping_patience
+
+An unknown key, a missing argument, a wrong type or a component path that does not import is reported
+with its key and component, all problems at once, before any model or data is loaded.
+"""
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mtl.components.savers.saver import Saver
+from mtl.config.checker import AUTO, Checker, join
+from mtl.errors import ConfigError
+from mtl.trainers.multi_head import MultiHeadTrainer
+from mtl.trainers.selection import Selector
+
+HEAD_AUTO = ("num_classes", "input_dim")  # `auto`: from the reader's label names / the backbone's hidden size
+SECTIONS = {"trainer": (MultiHeadTrainer, ("trainers", "backbone", "sampler"), "mtl.MultiHeadTrainer"),
+            "train": (MultiHeadTrainer.train, ("self", "resume_from", "selector"), "MultiHeadTrainer.train"),
+            "saver": (Saver, (), "mtl.saver.Saver"),
+            "selection": (Selector, (), "mtl.Selector")}
+
+
+@dataclass
+class TaskSection:
+    """One entry of `tasks:`. `reader` is a component; `heads` maps head names to components (the joint mode:
+    one reader, one encoder pass, several heads), or `head` is the task's one head. Heads may say
+    `num_classes: auto` (the reader's label names for the head's `label_field`) and `input_dim: auto` (the
+    backbone's hidden size). `batch_size`, `file_format` and `group_by_length` go to the reader's load_data."""
+
+    name: str
+    reader: dict
+    train_data: Path
+    heads: dict | None = None
+    head: dict | None = None
+    dev_data: Path | None = None
+    test_data: Path | None = None
+    batch_size: int = 32
+    file_format: str = "tsv"
+    group_by_length: bool = True
+    mix_ratio: float = 1.0
+    aux: bool = False
+
+
+@dataclass
+class RunConfig:
+    """A checked config (paths made absolute); `mtl.config.build_run` turns it into objects."""
+
+    backbone: dict
+    tasks: list
+    saver: dict
+    trainer: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    optimizer: dict | None = None
+    selection: dict = field(default_factory=dict)
+    path: Path | None = None  # the file it came from; not a config key
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML with two traps removed: `1e-4` is a float (YAML 1.1 reads it as a string), and a key
+    written twice in one mapping is an error (YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key != "<<" and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
+    r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
+
+
+def load_config(path: str | Path, check_resources: bool = True) -> RunConfig:
+    """Read and check a run config. `check_resources=False` checks only the schema and the components'
+    signatures (not that data folders and model packages exist): what a test of shipped configs needs."""
+    path = Path(path)
+    try:
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: {error}") from None
+    return validate_config(raw, Path(os.path.abspath(path)).parent, check_resources, source=path)
+
+
+def validate_config(raw: Any, base_dir: Path, check_resources: bool = True, source: Path | None = None) -> RunConfig:
+    """Check a parsed config; relative paths resolve against `base_dir`. Raises one ConfigError listing
+    every problem, each with its key and component."""
+    checker = Checker(Path(base_dir), check_resources)
+    special = {"backbone": lambda value, key: checker.component(value, key),
+               "optimizer": lambda value, key: None if value is None else checker.component(
+                   value, key, supplied=("loss_var",)),
+               "tasks": lambda value, key: _tasks(checker, value, key)}
+    for name, (target, supplied, what) in SECTIONS.items():
+        special[name] = lambda value, key, t=target, s=supplied, w=what: checker.call(value or {}, t, key, w, s)
+    checked = checker.call(raw if raw is not None else {}, RunConfig, "", "the run config", ("path",), (), special)
+    if not checker.problems:
+        _cross_check(checker, checked)
+    if checker.problems:
+        where = f"{source}: " if source else ""
+        lines = checker.problems
+        raise ConfigError(where + (lines[0] if len(lines) == 1 else f"{len(lines)} problems:\n  " + "\n  ".join(lines)))
+    checked["tasks"] = [TaskSection(**task) for task in checked["tasks"]]
+    return RunConfig(**checked, path=source)
+
+
+def _tasks(checker: Checker, value: Any, key: str) -> list:
+    if not isinstance(value, list) or not value:
+        checker.problem(key, f"expects a list of tasks, got {value!r}")
+        return []
+    return [_task(checker, entry, join(key, index)) for index, entry in enumerate(value)]
+
+
+def _task(checker: Checker, value: Any, key: str) -> dict:
+    def data(required: bool) -> Any:
+        return lambda path, sub: checker.path(path, sub, required, must_exist=True)
+
+    def head(node: Any, sub: str) -> Any:
+        return checker.component(node, sub, auto=HEAD_AUTO)
+
+    def heads(node: Any, sub: str) -> Any:
+        if not isinstance(node, dict) or not node:
+            checker.problem(sub, f"expects a mapping of head name -> head block, got {node!r}")
+            return node
+        return {name: head(block, join(sub, name)) for name, block in node.items()}
+
+    special = {"reader": lambda node, sub: checker.component(node, sub), "head": head, "heads": heads,
+               "train_data": data(True), "dev_data": data(False), "test_data": data(False)}
+    task = checker.call(value, TaskSection, key, "a task (mtl.config.TaskSection)", special=special)
+    if isinstance(value, dict) and ("head" in value) == ("heads" in value):
+        checker.problem(key, "a task needs exactly one of `head` (one head) or `heads` (name -> head)")
+    return task
+
+
+def _cross_check(checker: Checker, config: dict) -> None:
+    """What no single signature can see: task names, and the sections that refer to them."""
+    names = [task["name"] for task in config["tasks"]]
+    for index, name in enumerate(names):
+        if names.index(name) != index:
+            checker.problem(join(join("tasks", index), "name"), f"task name {name!r} is used twice")
+    if (config.get("trainer") or {}).get("num_epochs") is None:
+        checker.problem("trainer.num_epochs", "missing: mtl.MultiHeadTrainer needs it here (a config's readers "
+                        "draw batches for as long as training runs)")
+    reference = (config.get("trainer") or {}).get("sampling_reference")
+    if reference is not None and reference not in names:
+        checker.problem("trainer.sampling_reference", f"{reference!r} is not a task; the tasks are {names}")
+    selection = config.get("selection") or {}
+    for section in ("metrics", "weights"):
+        for task_name in (selection.get(section) or {}):
+            if task_name not in names:
+                checker.problem(f"selection.{section}.{task_name}", f"mtl.Selector: no task {task_name!r}; "
+                                f"the tasks are {names}")
+    by_name = {task["name"]: task for task in config["tasks"]}
+    for task_name, metric in (selection.get("metrics") or {}).items():
+        heads = by_name.get(task_name, {}).get("heads") or {task_name: None}
+        if metric not in ("score", "frame_accuracy") and metric.split(".", 1)[0] not in heads:
+            checker.problem(f"selection.metrics.{task_name}", f"mtl.Selector: {metric!r} is not `score`, "
+                            f"`frame_accuracy` or `<head>.<metric>` for a head of {task_name!r} ({sorted(heads)})")
+
+
+__all__ = ["RunConfig", "TaskSection", "load_config", "validate_config", "AUTO"]

@@ -1,0 +1,111 @@
+"""Where training reports go: TensorBoard scalars, and the same numbers as JSON lines (`metrics.jsonl`).
+
+JSON lines can be read without TensorBoard (one record per report and per evaluation). Besides losses, lr
+and dev metrics, both show how many batches each task actually got against its target share: with random
+task sampling the two drift apart, and a task starved by a small mix ratio shows up here first.
+"""
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from mtl.trainers.selection import Verdict
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class Logbook:
+    """Writes to `tensorboard_dir` (TensorBoard) and `folder/metrics.jsonl`; either may be None.
+
+    `resume_step` drops what a previous run logged after that step (TensorBoard's purge_step, a rewrite of
+    the JSON lines), so an interrupted and resumed run reads as one.
+    """
+
+    def __init__(self, folder: Path | None, tensorboard_dir: Path | None, task_names: list[str],
+                 resume_step: int | None = None) -> None:
+        self.task_names = task_names
+        self.jsonl = Path(folder) / METRICS_FILE if folder is not None else None
+        self.writer = None
+        if tensorboard_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+            purge = resume_step + 1 if resume_step is not None else None
+            self.writer = SummaryWriter(str(tensorboard_dir), purge_step=purge)
+        if self.jsonl is not None:
+            self.jsonl.parent.mkdir(parents=True, exist_ok=True)
+            _truncate(self.jsonl, resume_step)
+        self.loss_sums = {name: [0.0, 0] for name in task_names}
+
+    def step(self, step: int, task: str, loss: float, head_losses: dict[str, float], lr: float) -> None:
+        """Every training step: the task's loss (and each head's, for joint tasks) and the lr."""
+        self.loss_sums[task][0] += loss
+        self.loss_sums[task][1] += 1
+        if self.writer is not None:
+            self.writer.add_scalar(f"loss/{task}", loss, step)
+            if len(head_losses) > 1:
+                for head, value in head_losses.items():
+                    self.writer.add_scalar(f"loss/{task}/{head}", value, step)
+            self.writer.add_scalar("lr", lr, step)
+
+    @classmethod
+    def for_trainer(cls, trainer: Any, resume_step: int | None) -> "Logbook":
+        """TensorBoard under the trainer's `log_dir` (or save_path/tensorboard); JSON lines in save_path
+        (or log_dir); nothing without either."""
+        saver = trainer.saver
+        folder = saver.save_path if saver else trainer.log_dir
+        board = trainer.log_dir or (saver.save_path / "tensorboard" if saver else None)
+        return cls(folder, board, [t.name for t in trainer.tasks], resume_step)
+
+    def report(self, trainer: Any) -> None:
+        """At print steps: mean loss per task since the last report, lr, and batches per task against the
+        sampler's target share (mix_ratio / sum of mix ratios for PALM's sampler)."""
+        step, lr = trainer.global_step, trainer.scheduler.get_last_lr()[0]
+        batches = {t.name: t.cur_train_step for t in trainer.tasks}
+        targets = trainer.sampler.probabilities(step)
+        done = max(sum(batches.values()), 1)
+        share = {name: batches[name] / done for name in self.task_names}
+        target = {name: float(t) for name, t in zip(self.task_names, targets)}
+        losses = {name: (s / n if n else None) for name, (s, n) in self.loss_sums.items()}
+        self.loss_sums = {name: [0.0, 0] for name in self.task_names}
+        if self.writer is not None:
+            for name in self.task_names:
+                self.writer.add_scalar(f"batches/{name}", batches[name], step)
+                self.writer.add_scalar(f"share/{name}/actual", share[name], step)
+                self.writer.add_scalar(f"share/{name}/target", target[name], step)
+        self._write({"kind": "train", "step": step, "lr": lr, "loss": losses, "batches": batches,
+                     "share": share, "target_share": target,
+                     "epoch": {t.name: t.reader.epoch for t in trainer.tasks}})
+
+    def evaluation(self, verdict: Verdict, results: dict[str, dict[str, float]]) -> None:
+        if self.writer is not None:
+            for task, values in results.items():
+                for key, value in values.items():
+                    self.writer.add_scalar(f"dev/{task}/{key}", value, verdict.step)
+            self.writer.add_scalar("dev/selection_score", verdict.score, verdict.step)
+        self._write({"kind": "eval", "step": verdict.step, "metrics": results, "score": verdict.score,
+                     "best": verdict.improved, "improved_tasks": verdict.improved_tasks,
+                     "early_stop": verdict.stop})
+
+    def end(self, step: int, best_score: float, stopped_early: bool, finished: bool) -> None:
+        """The last record of a run; `finished` is false when it stopped at max_steps (to be resumed)."""
+        self._write({"kind": "end", "step": step, "best_score": best_score if math.isfinite(best_score) else None,
+                     "stopped_early": stopped_early, "finished": finished})
+        if self.writer is not None:
+            self.writer.close()
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self.jsonl is None:
+            return
+        with open(self.jsonl, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _truncate(path: Path, resume_step: int | None) -> None:
+    """Keep only the records up to `resume_step`; a new run (not resuming) starts an empty file."""
+    if not path.is_file():
+        return
+    if resume_step is None:
+        path.unlink()
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")

@@ -119,3 +119,20 @@ def test_head_needing_missing_backbone_output_through_multi_head_trainer(backbon
     with pytest.raises(mtl.ContractError) as error:
         mh.build_forward()
     assert_names(error, "NeedsMissingOutput", "nonexistent")
+
+
+def test_head_with_too_few_classes_for_the_readers_labels_fails_up_front(vocab_file, intent_slot_dir):
+    reader = mtl.reader.IntentSlotReader(vocab_file, 32).load_data(intent_slot_dir / "train", batch_size=4)
+    too_small = len(reader.label_names["intent_ids"]) - 1
+    task = mtl.Trainer("intent", reader=reader, head=mtl.head.Classify(too_small, 32, label_field="intent_ids"))
+    with pytest.raises(mtl.ContractError, match=r"IntentSlotReader has \d+ labels for intent_ids but Classify"):
+        task.build_forward(tiny_bert())
+
+
+def test_integer_label_beyond_num_classes_names_file_and_line(vocab_file, tmp_path):
+    path = tmp_path / "cls.tsv"
+    path.write_text("label\ttext_a\n0\tplay some jazz\n5\tbook a flight\n", encoding="utf-8")
+    reader = mtl.reader.ClassifyReader(vocab_file, 32).load_data(path, batch_size=2)
+    task = mtl.Trainer("cls", reader=reader, head=mtl.head.Classify(3, 32))
+    with pytest.raises(mtl.DataError, match=r"cls\.tsv, line 3: label_ids 5 is out of range"):
+        task.build_forward(tiny_bert())

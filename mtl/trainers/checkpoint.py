@@ -13,6 +13,7 @@ No file needs pickle to load (training_state.pt is read with `weights_only=True`
 import json
 import logging
 import math
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import mtl
+from mtl.errors import MtlError
 from mtl.spec import component_spec, dotted_path
 from mtl.trainers.model import MultiTaskModel
 
@@ -34,7 +36,9 @@ def write_checkpoint(folder: Path, model: MultiTaskModel, label_names: dict[str,
                      tokenizers: dict[str, Any], state: dict, training: dict | None = None,
                      spec: dict | None = None) -> None:
     """Weights in safetensors (no pickle); optimizer/scheduler/sampler state for resuming beside them.
-    `tokenizers` maps a folder name (`tokenizer`, `tokenizer-<task>`) to the tokenizer saved there."""
+    `tokenizers` maps a folder name (`tokenizer`, `tokenizer-<task>`) to the tokenizer saved there.
+    Refuses (MtlError, nothing written) when a weight is NaN or infinite: no checkpoint holds broken weights."""
+    check_finite(model)
     model.backbone.save(folder / BACKBONE)
     heads = {k: v.detach().contiguous().cpu() for k, v in model.heads.state_dict().items()}
     save_file(heads, str(folder / HEADS))
@@ -46,6 +50,16 @@ def write_checkpoint(folder: Path, model: MultiTaskModel, label_names: dict[str,
         (folder / SPEC).write_text(json.dumps(spec, indent=1, ensure_ascii=False), encoding="utf-8")
     if training is not None:
         torch.save(training, folder / TRAINING)
+
+
+def check_finite(model: torch.nn.Module) -> None:
+    """MtlError naming the parameters or buffers that hold NaN or infinite values."""
+    bad = [name for name, tensor in model.state_dict().items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise MtlError(f"not saved: {len(bad)} weight tensor(s) hold NaN or infinite values ({', '.join(bad[:5])}"
+                       f"{', ...' if len(bad) > 5 else ''}); the previous checkpoints are left as they were. "
+                       "The model diverged: resume from the last checkpoint with a lower lr or max_grad_norm")
 
 
 def write_trainer(folder: Path, trainer: Any, run_state: dict | None, strict: bool) -> None:
@@ -110,8 +124,16 @@ def load_heads(model: MultiTaskModel, folder: Path) -> None:
 
 
 def load_training_state(folder: str | Path) -> dict | None:
+    """The run state, unpickled with `weights_only=True`: tensors and plain containers only, no code runs."""
     path = Path(folder) / TRAINING
-    return torch.load(path, weights_only=True) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise MtlError(f"{path}: refused to load: it holds objects other than tensors and plain containers, and "
+                       "unpickling them could run code (mtl loads it with torch.load(weights_only=True)). mtl never "
+                       f"writes such a file; do not resume from a folder you do not trust. ({str(error)[:200]})") from None
 
 
 def latest_checkpoint(save_path: str | Path) -> Path | None:

@@ -36,7 +36,10 @@ class Logbook:
         self.loss_sums = {name: [0.0, 0] for name in task_names}
 
     def step(self, step: int, task: str, loss: float, head_losses: dict[str, float], lr: float) -> None:
-        """Every training step: the task's loss (and each head's, for joint tasks) and the lr."""
+        """Every training step: the task's loss (and each head's, for joint tasks) and the lr. A skipped step
+        (non-finite loss) is left out of the mean losses; `report` counts it under `skipped_steps`."""
+        if not math.isfinite(loss):
+            return
         self.loss_sums[task][0] += loss
         self.loss_sums[task][1] += 1
         if self.writer is not None:
@@ -73,7 +76,8 @@ class Logbook:
                 self.writer.add_scalar(f"share/{name}/target", target[name], step)
         self._write({"kind": "train", "step": step, "lr": lr, "loss": losses, "batches": batches,
                      "share": share, "target_share": target,
-                     "epoch": {t.name: t.reader.epoch for t in trainer.tasks}})
+                     "epoch": {t.name: t.reader.epoch for t in trainer.tasks},
+                     "skipped_steps": dict(getattr(trainer, "skipped_steps", {}))})
 
     def evaluation(self, verdict: Verdict, results: dict[str, dict[str, float]]) -> None:
         if self.writer is not None:

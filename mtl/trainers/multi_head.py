@@ -1,7 +1,9 @@
 """MultiHeadTrainer: a shared backbone under several tasks; batches drawn across tasks by mix ratio."""
 import copy
 import logging
+import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +42,10 @@ class MultiHeadTrainer:
                  num_epochs: float | None = None, sampling_reference: str | None = None,
                  warmup_proportion: float = 0.1, weight_decay: float = 0.01, seed: int = 0,
                  precision: str = "auto", device: str | None = None, sampler: TaskSampler | None = None,
-                 log_dir: str | Path | None = None) -> None:
+                 log_dir: str | Path | None = None, max_nonfinite_steps: int = 5) -> None:
         names = [t.name for t in trainers]
+        if max_nonfinite_steps < 1:
+            raise ValueError(f"max_nonfinite_steps must be >= 1, got {max_nonfinite_steps}")
         if len(set(names)) != len(names):
             raise ValueError(f"task names must be unique, got {names}")
         self.tasks, self.backbone = list(trainers), backbone
@@ -56,6 +60,10 @@ class MultiHeadTrainer:
         self.global_step, self.total_steps = 0, 0
         self.selector, self.best_folder = Selector(), None
         self._sampler_start, self._rng = None, None  # the sampler's first state; the run's RNG between calls
+        # steps skipped for a non-finite loss or gradient norm, per task; and how many in a row now
+        self.max_nonfinite_steps = max_nonfinite_steps
+        self.skipped_steps = {name: 0 for name in names}
+        self._nonfinite_in_a_row = 0
 
     # ---- PALM verbs -----------------------------------------------------------------------------------
     def build_forward(self) -> MultiTaskModel:
@@ -158,7 +166,8 @@ class MultiHeadTrainer:
         if resumed is not None and (self.global_step >= self.total_steps or self.selector.stopped):
             log.info("the checkpoint at step %d ended its run: nothing left to train", resumed)
             return {"steps": self.global_step, "history": [], "best_score": self.best_score,
-                    "stopped_early": self.selector.stopped, "finished": True}
+                    "stopped_early": self.selector.stopped, "finished": True,
+                    "skipped_steps": dict(self.skipped_steps)}
         logbook = Logbook.for_trainer(self, self.global_step or None)  # a resumed run keeps its earlier logs
         self.model.train()
         batches = {t.name: t.reader.batches() for t in self.tasks}
@@ -193,19 +202,51 @@ class MultiHeadTrainer:
             logbook.report(self)
         logbook.end(self.global_step, self.best_score, self.selector.stopped, finished)
         return {"steps": self.global_step, "history": history, "best_score": self.best_score,
-                "stopped_early": self.selector.stopped, "finished": finished}
+                "stopped_early": self.selector.stopped, "finished": finished,
+                "skipped_steps": dict(self.skipped_steps)}
 
     def _train_step(self, task: Trainer, batch: dict) -> tuple[float, dict[str, float]]:
-        """3-4. one encoder pass, every head of the task adds its loss; 5. backward, clip, step."""
+        """3-4. one encoder pass, every head of the task adds its loss; 5. backward, clip, step.
+
+        A non-finite loss (or gradient norm) skips the update: no optimizer step, gradients dropped, weights
+        and Adam moments untouched. The step still counts (global step, the task's step, the batch is used,
+        the lr schedule advances), so the schedule and the budgets stay aligned with the global step and a
+        resumed run stays exact. After `max_nonfinite_steps` such steps in a row training stops (MtlError)."""
         with autocast(self.device, self.precision):
             loss, head_losses = self.model.task_loss(task.name, batch)
-        loss.backward()
-        if self.adam.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.adam.max_grad_norm)
-        self.optimizer.step()
-        self.scheduler.step()
+        value = float(loss.detach())
+        problem = None if math.isfinite(value) else f"loss is {value}"
+        if problem is None:
+            loss.backward()
+            # the norm is computed either way: with no clipping asked, max_norm=inf scales by exactly 1
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.adam.max_grad_norm or math.inf)
+            if not math.isfinite(float(norm)):
+                problem = f"gradient norm is {float(norm)}"
+        if problem is None:
+            self.optimizer.step()
+            self._nonfinite_in_a_row = 0
+        else:
+            self._skip_step(task, problem, head_losses)
+        with warnings.catch_warnings():  # a skipped first step: torch warns that the scheduler went first
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach()), head_losses
+        return value, head_losses
+
+    def _skip_step(self, task: Trainer, problem: str, head_losses: dict[str, float]) -> None:
+        step = self.global_step + 1
+        self.skipped_steps[task.name] = self.skipped_steps.get(task.name, 0) + 1
+        self._nonfinite_in_a_row += 1
+        heads = ", ".join(f"{name}={loss}" for name, loss in head_losses.items())
+        log.warning("task %r, step %d: %s (head losses: %s); the update is skipped (%d skipped in a row, "
+                    "training stops at %d)", task.name, step, problem, heads, self._nonfinite_in_a_row,
+                    self.max_nonfinite_steps)
+        if self._nonfinite_in_a_row >= self.max_nonfinite_steps:
+            raise MtlError(f"task {task.name!r}, step {step}: {problem}; {self._nonfinite_in_a_row} steps in a row "
+                           f"had a non-finite loss or gradient (max_nonfinite_steps={self.max_nonfinite_steps}), so "
+                           "training stopped. The weights are still finite: the last checkpoint is usable. Lower the "
+                           "lr, set max_grad_norm, train in fp32 (precision='fp32'), or check the task's data and "
+                           "head for values that overflow")
 
     @staticmethod
     def _next_batch(task: Trainer, batches: Any) -> dict:

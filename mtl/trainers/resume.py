@@ -35,7 +35,8 @@ def training_state(trainer: Any) -> dict:
              "optimizer": trainer.optimizer.state_dict(), "scheduler": trainer.scheduler.state_dict(),
              "sampler": trainer.sampler.state_dict(),
              "readers": {t.name: t.reader.state_dict() for t in trainer.tasks},
-             "selector": trainer.selector.state_dict(), **get_rng(trainer)}
+             "selector": trainer.selector.state_dict(), "skipped_steps": dict(trainer.skipped_steps),
+             "nonfinite_in_a_row": trainer._nonfinite_in_a_row, **get_rng(trainer)}
     return state
 
 
@@ -63,6 +64,8 @@ def restore(trainer: Any, folder: str | Path) -> int:
         task.cur_train_step = int(state["tasks"][task.name]["cur_train_step"])
     trainer.global_step = int(state["global_step"])
     trainer.selector.load_state_dict(state["selector"])
+    trainer.skipped_steps.update({k: int(v) for k, v in state.get("skipped_steps", {}).items()})
+    trainer._nonfinite_in_a_row = int(state.get("nonfinite_in_a_row", 0))
     if trainer.saver and (trainer.saver.save_path / "best" / checkpoint.HEADS).is_file():
         trainer.best_folder = trainer.saver.save_path / "best"  # load_best() works after a resumed run too
     set_rng(trainer, state)

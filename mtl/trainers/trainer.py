@@ -7,7 +7,7 @@ from torch import nn
 from mtl.components.backbones.encoder import Encoder
 from mtl.components.heads.base import Head
 from mtl.components.readers.base import Reader
-from mtl.errors import check_contract
+from mtl.errors import ContractError, check_contract
 
 
 class Trainer:
@@ -68,6 +68,9 @@ class Trainer:
         for head in self.heads.values():
             needed = head.input_fields + (head.label_fields if reader.phase != "predict" else ())
             check_contract(reader, reader.fields, head, needed)
+            if head.num_classes is not None and reader.phase != "predict":
+                for field in head.label_fields:
+                    _check_label_space(reader, head, field)
 
     # ---- single-task use ------------------------------------------------------------------------------
     @property
@@ -95,3 +98,12 @@ class Trainer:
 
     def predict(self, inputs: Reader | list[str], output_file: str | Path | None = None) -> list[dict]:
         return self.solo.predict(self.name, inputs, output_file)
+
+
+def _check_label_space(reader: Reader, head: Head, field: str) -> None:
+    """A head must have room for every label the reader knows, and every id in the data must fit it."""
+    names = reader.label_names.get(field)
+    if names is not None and len(names) > head.num_classes:
+        raise ContractError(f"{type(reader).__name__} has {len(names)} labels for {field} but "
+                            f"{type(head).__name__} was built with num_classes={head.num_classes}")
+    reader.check_num_classes(field, head.num_classes)

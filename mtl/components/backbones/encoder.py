@@ -5,6 +5,26 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 
+from mtl.errors import MtlError
+
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
+
+
+def safe_weights_kwargs(name_or_path: str | Path, kwargs: dict) -> dict:
+    """A local folder loads only from safetensors (pickled weights could run code when unpickled): a folder
+    with only `pytorch_model.bin` is refused with a message saying how to convert it."""
+    folder = Path(name_or_path)
+    if not folder.is_dir() or kwargs.get("use_safetensors") is False:
+        return kwargs
+    if not any(folder.glob("*.safetensors")):
+        found = [name for name in PICKLE_WEIGHTS if (folder / name).exists()]
+        if found:
+            raise MtlError(f"{folder / found[0]}: refused: mtl loads weights only from safetensors, and this folder "
+                           "has only pickled weights, which could run code when loaded. If you trust its source, "
+                           "convert it once: `AutoModel.from_pretrained(folder).save_pretrained(folder, "
+                           "safe_serialization=True)` (writes model.safetensors)")
+    return {**kwargs, "use_safetensors": True}
+
 
 class Encoder(nn.Module):
     """Wraps an HF encoder; provides `sequence_output`, `pooled_output` and `word_embeddings`.
@@ -21,7 +41,9 @@ class Encoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, trust_remote_code: bool = False, **kwargs) -> "Encoder":
-        """Load weights from a local folder (or a hub name when online); never runs remote code unasked."""
+        """Load weights from a local folder (or a hub name when online); never runs remote code unasked.
+        A local folder loads from safetensors only (`use_safetensors=True`): pickled weights are refused."""
+        kwargs = safe_weights_kwargs(name_or_path, kwargs)
         model = AutoModel.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code,
                                           attn_implementation="sdpa", **kwargs)
         return cls(model)
@@ -59,7 +81,7 @@ class Encoder(nn.Module):
 
     def load_weights(self, folder: str | Path) -> None:
         """Load pretrained weights from an HF folder into this encoder (PALM's load_pretrain)."""
-        loaded = AutoModel.from_pretrained(str(folder), config=self.config)
+        loaded = AutoModel.from_pretrained(str(folder), config=self.config, **safe_weights_kwargs(folder, {}))
         self.model.load_state_dict(loaded.state_dict())
 
     def save(self, folder: str | Path) -> None:

@@ -22,6 +22,7 @@ class Head(nn.Module):
     label_fields: tuple[str, ...] = ()
     backbone_outputs: tuple[str, ...] = ()
     main_metric: str = "accuracy"
+    num_classes: int | None = None  # when set, readers' label ids are checked against it up front
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "Head":
         """Keep the constructor's arguments: an exported model rebuilds its heads from them (`mtl.spec`),

@@ -18,7 +18,7 @@ class Classify(Head):
     def __init__(self, num_classes: int, input_dim: int, dropout_prob: float = 0.1,
                  label_field: str = "label_ids") -> None:
         super().__init__()
-        self.label_fields = (label_field,)
+        self.label_fields, self.num_classes = (label_field,), num_classes
         self.dropout = nn.Dropout(dropout_prob)
         self.classifier = nn.Linear(input_dim, num_classes)
 

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModel
 
 import mtl
-from conftest import joint_trainer
+from conftest import joint_heads, joint_trainer, tiny_bert
 
 TEXTS = ["book a flight from boston to new york", "play some jazz", "will it rain in denver today",
          "booking flights to san francisco", "set an alarm for six am"]
@@ -22,7 +22,7 @@ import torch
 torch.set_num_threads(1)
 torch.manual_seed(12345)  # a different random init than the parent's: weights must come from the checkpoint
 from pathlib import Path
-from conftest import joint_trainer
+from conftest import joint_heads, joint_trainer, tiny_bert
 mh = joint_trainer(Path({vocab!r}), Path({data!r}))
 texts = {texts!r}
 before = mh.predict("joint", texts)
@@ -131,3 +131,15 @@ def test_save_before_training_writes_a_loadable_checkpoint(vocab_file, intent_sl
     other = joint_trainer(vocab_file, intent_slot_dir)
     other.load_checkpoint(folder)
     assert_same_records(mh.predict("joint", TEXTS), other.predict("joint", TEXTS))
+
+
+def test_label_map_that_disagrees_with_the_checkpoint_is_refused(trained, vocab_file, intent_slot_dir, tmp_path):
+    folder = trained.save(tmp_path / "ckpt")
+    names = trained.tasks[0].reader.label_names
+    reader = mtl.reader.IntentSlotReader(vocab_file, 32, intent_labels=names["intent_ids"][::-1],
+                                         slot_labels=names["slot_ids"]).load_data(intent_slot_dir / "train")
+    other = mtl.MultiHeadTrainer([mtl.Trainer("joint", reader=reader, head=joint_heads(reader))],
+                                 backbone=tiny_bert(), precision="fp32")
+    with pytest.raises(mtl.MtlError, match=r"labels\.json: task 'joint' intent_ids: the checkpoint's label map "
+                                           r"differs from the reader's at id 0"):
+        other.load_checkpoint(folder)

@@ -119,6 +119,28 @@ def load_weights(folder: str | Path, model: MultiTaskModel) -> dict:
     return json.loads((folder / STATE).read_text(encoding="utf-8"))
 
 
+def check_labels(folder: str | Path, label_names: dict[str, dict[str, list[str]]]) -> None:
+    """Fail, naming the task, field and first differing label, when the readers' label maps are not the ones
+    the checkpoint was trained with (ids would decode to the wrong names, silently)."""
+    path = Path(folder) / LABELS
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    for task, fields in label_names.items():
+        for field, names in fields.items():
+            kept = saved.get(task, {}).get(field)
+            if kept is not None and kept != names:
+                index = next((i for i, (a, b) in enumerate(zip(kept, names)) if a != b), min(len(kept), len(names)))
+                raise MtlError(f"{path}: task {task!r} {field}: the checkpoint's label map differs from the reader's "
+                               f"at id {index} ({_at(kept, index)} vs {_at(names, index)}; {len(kept)} vs "
+                               f"{len(names)} labels); build the reader with the checkpoint's labels "
+                               f"(labels.json)")
+
+
+def _at(names: list[str], index: int) -> str:
+    return repr(names[index]) if index < len(names) else "none"
+
+
 def load_heads(model: MultiTaskModel, folder: Path) -> None:
     _load_exactly(model.heads, folder / HEADS)
 

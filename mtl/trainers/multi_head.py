@@ -311,7 +311,9 @@ class MultiHeadTrainer:
         return Saver(folder.parent).save(folder.name, lambda f: self._write(f, training=False, strict=True))
 
     def load_checkpoint(self, folder: str | Path) -> None:
-        """Load a saved model's weights into these assembled components (e.g. in a fresh process)."""
+        """Load a saved model's weights into these assembled components (e.g. in a fresh process); the
+        readers' label maps must be the checkpoint's, or every prediction would decode to the wrong name."""
+        checkpoint.check_labels(folder, {t.name: (t.reader or t.dev_reader).label_names for t in self.tasks})
         checkpoint.load_weights(folder, self._ready_model())
 
     # ---- evaluation and prediction ----------------------------------------------------------------------

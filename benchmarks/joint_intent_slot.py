@@ -35,10 +35,7 @@ def train_one(data: Path, mode: str, seed: int, args: argparse.Namespace) -> dic
     reader.load_data(data / "train", batch_size=args.batch_size)
     dev, test = (reader.eval_reader(data / split, batch_size=128) for split in ("dev", "test"))
     encoder = mtl.backbone.BERT.from_pretrained(model_dir)
-    names = reader.label_names
-    all_heads = {"intent": mtl.head.Classify(len(names["intent_ids"]), encoder.hidden_size, 0.1, "intent_ids"),
-                 "slots": mtl.head.SequenceLabel(len(names["slot_ids"]), encoder.hidden_size, 0.1, "slot_ids",
-                                                 use_crf=args.crf)}
+    all_heads = mtl.head.intent_slot_heads(reader, encoder.hidden_size, dropout_prob=0.1, use_crf=args.crf)
     task = mtl.Trainer(data.name, reader=reader, head={h: all_heads[h] for h in HEADS[mode]}, dev_reader=dev)
     trainer = mtl.MultiHeadTrainer([task], backbone=encoder, lr=args.lr, num_epochs=args.epochs, seed=seed,
                                    precision=args.precision)

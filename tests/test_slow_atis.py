@@ -21,9 +21,7 @@ def test_joint_training_on_atis_beats_floor(minilm_dir: str) -> None:
     reader = mtl.reader.IntentSlotReader(minilm_dir, max_seqlen=64, seed=1)
     reader.load_data(ATIS / "train", batch_size=32)
     encoder = mtl.backbone.BERT.from_pretrained(minilm_dir)
-    names = reader.label_names
-    heads = {"intent": mtl.head.Classify(len(names["intent_ids"]), encoder.hidden_size, 0.1, "intent_ids"),
-             "slots": mtl.head.SequenceLabel(len(names["slot_ids"]), encoder.hidden_size, 0.1, "slot_ids")}
+    heads = mtl.head.intent_slot_heads(reader, encoder.hidden_size, dropout_prob=0.1)
     task = mtl.Trainer("atis", reader=reader, head=heads)
     trainer = mtl.MultiHeadTrainer([task], backbone=encoder, lr=1e-4, num_epochs=2, seed=1)
     trainer.train(print_steps=0)

@@ -34,10 +34,7 @@ def main() -> None:
     reader = mtl.reader.IntentSlotReader(model_dir, max_seqlen=64, seed=args.seed)
     reader.load_data(data / "train", batch_size=args.batch_size)
     encoder = mtl.backbone.BERT.from_pretrained(model_dir)
-    names = reader.label_names
-    heads = {"intent": mtl.head.Classify(len(names["intent_ids"]), encoder.hidden_size, 0.1, "intent_ids"),
-             "slots": mtl.head.SequenceLabel(len(names["slot_ids"]), encoder.hidden_size, 0.1, "slot_ids",
-                                             use_crf=args.crf)}
+    heads = mtl.head.intent_slot_heads(reader, encoder.hidden_size, dropout_prob=0.1, use_crf=args.crf)
     task = mtl.Trainer(data.name, reader=reader, head=heads, dev_reader=reader.eval_reader(data / "dev"))
     trainer = mtl.MultiHeadTrainer([task], backbone=encoder, lr=args.lr, num_epochs=args.epochs, seed=args.seed)
     trainer.set_saver(args.output)

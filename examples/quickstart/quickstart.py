@@ -36,9 +36,7 @@ def main() -> None:
     reader.load_data(DATA / "train", batch_size=16)
     dev, test = reader.eval_reader(DATA / "dev"), reader.eval_reader(DATA / "test")
     encoder = mtl.backbone.BERT.from_pretrained(model_dir)
-    names = reader.label_names
-    heads = {"intent": mtl.head.Classify(len(names["intent_ids"]), encoder.hidden_size, 0.1, "intent_ids"),
-             "slots": mtl.head.SequenceLabel(len(names["slot_ids"]), encoder.hidden_size, 0.1, "slot_ids")}
+    heads = mtl.head.intent_slot_heads(reader, encoder.hidden_size, dropout_prob=0.1)
     task = mtl.Trainer("assistant", reader=reader, head=heads, dev_reader=dev)
     trainer = mtl.MultiHeadTrainer([task], backbone=encoder, lr=1e-4, num_epochs=args.epochs, seed=1)
     trainer.train(print_steps=20, eval_steps=reader.steps_per_epoch)  # keeps the best dev model in memory

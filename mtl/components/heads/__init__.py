@@ -2,6 +2,7 @@
 from mtl.components.heads.base import Head
 from mtl.components.heads.classify import Classify
 from mtl.components.heads.crf import CRF
+from mtl.components.heads.joint import intent_slot_heads
 from mtl.components.heads.sequence_label import SequenceLabel
 
-__all__ = ["Head", "Classify", "SequenceLabel", "CRF"]
+__all__ = ["Head", "Classify", "SequenceLabel", "CRF", "intent_slot_heads"]

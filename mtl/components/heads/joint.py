@@ -1,0 +1,15 @@
+"""The joint intent + slot pair of heads, sized from an IntentSlotReader's label maps."""
+from typing import Any
+
+from mtl.components.heads.base import Head
+from mtl.components.heads.classify import Classify
+from mtl.components.heads.sequence_label import SequenceLabel
+
+
+def intent_slot_heads(reader: Any, input_dim: int, dropout_prob: float = 0.1, use_crf: bool = False) -> dict[str, Head]:
+    """{"intent": Classify, "slots": SequenceLabel} over one reader's `intent_ids` and `slot_ids`: one encoder
+    pass feeds both (the joint mode). The reader must have read its training data (its label maps)."""
+    names = reader.label_names
+    return {"intent": Classify(len(names["intent_ids"]), input_dim, dropout_prob, label_field="intent_ids"),
+            "slots": SequenceLabel(len(names["slot_ids"]), input_dim, dropout_prob, label_field="slot_ids",
+                                   use_crf=use_crf)}

@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", help="JSON lines file (default: stdout)")
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    predict.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                         help="auto: bf16 where the hardware runs it fast (GPUs, CPUs with AMX/AVX512-BF16), else fp32")
     predict.set_defaults(run=predict_command)
     return parser
 
@@ -87,7 +89,7 @@ def eval_command(args: argparse.Namespace) -> int:
 
 def predict_command(args: argparse.Namespace) -> int:
     from mtl.predictor import load
-    predictor = load(args.model, device=args.device)
+    predictor = load(args.model, device=args.device, precision=args.precision)
     source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
     with source:
         texts = [line.strip() for line in source if line.strip()]  # blank lines carry no utterance

@@ -18,6 +18,27 @@ def macro_f1(predicted: list, gold: list) -> float:
     return 100.0 * sum(scores) / max(len(scores), 1)
 
 
+def binary_f1(predicted: list, gold: list, positive) -> float:
+    """F1 of the `positive` class alone (GLUE's MRPC F1): 2TP / (2TP + FP + FN), 0 when nothing is right."""
+    tp = sum(p == g == positive for p, g in zip(predicted, gold))
+    fp = sum(p == positive != g for p, g in zip(predicted, gold))
+    fn = sum(g == positive != p for p, g in zip(predicted, gold))
+    return 100.0 * 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def roc_auc(scores: list[float], is_positive: list[bool]) -> float:
+    """Share of (positive, negative) pairs whose positive scores higher, ties counting half: the ranking
+    accuracy a pairwise loss trains for, over every such pair (Mann-Whitney U). 50 when a class is absent."""
+    positives = [s for s, p in zip(scores, is_positive) if p]
+    negatives = sorted(s for s, p in zip(scores, is_positive) if not p)
+    if not positives or not negatives:
+        return 50.0
+    from bisect import bisect_left, bisect_right
+    wins = sum(bisect_left(negatives, s) + 0.5 * (bisect_right(negatives, s) - bisect_left(negatives, s))
+               for s in positives)
+    return 100.0 * wins / (len(positives) * len(negatives))
+
+
 def seqeval_scores(predicted: list[list[str]], gold: list[list[str]]) -> dict[str, float]:
     """Entity-level micro precision/recall/F1 (CoNLL rules, as seqeval's default mode)."""
     return {"f1": 100.0 * float(f1_score(gold, predicted)),
@@ -35,3 +56,46 @@ def frame_accuracy(correct_per_head: list[list[bool]]) -> float:
     """Share of examples every head got entirely right (JointBERT's sentence accuracy)."""
     rows = list(zip(*correct_per_head))
     return 100.0 * sum(all(row) for row in rows) / max(len(rows), 1)
+
+
+# ---- SQuAD v1.1 (as the official evaluation script computes them) -----------------------------------------
+import re  # noqa: E402  (kept with the SQuAD functions they serve)
+import string  # noqa: E402
+from collections import Counter  # noqa: E402
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, drop punctuation, the articles a/an/the, and extra whitespace (the official script's order)."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def squad_exact_match(prediction: str, golds: list[str]) -> float:
+    """1.0 when the normalized prediction equals any normalized gold answer."""
+    return max((float(normalize_answer(prediction) == normalize_answer(g)) for g in golds), default=0.0)
+
+
+def squad_f1(prediction: str, golds: list[str]) -> float:
+    """Token-overlap F1 of the normalized texts, the best over the gold answers."""
+    return max((_token_f1(normalize_answer(prediction).split(), normalize_answer(g).split()) for g in golds),
+               default=0.0)
+
+
+def _token_f1(predicted: list[str], gold: list[str]) -> float:
+    common = sum((Counter(predicted) & Counter(gold)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_scores(predictions: list[str], golds: list[list[str]]) -> dict[str, float]:
+    """exact_match and f1 on a 0-100 scale, averaged over questions."""
+    total = max(len(golds), 1)
+    return {"exact_match": 100.0 * sum(squad_exact_match(p, g) for p, g in zip(predictions, golds)) / total,
+            "f1": 100.0 * sum(squad_f1(p, g) for p, g in zip(predictions, golds)) / total}
+
+
+_PUNCTUATION = set(string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")

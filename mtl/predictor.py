@@ -36,6 +36,17 @@ def load(folder: str | Path, device: str | None = None, precision: str = "auto")
     return Predictor.from_folder(folder, device, precision)
 
 
+def _tied_heads(task: dict, built: dict[str, dict[str, Head]]) -> dict[str, Head]:
+    """A task's heads; for a task saved with `reuse_head_with`, the owner's head modules themselves (one set of
+    weights, as in training), a head named after the owner renamed after this task."""
+    owner = task.get("reuse_head_with")
+    if owner is None:
+        return built[task["name"]]
+    if owner not in built:
+        raise ValueError(f"{SPEC}: task {task['name']!r} reuses the head of {owner!r}, which the file does not hold")
+    return {task["name"] if name == owner else name: head for name, head in built[owner].items()}
+
+
 class Predictor:
     """Every task of a model over its one encoder.
 
@@ -67,12 +78,13 @@ class Predictor:
         backbone = backbone_class.from_pretrained(folder / spec["backbone"]["folder"], trust_remote_code=False,
                                                   use_safetensors=True)
         readers: dict[str, Reader] = {}  # tasks with the same reader spec share one reader
+        built = {task["name"]: {name: build(head) for name, head in task["heads"].items()} for task in spec["tasks"]}
         tasks = []
         for task in spec["tasks"]:
             key = json.dumps([task["reader"], task["tokenizer"]], sort_keys=True)
             if key not in readers:
                 readers[key] = build(task["reader"], vocab_path=folder / task["tokenizer"], phase="predict")
-            heads = {name: build(head) for name, head in task["heads"].items()}
+            heads = _tied_heads(task, built)
             tasks.append(PredictTask(task["name"], readers[key], heads, labels.get(task["name"], {})))
         predictor = cls(backbone, tasks, device, precision)
         load_heads(predictor.model, folder)

@@ -17,7 +17,7 @@ BAD = Path(__file__).parent / "data" / "bad"
 MANIFEST = json.loads((BAD / "MANIFEST.json").read_text(encoding="utf-8"))
 CASES = MANIFEST["cases"]
 READERS = {"classify": mtl.reader.ClassifyReader, "sequence_label": mtl.reader.SequenceLabelReader,
-           "intent_slot": mtl.reader.IntentSlotReader}
+           "intent_slot": mtl.reader.IntentSlotReader, "mrc": mtl.reader.MRCReader}
 
 
 def _path(relative: str | None) -> str | None:
@@ -31,6 +31,8 @@ def build_reader(case: dict, vocab: Path, data: str | None = None):
     kind, max_seqlen, batch_size = case["reader"], options.get("max_seqlen", 32), options.get("batch_size", 4)
     if kind == "classify":
         reader = READERS[kind](vocab, max_seqlen, label_map=_path(options.get("label_map")))
+    elif kind == "mrc":  # SQuAD JSON; small windows so a short context already needs several
+        reader = READERS[kind](vocab, max_seqlen, options.get("doc_stride", 8), options.get("max_query_len", 8))
     elif kind == "sequence_label":
         reader = READERS[kind](vocab, max_seqlen, _path(options.get("label_map", "good/slots.json")))
     else:

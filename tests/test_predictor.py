@@ -35,7 +35,8 @@ def test_export_then_load_in_a_new_process_gives_identical_predictions(joint, tm
     ours = joint.predict("joint", TEXTS)
     (tmp_path / "texts.txt").write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-c", CHILD, "predict", "--model", str(folder), "--input", "texts.txt"],
+    command = ["predict", "--model", str(folder), "--input", "texts.txt", "--precision", "fp32"]
+    done = subprocess.run([sys.executable, "-c", CHILD, *command],
                           capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     theirs = [json.loads(line) for line in done.stdout.splitlines()]
@@ -48,7 +49,7 @@ def test_export_then_load_in_a_new_process_gives_identical_predictions(joint, tm
 def test_checkpoints_are_loadable_models_too(joint, tmp_path):
     joint.set_saver(tmp_path / "run")
     folder = joint.save(tmp_path / "run" / "step-1")
-    assert same_records(mtl.load(folder).predict(TEXTS), joint.predict("joint", TEXTS))
+    assert same_records(mtl.load(folder, precision="fp32").predict(TEXTS), joint.predict("joint", TEXTS))
 
 
 def test_two_models_in_one_process_do_not_interfere(joint, vocab_file, tmp_path):
@@ -57,7 +58,8 @@ def test_two_models_in_one_process_do_not_interfere(joint, vocab_file, tmp_path)
     write_intent_slot(tmp_path / "other" / "dev", rows)
     other = joint_trainer(vocab_file, tmp_path / "other", num_epochs=3, lr=5e-3, seed=9)
     other.train(print_steps=0)
-    first, second = mtl.load(joint.export(tmp_path / "a")), mtl.load(other.export(tmp_path / "b"))
+    first = mtl.load(joint.export(tmp_path / "a"), precision="fp32")
+    second = mtl.load(other.export(tmp_path / "b"), precision="fp32")
     a1, b1 = first.predict(TEXTS), second.predict(TEXTS)
     a2 = first.predict(TEXTS)
     assert same_records(a1, joint.predict("joint", TEXTS)) and same_records(b1, other.predict("joint", TEXTS))
@@ -69,7 +71,7 @@ def test_encoder_runs_once_for_all_heads_of_all_tasks(vocab_file, intent_slot_di
     """Two tasks (slot, intent) whose readers tokenize alike, one of them a joint pair: one pass per batch."""
     mh = two_task_trainer(vocab_file, intent_slot_dir, num_epochs=1)
     mh.train(print_steps=0)
-    predictor = mtl.load(mh.export(tmp_path / "model"))
+    predictor = mtl.load(mh.export(tmp_path / "model"), precision="fp32")
     calls = []
     predictor.model.backbone.register_forward_hook(lambda *args: calls.append(1))
     records = predictor.predict(TEXTS + ["play the song by the beatles"], batch_size=4)
@@ -84,7 +86,7 @@ def test_readers_that_tokenize_differently_get_their_own_pass(vocab_file, intent
     mh = two_task_trainer(vocab_file, intent_slot_dir, num_epochs=1)
     mh.tasks[1].reader.max_seqlen = 5  # the intent reader truncates: its inputs differ from the slot reader's
     mh.build_forward()
-    predictor = mtl.load(mh.export(tmp_path / "model"))
+    predictor = mtl.load(mh.export(tmp_path / "model"), precision="fp32")
     calls = []
     predictor.model.backbone.register_forward_hook(lambda *args: calls.append(1))
     predictor.predict(TEXTS)
@@ -109,7 +111,7 @@ def test_export_needs_plain_constructor_arguments(vocab_file, intent_slot_dir, t
     assert (folder / "heads.safetensors").is_file() and not (folder / "model.json").exists()
     assert "mtl.load cannot rebuild it" in caplog.text
     with pytest.raises(FileNotFoundError, match="no model.json"):
-        mtl.load(folder)
+        mtl.load(folder, precision="fp32")
 
 
 def test_load_runs_no_pickle_and_no_remote_code(joint, tmp_path, monkeypatch):
@@ -118,7 +120,7 @@ def test_load_runs_no_pickle_and_no_remote_code(joint, tmp_path, monkeypatch):
     def no_pickle(*args, **kwargs):
         raise AssertionError("torch.load called while loading a model folder")
     monkeypatch.setattr(torch, "load", no_pickle)
-    predictor = mtl.load(folder)
+    predictor = mtl.load(folder, precision="fp32")
     assert same_records(predictor.predict(TEXTS[:2]), joint.predict("joint", TEXTS[:2]))
     assert Path(folder / "model.json").read_text().count("_component_") == 4  # backbone, reader, two heads
 
@@ -136,7 +138,7 @@ def test_palm_format_readers_export_and_share_one_pass(vocab_file, tmp_path, cla
     intent = mtl.Trainer("intent", reader=cls_reader, head=mtl.head.Classify(4, 32, 0.1))
     mh = mtl.MultiHeadTrainer([slot, intent], backbone=tiny_bert(), num_epochs=1, precision="fp32")
     mh.train(print_steps=0)
-    predictor = mtl.load(mh.export(tmp_path / "model"))
+    predictor = mtl.load(mh.export(tmp_path / "model"), precision="fp32")
     calls = []
     predictor.model.backbone.register_forward_hook(lambda *args: calls.append(1))
     records = predictor.predict(TEXTS[:3])

@@ -119,7 +119,7 @@ def test_a_save_that_crashes_midway_leaves_the_previous_checkpoint(uninterrupted
         mh.save(tmp_path / "keep" / "model")
     monkeypatch.setattr(checkpoint, "write_checkpoint", real_write)
     assert sorted(p.name for p in (tmp_path / "keep").iterdir()) == ["model"]  # no half folder anywhere
-    loaded = mtl.load(folder)
+    loaded = mtl.load(folder, precision="fp32")
     assert same_records([{"text": r["text"], "slot": r["slot"]} for r in loaded.predict(TEXTS)], expected)
 
 

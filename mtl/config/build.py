@@ -63,7 +63,8 @@ class Run:
         for section, task in zip(self.config.tasks, self.trainer.tasks):
             path = section.test_data if split == "test" else section.dev_data
             if path is not None:
-                readers[task.name] = task.dev_reader if split == "dev" else task.reader.eval_reader(path)
+                readers[task.name] = task.dev_reader if split == "dev" else \
+                    task.reader.eval_reader(path, section.file_format)
         return readers
 
 
@@ -84,11 +85,14 @@ def _build_task(section: TaskSection, key: str, backbone: Encoder) -> Trainer:
                      group_by_length=section.group_by_length)
     if section.heads is not None:
         blocks = {name: (block, join(join(key, "heads"), name)) for name, block in section.heads.items()}
-    else:
+    elif section.head is not None:
         blocks = {section.name: (section.head, join(key, "head"))}  # one head, named after its task
+    else:
+        blocks = {}  # reuse_head_with: the other task's heads, tied by MultiHeadTrainer
     heads = {name: _build_head(block, block_key, reader, backbone) for name, (block, block_key) in blocks.items()}
-    dev = reader.eval_reader(section.dev_data) if section.dev_data is not None else None
-    task = Trainer(section.name, reader=reader, head=heads, mix_ratio=section.mix_ratio, dev_reader=dev)
+    dev = reader.eval_reader(section.dev_data, section.file_format) if section.dev_data is not None else None
+    task = Trainer(section.name, reader=reader, head=heads or None, mix_ratio=section.mix_ratio, dev_reader=dev,
+                   reuse_head_with=section.reuse_head_with)
     if section.aux:
         task.set_as_aux()
     return task

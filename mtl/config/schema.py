@@ -37,7 +37,8 @@ SECTIONS = {"trainer": (MultiHeadTrainer, ("trainers", "backbone", "sampler"), "
 @dataclass
 class TaskSection:
     """One entry of `tasks:`. `reader` is a component; `heads` maps head names to components (the joint mode:
-    one reader, one encoder pass, several heads), or `head` is the task's one head. Heads may say
+    one reader, one encoder pass, several heads), or `head` is the task's one head, or `reuse_head_with` names
+    another task whose heads this one shares (the same weights). Heads may say
     `num_classes: auto` (the reader's label names for the head's `label_field`) and `input_dim: auto` (the
     backbone's hidden size). `batch_size`, `file_format` and `group_by_length` go to the reader's load_data."""
 
@@ -53,6 +54,7 @@ class TaskSection:
     group_by_length: bool = True
     mix_ratio: float = 1.0
     aux: bool = False
+    reuse_head_with: str | None = None  # another task's name: use its head(s) instead of `head`/`heads`
 
 
 @dataclass
@@ -143,8 +145,9 @@ def _task(checker: Checker, value: Any, key: str) -> dict:
     special = {"reader": lambda node, sub: checker.component(node, sub), "head": head, "heads": heads,
                "train_data": data(True), "dev_data": data(False), "test_data": data(False)}
     task = checker.call(value, TaskSection, key, "a task (mtl.config.TaskSection)", special=special)
-    if isinstance(value, dict) and ("head" in value) == ("heads" in value):
-        checker.problem(key, "a task needs exactly one of `head` (one head) or `heads` (name -> head)")
+    if isinstance(value, dict) and sum(name in value for name in ("head", "heads", "reuse_head_with")) != 1:
+        checker.problem(key, "a task needs exactly one of `head` (one head), `heads` (name -> head) or "
+                        "`reuse_head_with` (another task's name: its heads are shared)")
     return task
 
 
@@ -166,9 +169,15 @@ def _cross_check(checker: Checker, config: dict) -> None:
             if task_name not in names:
                 checker.problem(f"selection.{section}.{task_name}", f"mtl.Selector: no task {task_name!r}; "
                                 f"the tasks are {names}")
+    for index, task in enumerate(config["tasks"]):
+        other = task.get("reuse_head_with")
+        if other is not None and (other not in names or other == task["name"]):
+            checker.problem(join(join("tasks", index), "reuse_head_with"), f"{other!r} is not another task; the "
+                            f"tasks are {names}")
     by_name = {task["name"]: task for task in config["tasks"]}
     for task_name, metric in (selection.get("metrics") or {}).items():
-        heads = by_name.get(task_name, {}).get("heads") or {task_name: None}
+        task = by_name.get(task_name, {})
+        heads = (by_name.get(task.get("reuse_head_with"), {}) or task).get("heads") or {task_name: None}
         if metric not in ("score", "frame_accuracy") and metric.split(".", 1)[0] not in heads:
             checker.problem(f"selection.metrics.{task_name}", f"mtl.Selector: {metric!r} is not `score`, "
                             f"`frame_accuracy` or `<head>.<metric>` for a head of {task_name!r} ({sorted(heads)})")

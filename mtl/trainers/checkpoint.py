@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 import mtl
 from mtl.errors import MtlError
 from mtl.spec import component_spec, dotted_path
-from mtl.trainers.model import MultiTaskModel
+from mtl.trainers.model import MultiTaskModel, unique_state
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def write_checkpoint(folder: Path, model: MultiTaskModel, label_names: dict[str,
     Refuses (MtlError, nothing written) when a weight is NaN or infinite: no checkpoint holds broken weights."""
     check_finite(model)
     model.backbone.save(folder / BACKBONE)
-    heads = {k: v.detach().contiguous().cpu() for k, v in model.heads.state_dict().items()}
+    heads = {k: v.contiguous().cpu() for k, v in unique_state(model.heads)[0].items()}  # a shared head once
     save_file(heads, str(folder / HEADS))
     for name, tokenizer in tokenizers.items():
         tokenizer.save_pretrained(str(folder / name))
@@ -104,8 +104,15 @@ def model_spec(backbone: Any, tasks: list[Any], tokenizer_of: dict[str, str]) ->
             "backbone": {"_component_": dotted_path(type(backbone)), "folder": BACKBONE},
             "tasks": [{"name": task.name, "tokenizer": tokenizer_of[task.name],
                        "reader": component_spec(task.reader or task.dev_reader, skip=READER_SUPPLIED),
-                       "heads": {name: component_spec(head) for name, head in task.heads.items()}}
-                      for task in tasks]}
+                       **_heads_spec(task)} for task in tasks]}
+
+
+def _heads_spec(task: Any) -> dict:
+    """A task's heads as component specs; a task that reuses another's head names that task instead
+    (`mtl.load` ties them again: one set of weights)."""
+    if getattr(task, "head_owner", None) is not None:
+        return {"reuse_head_with": task.head_owner.name, "heads": {}}
+    return {"heads": {name: component_spec(head) for name, head in task.heads.items()}}
 
 
 def load_weights(folder: str | Path, model: MultiTaskModel) -> dict:
@@ -169,11 +176,14 @@ def latest_checkpoint(save_path: str | Path) -> Path | None:
 
 
 def _load_exactly(module: torch.nn.Module, file: Path) -> None:
-    """Load a safetensors file whose keys must match the module's exactly: a mismatch is a wrong model."""
+    """Load a safetensors file whose keys must match the module's exactly: a mismatch is a wrong model.
+    The second names of a tensor the module shares (a head reused by another task) are not in the file:
+    loading the first name fills both."""
     try:
         result = module.load_state_dict(load_file(str(file)), strict=False)
     except RuntimeError as error:  # shape mismatches: name the file, not torch's internals
         raise ValueError(f"{file}: weights do not fit the assembled model: {str(error)[:500]}") from None
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(f"{file}: weights do not match the assembled model: missing {result.missing_keys[:5]}, "
+    missing = sorted(set(result.missing_keys) - set(unique_state(module)[1]))
+    if missing or result.unexpected_keys:
+        raise ValueError(f"{file}: weights do not match the assembled model: missing {missing[:5]}, "
                          f"unexpected {result.unexpected_keys[:5]}")

@@ -1,4 +1,5 @@
 """Device and precision: bf16 autocast where the hardware runs it fast, fp32 master weights always."""
+import os
 from contextlib import nullcontext
 from typing import Any, ContextManager
 
@@ -6,9 +7,14 @@ import torch
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
+    """None: a GPU when there is one, else the CPU. Under torchrun each process on a machine takes its own
+    GPU (LOCAL_RANK) when the device names no index ('cuda' or None)."""
     if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
 
 
 def cpu_has_fast_bf16() -> bool:

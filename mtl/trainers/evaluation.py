@@ -35,6 +35,27 @@ def decode_task(model: MultiTaskModel, task: Trainer, reader: Reader, device: to
     return records, metas
 
 
+def merge_task(task: Trainer, records: list[dict], metas: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Let each head merge per-feature records into per-example ones (`Head.merge`: MRC joins the windows of
+    one question). Heads that do not merge keep the records as they are; several heads that merge must agree
+    on the number of examples."""
+    columns, merged_metas = {}, metas
+    for head_name, head in task.heads.items():
+        decoded, head_metas = head.merge([record[head_name] for record in records], metas)
+        columns[head_name] = decoded
+        if head_metas is not metas:
+            merged_metas = head_metas
+    if merged_metas is metas:
+        return records, metas
+    sizes = {name: len(decoded) for name, decoded in columns.items()}
+    if set(sizes.values()) != {len(merged_metas)}:
+        raise ValueError(f"task {task.name!r}: its heads merge features into different numbers of examples "
+                         f"{sizes}; heads that merge (MRC) cannot share a task with heads that do not")
+    merged = [{"text": meta.get("text"), **{name: columns[name][i] for name in columns}}
+              for i, meta in enumerate(merged_metas)]
+    return merged, merged_metas
+
+
 def score_task(task: Trainer, records: list[dict], metas: list[dict]) -> dict[str, float]:
     """Each head's metrics as `head.metric`, sentence accuracy over all heads, and `score` for selection.
 

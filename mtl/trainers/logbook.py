@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from mtl.trainers import distributed
 from mtl.trainers.selection import Verdict
 
 METRICS_FILE = "metrics.jsonl"
@@ -52,10 +53,12 @@ class Logbook:
     @classmethod
     def for_trainer(cls, trainer: Any, resume_step: int | None) -> "Logbook":
         """TensorBoard under the trainer's `log_dir` (or save_path/tensorboard); JSON lines in save_path
-        (or log_dir); nothing without either."""
+        (or log_dir); nothing without either, nor on a rank other than 0."""
         saver = trainer.saver
         folder = saver.save_path if saver else trainer.log_dir
         board = trainer.log_dir or (saver.save_path / "tensorboard" if saver else None)
+        if not distributed.is_main():  # under torch.distributed only rank 0 writes (every rank's numbers agree)
+            folder = board = None
         return cls(folder, board, [t.name for t in trainer.tasks], resume_step)
 
     def report(self, trainer: Any) -> None:

@@ -27,3 +27,20 @@ class MultiTaskModel(nn.Module):
             raise RuntimeError(f"task {task!r}: no head returned a loss; does the reader yield labels?")
         total = sum(losses.values())
         return total, {name: float(loss.detach()) for name, loss in losses.items()}
+
+
+def unique_state(module: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The state dict with each tensor once, under its first name, and the names left out (aliases).
+
+    A head shared by two tasks (`reuse_head_with`) is one set of weights reachable under both tasks' names:
+    it is saved once (safetensors refuses a tensor twice) and tied again by the model it is loaded into."""
+    kept: dict[str, torch.Tensor] = {}
+    aliases: list[str] = []
+    seen: set[int] = set()
+    for name, tensor in module.state_dict(keep_vars=True).items():
+        if id(tensor) in seen:
+            aliases.append(name)
+            continue
+        seen.add(id(tensor))
+        kept[name] = tensor.detach()
+    return kept, aliases

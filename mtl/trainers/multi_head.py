@@ -1,9 +1,7 @@
 """MultiHeadTrainer: a shared backbone under several tasks; batches drawn across tasks by mix ratio."""
 import copy
 import logging
-import math
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +14,20 @@ from mtl.components.optimizers.adam import Adam
 from mtl.components.readers.base import Reader
 from mtl.components.savers.saver import Saver
 from mtl.errors import MtlError
-from mtl.trainers import checkpoint, resume
-from mtl.trainers.device import autocast, resolve_device, resolve_precision, to_device
-from mtl.trainers.evaluation import decode_task, score_task, write_jsonl
+from mtl.trainers import distributed, resume, update
+from mtl.trainers.device import resolve_device, resolve_precision
+from mtl.trainers.evaluation import decode_task, merge_task, score_task, write_jsonl
 from mtl.trainers.logbook import Logbook
 from mtl.trainers.model import MultiTaskModel
 from mtl.trainers.sampling import MixRatioSampler, TaskSampler, plan_total_steps
+from mtl.trainers.saving import CheckpointMethods
 from mtl.trainers.selection import Selector
-from mtl.trainers.trainer import Trainer
+from mtl.trainers.trainer import Trainer, link_shared_heads
 
 log = logging.getLogger(__name__)
 
 
-class MultiHeadTrainer:
+class MultiHeadTrainer(CheckpointMethods):
     """Trains tasks that share one backbone. Both PALM's verbs and a direct constructor lead here:
 
         MultiHeadTrainer([Trainer("slot", reader=r1, head=h1), Trainer("intent", reader=r2, head=h2)],
@@ -36,25 +35,34 @@ class MultiHeadTrainer:
 
     Budgets follow PALM: base = N_ref // batch_size_ref, steps_t = int(num_epochs * mix_ratio_t * base);
     training stops when every non-auxiliary task has used its budget.
+
+    Under `torchrun` (torch.distributed) the same script trains on N processes with DistributedDataParallel:
+    `batch_size` stays the global batch (each process takes 1/N of each batch), so steps, schedule and weights
+    are those of one process; `grad_accum_steps` cuts each process's share into that many micro-batches.
+    Rank 0 alone logs and saves. See docs/distributed.md.
     """
 
     def __init__(self, trainers: list[Trainer], backbone: Encoder | None = None, lr: float = 5e-5,
                  num_epochs: float | None = None, sampling_reference: str | None = None,
                  warmup_proportion: float = 0.1, weight_decay: float = 0.01, seed: int = 0,
                  precision: str = "auto", device: str | None = None, sampler: TaskSampler | None = None,
-                 log_dir: str | Path | None = None, max_nonfinite_steps: int = 5) -> None:
+                 log_dir: str | Path | None = None, max_nonfinite_steps: int = 5, grad_accum_steps: int = 1) -> None:
         names = [t.name for t in trainers]
+        if grad_accum_steps < 1:
+            raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
         if max_nonfinite_steps < 1:
             raise ValueError(f"max_nonfinite_steps must be >= 1, got {max_nonfinite_steps}")
         if len(set(names)) != len(names):
             raise ValueError(f"task names must be unique, got {names}")
         self.tasks, self.backbone = list(trainers), backbone
+        link_shared_heads(self.tasks)  # reuse_head_with: names resolved, shared heads found up front
         self.lr, self.num_epochs, self.reference = lr, num_epochs, sampling_reference or names[0]
         self.warmup_proportion, self.weight_decay, self.seed = warmup_proportion, weight_decay, seed
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.sampler, self.log_dir = sampler, log_dir
         self.model: MultiTaskModel | None = None
+        self.ddp, self.grad_accum_steps = None, grad_accum_steps  # the model in DistributedDataParallel, if any
         self.adam: Adam | None = None
         self.optimizer, self.scheduler, self.saver = None, None, None
         self.global_step, self.total_steps = 0, 0
@@ -126,6 +134,8 @@ class MultiHeadTrainer:
         self.sampler.load_state_dict(copy.deepcopy(self._sampler_start))  # every plan starts where the run did
         self.total_steps = plan_total_steps(self.sampler, [t.budget for t in self.tasks],
                                             [t.is_aux for t in self.tasks])
+        distributed.check_same("the run plan (steps, budgets, sampler state)",
+                               (self.total_steps, [t.budget for t in self.tasks], self._sampler_start))
         model = self._ready_model()
         if self.adam is None:
             self.build_backward()
@@ -146,10 +156,11 @@ class MultiHeadTrainer:
         `resume_from`: a step-N or final folder of this run: it continues exactly where that one stopped.
         `max_steps`: stop after this step, leaving a checkpoint to resume from (the schedule spans the run);
         calling train() again goes on in-process."""
+        distributed.init(self.device)
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):  # seeded dropout, the caller's global RNG untouched
             if self.optimizer is None or self._rng is None or resume_from is not None:
-                torch.manual_seed(self.seed)
+                torch.manual_seed(self.seed + distributed.rank())  # rank 0 draws as a single process does
                 self._plan()
             else:  # called again (after max_steps): the same run goes on, its dropout RNG too
                 resume.set_rng(self, self._rng)
@@ -169,15 +180,17 @@ class MultiHeadTrainer:
                     "stopped_early": self.selector.stopped, "finished": True,
                     "skipped_steps": dict(self.skipped_steps)}
         logbook = Logbook.for_trainer(self, self.global_step or None)  # a resumed run keeps its earlier logs
-        self.model.train()
-        batches = {t.name: t.reader.batches() for t in self.tasks}
+        self.ddp = distributed.wrap(self.model, self.ddp)  # copies rank 0's weights to every rank
+        (self.ddp if self.ddp is not None else self.model).train()
+        batches = {t.name: update.batch_stream(t.reader, self.grad_accum_steps) for t in self.tasks}
         stop_at = min(self.total_steps, max_steps) if max_steps is not None else self.total_steps
-        progress = tqdm(total=self.total_steps, initial=self.global_step, disable=None, desc="train")
+        main = distributed.is_main()
+        progress = tqdm(total=self.total_steps, initial=self.global_step, disable=None if main else True, desc="train")
         history, started, last_print = [], time.perf_counter(), self.global_step
         while self.global_step < stop_at and not self.selector.stopped:
             # 1. the sampler picks the task; 2. its reader gives the next batch (padded to its longest)
             task = self.tasks[self.sampler.draw(self.global_step)]
-            batch = to_device(self._next_batch(task, batches[task.name]), self.device)
+            batch = self._next_batch(task, batches[task.name])  # this rank's share of it, when distributed
             loss, head_losses = self._train_step(task, batch)
             self.global_step += 1
             task.cur_train_step += 1
@@ -186,18 +199,19 @@ class MultiHeadTrainer:
             if print_steps and self.global_step % print_steps == 0:
                 speed = (self.global_step - last_print) / max(time.perf_counter() - started, 1e-9)
                 started, last_print = time.perf_counter(), self.global_step
-                progress.write(self._log_line(task, loss, speed))
+                if main:
+                    progress.write(self._log_line(task, loss, speed))
                 logbook.report(self)
             if eval_steps and (self.global_step % eval_steps == 0 or self.global_step == self.total_steps):
                 history.append(self._evaluate_and_select(logbook))
             if self.saver and self.saver.should_save(self.global_step):  # after the evaluation: it holds its verdict
-                self.saver.save_step(self.global_step, self._write)
+                self._save(self.global_step)
         progress.close()
         finished = self.global_step >= self.total_steps or self.selector.stopped
         if self.saver and finished:
-            self.saver.save("final", self._write)
+            self._save("final")
         elif self.saver and not self.saver.should_save(self.global_step):
-            self.saver.save_step(self.global_step, self._write)  # stopped at max_steps: a point to resume from
+            self._save(self.global_step)  # stopped at max_steps: a point to resume from
         if not (print_steps and self.global_step % print_steps == 0):
             logbook.report(self)
         logbook.end(self.global_step, self.best_score, self.selector.stopped, finished)
@@ -205,51 +219,12 @@ class MultiHeadTrainer:
                 "stopped_early": self.selector.stopped, "finished": finished,
                 "skipped_steps": dict(self.skipped_steps)}
 
-    def _train_step(self, task: Trainer, batch: dict) -> tuple[float, dict[str, float]]:
-        """3-4. one encoder pass, every head of the task adds its loss; 5. backward, clip, step.
-
-        A non-finite loss (or gradient norm) skips the update: no optimizer step, gradients dropped, weights
-        and Adam moments untouched. The step still counts (global step, the task's step, the batch is used,
-        the lr schedule advances), so the schedule and the budgets stay aligned with the global step and a
-        resumed run stays exact. After `max_nonfinite_steps` such steps in a row training stops (MtlError)."""
-        with autocast(self.device, self.precision):
-            loss, head_losses = self.model.task_loss(task.name, batch)
-        value = float(loss.detach())
-        problem = None if math.isfinite(value) else f"loss is {value}"
-        if problem is None:
-            loss.backward()
-            # the norm is computed either way: with no clipping asked, max_norm=inf scales by exactly 1
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.adam.max_grad_norm or math.inf)
-            if not math.isfinite(float(norm)):
-                problem = f"gradient norm is {float(norm)}"
-        if problem is None:
-            self.optimizer.step()
-            self._nonfinite_in_a_row = 0
-        else:
-            self._skip_step(task, problem, head_losses)
-        with warnings.catch_warnings():  # a skipped first step: torch warns that the scheduler went first
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
-            self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return value, head_losses
-
-    def _skip_step(self, task: Trainer, problem: str, head_losses: dict[str, float]) -> None:
-        step = self.global_step + 1
-        self.skipped_steps[task.name] = self.skipped_steps.get(task.name, 0) + 1
-        self._nonfinite_in_a_row += 1
-        heads = ", ".join(f"{name}={loss}" for name, loss in head_losses.items())
-        log.warning("task %r, step %d: %s (head losses: %s); the update is skipped (%d skipped in a row, "
-                    "training stops at %d)", task.name, step, problem, heads, self._nonfinite_in_a_row,
-                    self.max_nonfinite_steps)
-        if self._nonfinite_in_a_row >= self.max_nonfinite_steps:
-            raise MtlError(f"task {task.name!r}, step {step}: {problem}; {self._nonfinite_in_a_row} steps in a row "
-                           f"had a non-finite loss or gradient (max_nonfinite_steps={self.max_nonfinite_steps}), so "
-                           "training stopped. The weights are still finite: the last checkpoint is usable. Lower the "
-                           "lr, set max_grad_norm, train in fp32 (precision='fp32'), or check the task's data and "
-                           "head for values that overflow")
+    def _train_step(self, task: Trainer, batch: Any) -> tuple[float, dict[str, float]]:
+        """3-5. forward, backward, clip, step (mtl.trainers.update: micro-batches, all-reduce, non-finite guard)."""
+        return update.train_step(self, task, batch)
 
     @staticmethod
-    def _next_batch(task: Trainer, batches: Any) -> dict:
+    def _next_batch(task: Trainer, batches: Any) -> Any:
         try:
             return next(batches)
         except StopIteration:
@@ -261,72 +236,21 @@ class MultiHeadTrainer:
         return (f"global step: {self.global_step}, {task.name}: step {task.cur_train_step}/{task.budget} "
                 f"(epoch {task.reader.epoch}), loss: {loss:.3f}, speed: {speed:.2f} steps/s")
 
-    def _evaluate_and_select(self, logbook: Logbook) -> dict:
-        """Score the dev readers; keep the best model overall (`best`) and, with several tasks, per task."""
-        metrics = self.evaluate()
-        verdict = self.selector.update(self.global_step, metrics)
-        logbook.evaluation(verdict, metrics)
-        if verdict.improved:
-            self._keep_best()
-        if self.saver and len(self.tasks) > 1:
-            for task_name in verdict.improved_tasks:
-                self.saver.save(f"best-{task_name}", self._write)
-        return {"step": self.global_step, "score": verdict.score, "metrics": metrics, "best": verdict.improved}
-
-    @property
-    def best_score(self) -> float:
-        """The best selection score seen by dev evaluation (-inf before any)."""
-        return self.selector.best
-
-    def _keep_best(self) -> None:
-        if self.saver:
-            self.best_folder = self.saver.save("best", self._write)
-        else:
-            self.best_folder = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-
-    def load_best(self) -> None:
-        """Restore the best model seen by dev evaluation during `train`."""
-        if self.best_folder is None:
-            raise RuntimeError("no best model: train with eval_steps and dev readers first")
-        if isinstance(self.best_folder, dict):
-            self.model.load_state_dict(self.best_folder)
-        else:
-            self.load_checkpoint(self.best_folder)
-
-    # ---- checkpoints ------------------------------------------------------------------------------------
-    def _write(self, folder: Path, training: bool = True, strict: bool = False) -> None:
-        """A checkpoint (with the run state once training has started) or, with training=False, an export."""
-        self._ready_model()
-        run_state = resume.training_state(self) if training and self.optimizer is not None else None
-        checkpoint.write_trainer(folder, self, run_state, strict)
-
-    def save(self, folder: str | Path) -> Path:
-        """Save the current model now (atomically) into `folder`, with the run state when training has started."""
-        folder = Path(folder)
-        return Saver(folder.parent).save(folder.name, self._write)
-
-    def export(self, folder: str | Path) -> Path:
-        """A deployable folder (no training state): `mtl.load(folder)` rebuilds the model with no user code."""
-        folder = Path(folder)
-        return Saver(folder.parent).save(folder.name, lambda f: self._write(f, training=False, strict=True))
-
-    def load_checkpoint(self, folder: str | Path) -> None:
-        """Load a saved model's weights into these assembled components (e.g. in a fresh process); the
-        readers' label maps must be the checkpoint's, or every prediction would decode to the wrong name."""
-        checkpoint.check_labels(folder, {t.name: (t.reader or t.dev_reader).label_names for t in self.tasks})
-        checkpoint.load_weights(folder, self._ready_model())
-
     # ---- evaluation and prediction ----------------------------------------------------------------------
     def evaluate(self, readers: dict[str, Reader] | None = None) -> dict[str, dict[str, float]]:
-        """Metrics per task on the given readers, or on each task's dev reader."""
-        model = self._ready_model()
+        """Metrics per task on the given readers, or on each task's dev reader. Under torch.distributed each
+        rank decodes its shard of the examples and every rank scores all of them (the single-process metrics)."""
+        distributed.init(self.device)
+        model, rank, world = self._ready_model(), distributed.rank(), distributed.world_size()
         results = {}
         for task in self.tasks:
             reader = (readers or {}).get(task.name) if readers is not None else task.dev_reader
             if reader is None:
                 continue
             task.check_reader(reader)
-            records, metas = decode_task(model, task, reader, self.device, self.precision)
+            records, metas = decode_task(model, task, reader.shard(rank, world), self.device, self.precision)
+            records, metas = distributed.gather_records(records, metas)  # every rank's shard, in order
+            records, metas = merge_task(task, records, metas)  # e.g. MRC windows -> one answer per question
             results[task.name] = score_task(task, records, metas)
         if not results:
             raise ValueError("nothing to evaluate: give readers or set the tasks' dev readers")
@@ -336,7 +260,12 @@ class MultiHeadTrainer:
         """Decoded predictions of one task (labels and spans, not ids); written as JSONL when asked."""
         task = {t.name: t for t in self.tasks}[task_name]
         reader = inputs if isinstance(inputs, Reader) else (task.reader or task.dev_reader).from_texts(inputs)
-        records, _ = decode_task(self._ready_model(), task, reader, self.device, self.precision)
-        if output_file is not None:
+        distributed.init(self.device)
+        shard = reader.shard(distributed.rank(), distributed.world_size())
+        records, metas = decode_task(self._ready_model(), task, shard, self.device, self.precision)
+        records, metas = distributed.gather_records(records, metas)  # every rank's shard, in order
+        records, _ = merge_task(task, records, metas)  # e.g. MRC windows -> one answer per question
+        if output_file is not None and distributed.is_main():
             write_jsonl(records, output_file)
+        distributed.barrier()
         return records

@@ -3,7 +3,9 @@
 Weights alone are not enough for a resumed run to match an uninterrupted one: the optimizer's moments,
 the schedule's step, the task sampler's generator, each reader's epoch and position (batch order is a pure
 function of seed and epoch, so the position suffices), the step counters, the best scores and patience, and
-the RNG that dropout draws from all decide what happens next.
+the RNG that dropout draws from all decide what happens next. Under torch.distributed every rank keeps its
+own dropout RNG (seeded `seed + rank`): all of them are saved, and each rank takes its own back when the run
+resumes on as many processes (on another number, the data order is still exact; only dropout differs).
 """
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ from typing import Any
 import torch
 
 from mtl.errors import MtlError
-from mtl.trainers import checkpoint
+from mtl.trainers import checkpoint, distributed
 
 
 def get_rng(trainer: Any) -> dict:
@@ -28,8 +30,14 @@ def set_rng(trainer: Any, state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda_rng"], trainer.device)
 
 
-def training_state(trainer: Any) -> dict:
-    """The state of a run in progress (plain containers and tensors: loadable with weights_only=True)."""
+def gather_rng(trainer: Any) -> list[dict] | None:
+    """Every rank's dropout RNG, in rank order (a collective: every rank calls it); None in one process."""
+    return distributed.gather_objects(get_rng(trainer)) if distributed.active() else None
+
+
+def training_state(trainer: Any, rank_rngs: list[dict] | None = None) -> dict:
+    """The state of a run in progress (plain containers and tensors: loadable with weights_only=True);
+    `rank_rngs`: every rank's RNG (`gather_rng`) in a distributed run."""
     state = {"global_step": trainer.global_step, "total_steps": trainer.total_steps,
              "tasks": {t.name: {"cur_train_step": t.cur_train_step, "budget": t.budget} for t in trainer.tasks},
              "optimizer": trainer.optimizer.state_dict(), "scheduler": trainer.scheduler.state_dict(),
@@ -37,6 +45,8 @@ def training_state(trainer: Any) -> dict:
              "readers": {t.name: t.reader.state_dict() for t in trainer.tasks},
              "selector": trainer.selector.state_dict(), "skipped_steps": dict(trainer.skipped_steps),
              "nonfinite_in_a_row": trainer._nonfinite_in_a_row, **get_rng(trainer)}
+    if rank_rngs is not None:
+        state["rank_rng"] = rank_rngs
     return state
 
 
@@ -68,5 +78,18 @@ def restore(trainer: Any, folder: str | Path) -> int:
     trainer._nonfinite_in_a_row = int(state.get("nonfinite_in_a_row", 0))
     if trainer.saver and (trainer.saver.save_path / "best" / checkpoint.HEADS).is_file():
         trainer.best_folder = trainer.saver.save_path / "best"  # load_best() works after a resumed run too
-    set_rng(trainer, state)
+    _restore_rng(trainer, state)
     return trainer.global_step
+
+
+def _restore_rng(trainer: Any, state: dict) -> None:
+    """This rank's dropout RNG: its own when the checkpoint holds one per rank of a run as wide as this one;
+    else rank 0 takes the saved one and the others a fresh seed of their own (ranks sharing one RNG would
+    all drop the same units)."""
+    rank, world, saved = distributed.rank(), distributed.world_size(), state.get("rank_rng")
+    if saved is not None and len(saved) == world:
+        set_rng(trainer, saved[rank])
+    elif rank == 0:
+        set_rng(trainer, state)
+    else:
+        torch.manual_seed(trainer.seed + rank + 1_000_003 * trainer.global_step)

@@ -40,6 +40,11 @@ class Head(nn.Module):
     def decode(self, prediction: Any, names: list[str] | None, meta: dict) -> Any:
         return prediction
 
+    def merge(self, decoded: list[Any], metas: list[dict]) -> tuple[list[Any], list[dict]]:
+        """Per-feature records -> per-example records, for heads whose reader splits one example into several
+        features (MRC's context windows). The default: one feature is one example, nothing to merge."""
+        return decoded, metas
+
     def gold(self, meta: dict) -> Any:
         """The gold answer of one example as the reader kept it (label text, tag list, ...)."""
         return meta.get("gold", {}).get(self.label_fields[0]) if self.label_fields else None

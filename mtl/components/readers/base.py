@@ -4,7 +4,7 @@ import logging
 import operator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -150,6 +150,25 @@ class Reader:
     def batches(self) -> Iterator[dict]:
         """Training batches, epoch after epoch (forever when num_epochs is None); `position` counts the
         batches already drawn in the current epoch, so a run can resume where it stopped."""
+        for indices in self._batch_indices():
+            yield self.collate([self.features[i] for i in indices])
+
+    def sharded_batches(self, index: int = 0, count: int = 1, micro_batches: int = 1) -> Iterator[list["Part"]]:
+        """Distributed training and gradient accumulation. The global batches are those of `batches()`
+        (`batch_size` examples, same order, same epoch and position); of each, this process takes contiguous
+        share `index` of `count` (sizes differ by at most one), cut into at most `micro_batches` parts, each
+        collated on its own (a pairwise reader's rows stay with their pairs). A share with no example (a global
+        batch smaller than `count`) gives one stand-in part (`real=False`) for the trainer to run with weight 0:
+        every process must take part in each step's gradient all-reduce."""
+        for indices in self._batch_indices():
+            start, end = shard_bounds(len(indices), index, count)
+            share = indices[start:end]
+            parts = [Part(self.collate([self.features[i] for i in share[a:b]]), True)
+                     for a, b in (shard_bounds(len(share), m, micro_batches) for m in range(micro_batches)) if b > a]
+            yield parts or [Part(self.collate([self.features[indices[0]]]), False)]
+
+    def _batch_indices(self) -> Iterator[np.ndarray]:
+        """The example indices of each training batch, advancing `epoch` and `position` as batches are drawn."""
         if not self.features:
             raise RuntimeError(f"{type(self).__name__}: call load_data before drawing batches")
         while self.num_epochs is None or self.epoch < self.num_epochs:
@@ -157,13 +176,24 @@ class Reader:
             while self.position < len(epoch_batches):
                 indices = epoch_batches[self.position]
                 self.position += 1
-                yield self.collate([self.features[i] for i in indices])
+                yield indices
             self.epoch, self.position = self.epoch + 1, 0
 
     def iter_once(self) -> Iterator[dict]:
         """Every example once, in file order: for evaluation and prediction."""
         for start in range(0, self.num_examples, self.batch_size):
             yield self.collate(self.features[start:start + self.batch_size])
+
+    def shard(self, index: int, count: int) -> "Reader":
+        """Distributed evaluation: a reader over contiguous share `index` of `count` of the examples (sizes
+        differ by at most one), sharing everything else. Decoded shard by shard and joined in index order, the
+        records are those of the whole reader, in order, each example once."""
+        if count == 1:
+            return self
+        start, end = shard_bounds(self.num_examples, index, count)
+        other = copy.copy(self)
+        other.features = self.features[start:end]
+        return other
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "position": self.position}
@@ -186,6 +216,22 @@ class Reader:
         if name == "input_ids":
             return self.tokenizer.pad_token_id or 0
         return -100 if name in self.token_label_fields else 0
+
+
+class Part(NamedTuple):
+    """One micro-batch of a process's share of a global batch; `real` is False for a stand-in (no example of
+    the share; its loss counts with weight 0)."""
+
+    batch: dict
+    real: bool
+
+
+def shard_bounds(size: int, index: int, count: int) -> tuple[int, int]:
+    """[start, end) of contiguous share `index` of `count` over `size` items; the first `size % count`
+    shares hold one more item."""
+    base, extra = divmod(size, count)
+    start = index * base + min(index, extra)
+    return start, start + base + (index < extra)
 
 
 def _integer(name: str, value: Any, minimum: int, why: str = "") -> int:

@@ -3,12 +3,15 @@ import logging
 from pathlib import Path
 
 from mtl.components.readers.base import Feature, Reader
+from mtl.components.readers.conll import check_known_tags, read_conll, tag_map_from
 from mtl.components.readers.files import load_label_map, names_of, path_kind, read_lines, read_tsv
 from mtl.components.readers.labels import LabelLookup
 from mtl.components.readers.words import encode_words, start_mask, token_labels
 from mtl.errors import DataError
 
 log = logging.getLogger(__name__)
+
+AUTO_LABELS = "auto"  # label_map='auto': built from the training data
 
 
 class WordTaggingReader(Reader):
@@ -70,28 +73,53 @@ def _check_pieces(path: str, line: int, pieces: list[str], what: str) -> None:
 
 
 class SequenceLabelReader(WordTaggingReader):
-    """PALM's format: TSV `text_a<TAB>label`, tokens and labels separated by \\x02; a label map is required."""
+    """PALM's sequence labelling reader. `file_format='tsv'` (PALM's): `text_a<TAB>label`, tokens and labels
+    separated by \\x02. `file_format='conll'`: CoNLL columns (word first, the tag in `tag_column`, default
+    the last; blank lines between sentences; -DOCSTART- skipped), see `mtl.reader.read_conll`.
+
+    A label map is required, as in PALM: a JSON file, a dict or a list (`mtl.reader.conll_label_map(path)`
+    builds one from a CoNLL file), or `"auto"`: built from the training data this reader loads first ('O'
+    first, then sorted); readers made with `eval_reader` share it.
+    """
 
     label_fields = ("label_ids",)
     token_label_fields = ("label_ids",)
+    file_formats = ("tsv", "conll")
 
     def __init__(self, vocab_path: str | Path, max_seqlen: int = 128, label_map=None, seed: int = 0,
-                 phase: str = "train", do_lower_case: bool = True) -> None:
+                 phase: str = "train", do_lower_case: bool = True, tag_column: int = -1) -> None:
         if label_map is None and phase != "predict":
-            raise ValueError("SequenceLabelReader needs label_map (a JSON file {label: id}, a dict or a list)")
-        super().__init__(vocab_path, max_seqlen, label_map, seed, phase, do_lower_case)
+            raise ValueError("SequenceLabelReader needs label_map (a JSON file {label: id}, a dict, a list, "
+                             "or 'auto' to build it from the training data)")
+        self.auto_labels = isinstance(label_map, str) and label_map == AUTO_LABELS
+        super().__init__(vocab_path, max_seqlen, None if self.auto_labels else label_map, seed, phase,
+                         do_lower_case)
+        self.tag_column = tag_column
 
     def _read_examples(self, path: str, file_format: str) -> list[dict]:
-        if file_format != "tsv":
-            raise ValueError(f"SequenceLabelReader reads file_format='tsv', got {file_format!r}")
-        examples = []
-        for line, (text, labels) in read_tsv(path, ("text_a", "label")):
-            words, tags = text.split("\x02"), [tag.strip() for tag in labels.strip().split("\x02")]
-            _check_pieces(path, line, words, "token")
-            _check_pieces(path, line, tags, "label")
-            _check_tags(path, line, words, tags, "\\x02")
-            examples.append({"words": words, "tags": tags, "line": line})
+        if file_format not in self.file_formats:
+            raise ValueError(f"SequenceLabelReader reads file_format 'tsv' or 'conll', got {file_format!r}")
+        examples = read_conll(path, self.tag_column) if file_format == "conll" else _read_palm_tsv(path)
+        if self.tag_map is None and self.auto_labels and self.phase == "train":
+            self.tag_map = tag_map_from(examples)
+            log.info("%s: label map built from the data: %d tags", path, len(self.tag_map))
+        if self.tag_map is None and self.phase != "predict":
+            raise ValueError("SequenceLabelReader(label_map='auto'): load the training data first (phase 'train'); "
+                             "eval readers share its label map")
+        if file_format == "conll" and self.phase == "train":
+            check_known_tags(examples, self.tag_map, path)
         return examples
+
+
+def _read_palm_tsv(path: str) -> list[dict]:
+    examples = []
+    for line, (text, labels) in read_tsv(path, ("text_a", "label")):
+        words, tags = text.split("\x02"), [tag.strip() for tag in labels.strip().split("\x02")]
+        _check_pieces(path, line, words, "token")
+        _check_pieces(path, line, tags, "label")
+        _check_tags(path, line, words, tags, "\\x02")
+        examples.append({"words": words, "tags": tags, "line": line})
+    return examples
 
 
 class IntentSlotReader(WordTaggingReader):

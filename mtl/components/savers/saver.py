@@ -5,6 +5,8 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+from mtl.errors import MtlError
+
 log = logging.getLogger(__name__)
 
 
@@ -14,6 +16,11 @@ class Saver:
     A crash mid-save leaves the previous checkpoint intact; a reader never sees half a folder under a
     checkpoint's name. Replacing `name` takes two renames (`name` -> `.old-name`, then `.tmp-name` -> `name`);
     a crash between them leaves `.old-name`, which the next Saver on that folder puts back.
+
+    Under torch.distributed every rank calls it alike and rank 0 alone writes (and prunes, and recovers);
+    each call returns on every rank once the folder is in place, or raises on every rank when rank 0 failed.
+    The others read checkpoints from the same path (load_best, resume), so on several machines `save_path`
+    must be a file system they all see.
     """
 
     def __init__(self, save_path: str | Path, save_steps: int | None = None, keep_last: int = 3) -> None:
@@ -22,7 +29,8 @@ class Saver:
         if keep_last < 0:
             raise ValueError(f"keep_last must be >= 0 (0 keeps every step checkpoint), got {keep_last}")
         self.save_path, self.save_steps, self.keep_last = Path(save_path), save_steps, keep_last
-        self._recover()
+        if _is_main():
+            self._recover()
         self.step_folders: list[Path] = sorted(self.save_path.glob("step-*"), key=_step_of)
 
     def _recover(self) -> None:
@@ -43,6 +51,23 @@ class Saver:
 
     def save(self, name: str, write: Callable[[Path], None]) -> Path:
         """Call `write(folder)` on a temp folder, then move it to `save_path/name` in one rename."""
+        from mtl.trainers import distributed  # here: mtl.trainers imports this module
+        if not distributed.active():
+            return self._save(name, write)
+        failure, target = None, self.save_path / name
+        if distributed.is_main():
+            try:
+                self._save(name, write)
+            except Exception as error:  # the other ranks must hear of it, not wait for a folder forever
+                failure = error
+        outcomes = distributed.gather_objects(None if failure is None else f"{type(failure).__name__}: {failure}")
+        if failure is not None:
+            raise failure
+        if outcomes[0] is not None:
+            raise MtlError(f"{target}: rank 0 could not save it: {outcomes[0]}")
+        return target
+
+    def _save(self, name: str, write: Callable[[Path], None]) -> Path:
         target = self.save_path / name
         temp, trash = self.save_path / f".tmp-{name}", self.save_path / f".old-{name}"
         for leftover in (temp, trash):
@@ -66,8 +91,15 @@ class Saver:
         folder = self.save(f"step-{step}", write)
         self.step_folders = [f for f in self.step_folders if f != folder] + [folder]
         while self.keep_last and len(self.step_folders) > self.keep_last:
-            shutil.rmtree(self.step_folders.pop(0), ignore_errors=True)
+            old = self.step_folders.pop(0)
+            if _is_main():
+                shutil.rmtree(old, ignore_errors=True)
         return folder
+
+
+def _is_main() -> bool:
+    from mtl.trainers import distributed
+    return distributed.is_main()
 
 
 def _step_of(folder: Path) -> int:

@@ -1,0 +1,100 @@
+"""The script test_distributed launches on 2 CPU processes (gloo), the way a user would:
+
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_child.py VOCAB DATA OUT
+
+Three runs of a tiny two-task model, every rank writing what it ends with under OUT for the parent to check:
+- `plain`: dropout 0, gradient accumulation 2; evaluates and saves as it goes; then evaluates and predicts
+  the dev set (13 examples: the ranks decode 7 and 6); counts which rank wrote checkpoint files; then tries
+  to save NaN weights, which rank 0 refuses.
+- `solo`: a lone `mtl.Trainer` (one task), accumulating 2 micro-batches.
+- `whole` and `resumed`: dropout 0.1; `resumed` stops at step 6, and a trainer with another random init
+  continues from its checkpoint; both must end with the same weights.
+"""
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+import mtl  # noqa: E402
+from conftest import tiny_bert  # noqa: E402
+from mtl.trainers import checkpoint, distributed  # noqa: E402
+
+
+def build(vocab: Path, data: Path, dropout: float = 0.0, init_seed: int = 0, **options) -> "mtl.MultiHeadTrainer":
+    """Task `joint` (intent + softmax slot heads, global batch 5: 21 examples end on a batch of 1, so one rank
+    runs a stand-in) and task `tagger` (a CRF tagger, batch 7); dev batches of 4."""
+    torch.manual_seed(init_seed)
+    backbone = tiny_bert(hidden_dropout_prob=dropout)
+    joint_reader = mtl.reader.IntentSlotReader(vocab, 32, seed=3).load_data(data / "train", batch_size=5)
+    tag_reader = mtl.reader.IntentSlotReader(vocab, 32, seed=4).load_data(data / "train", batch_size=7)
+    names = joint_reader.label_names
+    joint = mtl.Trainer("joint", reader=joint_reader, dev_reader=joint_reader.eval_reader(data / "dev", batch_size=4),
+                        head=mtl.head.intent_slot_heads(joint_reader, 32, dropout, False))
+    tagger = mtl.Trainer("tagger", reader=tag_reader, mix_ratio=0.5,
+                         dev_reader=tag_reader.eval_reader(data / "dev", batch_size=4),
+                         head=mtl.head.SequenceLabel(len(names["slot_ids"]), 32, dropout, "slot_ids", use_crf=True))
+    options = {"lr": 1e-3, "num_epochs": 2, "precision": "fp32", "seed": 7, "sampling_reference": "joint",
+               "device": "cpu", **options}
+    return mtl.MultiHeadTrainer([joint, tagger], backbone=backbone, **options)
+
+
+def solo_trainer(vocab: Path, data: Path, **options) -> "mtl.Trainer":
+    """One task alone (PALM's single-task form): intent + slots over batches of 6, accumulating 2 micro-batches."""
+    torch.manual_seed(0)
+    reader = mtl.reader.IntentSlotReader(vocab, 32, seed=2).load_data(data / "train", batch_size=6)
+    options = {"lr": 1e-3, "num_epochs": 1, "precision": "fp32", "device": "cpu", "grad_accum_steps": 2, **options}
+    return mtl.Trainer("solo", reader=reader, head=mtl.head.intent_slot_heads(reader, 32, 0.0, False),
+                       backbone=tiny_bert(), **options)
+
+
+def main(vocab: Path, data: Path, out: Path) -> None:
+    torch.set_num_threads(1)
+    rank = int(os.environ["RANK"])
+    writes = []
+    real_write = checkpoint.write_checkpoint
+
+    def counted(folder, *args, **kwargs):
+        writes.append(Path(folder).name)
+        return real_write(folder, *args, **kwargs)
+    checkpoint.write_checkpoint = counted
+
+    plain = build(vocab, data, grad_accum_steps=2)
+    plain.set_saver(out / "plain", save_steps=3)
+    result = plain.train(print_steps=2, eval_steps=4)
+    report = {"world": distributed.world_size(), "steps": result["steps"], "writes": writes,
+              "metrics": plain.evaluate(), "records": plain.predict("joint", plain.tasks[0].dev_reader),
+              "best_score": result["best_score"]}
+    save_file(dict(plain.model.state_dict()), str(out / f"plain-rank{rank}.safetensors"))
+    with torch.no_grad():  # rank 0 refuses to save NaN weights: every rank must hear of it, none wait forever
+        plain.model.heads["joint"]["intent"].classifier.bias[0] = float("nan")
+    try:
+        plain.save(out / "refused" / "model")
+    except mtl.MtlError as error:
+        report["refused"] = str(error)
+    (out / f"plain-rank{rank}.json").write_text(json.dumps(report), encoding="utf-8")
+
+    solo = solo_trainer(vocab, data)  # a lone Trainer runs the same loop
+    solo.train(print_steps=0)
+    save_file(dict(solo.solo.model.state_dict()), str(out / f"solo-rank{rank}.safetensors"))
+
+    whole = build(vocab, data, dropout=0.1)
+    whole.set_saver(out / "whole", save_steps=3)
+    whole.train(print_steps=0)
+    stopped = build(vocab, data, dropout=0.1)
+    stopped.set_saver(out / "resumed", save_steps=3)
+    stopped.train(print_steps=0, max_steps=6)
+    resumed = build(vocab, data, dropout=0.1, init_seed=5)
+    resumed.set_saver(out / "resumed", save_steps=3)
+    resumed.train(print_steps=0, resume_from=checkpoint.latest_checkpoint(out / "resumed"))
+    save_file(dict(whole.model.state_dict()), str(out / f"whole-rank{rank}.safetensors"))
+    save_file(dict(resumed.model.state_dict()), str(out / f"resumed-rank{rank}.safetensors"))
+
+
+if __name__ == "__main__":
+    main(*(Path(arg) for arg in sys.argv[1:4]))

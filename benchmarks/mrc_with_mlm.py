@@ -91,7 +91,7 @@ def merge() -> Path:
         mean, sd = table[name]
         print(f"{name:<8}{mean['exact_match']:>9.2f} ± {sd['exact_match']:<4.2f}{mean['f1']:>9.2f} ± "
               f"{sd['f1']:<4.2f}{mean['f1'] / base_mean['f1']:>12.3f}{part['runs'][0]['steps']['mrc']:>11}"
-              f"{sum(r['steps'].get('mlm', 0) for r in part['runs']) / len(part['runs']):>11.0f}")
+              f"{sum(r['steps'].get('mlm', 0) for r in part['runs']) / len(part['runs']):>11.1f}")
     print(f"wrote {path}")
     return path
 

@@ -1,4 +1,5 @@
-"""Print the README's results table (markdown) from benchmarks/results/{atis,snips}_joint.json.
+"""Print the README's results tables (markdown) from benchmarks/results/*.json: joint intent + slot filling
+(atis_joint, snips_joint) and the other tasks (conll2003_ner, mrpc, sst2, mrc_with_mlm).
 
     python benchmarks/report.py
 """
@@ -12,6 +13,37 @@ KEYS = ("intent.accuracy", "slots.f1", "frame_accuracy")
 def row(label: str, mean: dict, std: dict | None) -> str:
     cells = [f"{mean[k]:.2f} ± {std[k]:.2f}" if std else f"{mean[k]:.2f}" for k in KEYS]
     return f"| {label} | " + " | ".join(cells) + " |"
+
+
+def load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def cell(result: dict, key: str) -> str:
+    return f"{result['metrics'][key]:.2f} ± {result['std'][key]:.2f}"
+
+
+def task_rows() -> list[str]:
+    """One row per task result: what was measured, on which split, and the command that measured it."""
+    rows = []
+    ner, mrpc, sst2 = load("conll2003_ner"), load("mrpc"), load("sst2")
+    if ner:
+        rows.append(f"| CoNLL-2003 NER, test | entity F1 {cell(ner, 'f1')} | `{ner['command']}` |")
+    if mrpc:
+        rows.append(f"| MRPC, dev | accuracy {cell(mrpc, 'dev.accuracy')}, F1 {cell(mrpc, 'dev.f1')} "
+                    f"| `{mrpc['command']}` |")
+        rows.append(f"| MRPC, test | accuracy {cell(mrpc, 'test.accuracy')}, F1 {cell(mrpc, 'test.f1')} | (same run) |")
+    if sst2:
+        rows.append(f"| SST-2, dev | accuracy {cell(sst2, 'dev.accuracy')} | `{sst2['command']}` |")
+    mrc = load("mrc_with_mlm")
+    labels = {"alone": "MRC alone", "mlm2": "MRC + MLM aux 2.0 (D-Net)", "mlm05": "MRC + MLM aux 0.5"}
+    for config, result in (mrc or {}).get("configs", {}).items():
+        mean, std = result["mean"], result["std"]
+        command = next((c for c in mrc["commands"] if f"--config {config} " in c), mrc["command"])
+        rows.append(f"| SQuAD v1.1, held-out articles: {labels.get(config, config)} | EM {mean['exact_match']:.2f} ± "
+                    f"{std['exact_match']:.2f}, F1 {mean['f1']:.2f} ± {std['f1']:.2f} | `{command}` |")
+    return rows
 
 
 def main() -> None:
@@ -28,6 +60,8 @@ def main() -> None:
         print(row(f"{name.upper()}: two single-task MiniLM models, same budget", single["mean"], single["std"]))
         print(row(f"{name.upper()}: JointBERT, BERT-base (published)",
                   result["baseline"]["published_jointbert_bert_base"], None))
+    print("\n| task, split | MiniLM, mean ± std over seeds | command |\n|---|---|---|")
+    print("\n".join(task_rows()))
 
 
 if __name__ == "__main__":

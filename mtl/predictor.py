@@ -15,9 +15,11 @@ import torch
 from mtl.components.backbones.encoder import Encoder
 from mtl.components.heads.base import Head
 from mtl.components.readers.base import Reader
+from mtl.errors import MtlError
 from mtl.spec import build, locate
 from mtl.trainers.checkpoint import LABELS, SPEC, load_heads
 from mtl.trainers.device import autocast, resolve_device, resolve_precision, to_device
+from mtl.trainers.evaluation import decode_task, merge_task
 from mtl.trainers.model import MultiTaskModel
 
 
@@ -100,10 +102,28 @@ class Predictor:
             return records
         readers = {id(t.reader): t.reader for t in self.tasks}
         prepared = {reader_id: reader.from_texts(texts, batch_size) for reader_id, reader in readers.items()}
-        for group in self._share_encoder(prepared):
+        windowed = {rid for rid, reader in prepared.items() if reader.num_examples != len(texts)}
+        windowed |= {id(t.reader) for t in self.tasks if any(type(h).merge is not Head.merge for h in t.heads.values())}
+        for group in self._share_encoder({rid: r for rid, r in prepared.items() if rid not in windowed}):
             for start in range(0, len(texts), batch_size):
                 self._predict_batch(group, prepared, start, batch_size, records)
+        for task in self.tasks:
+            if id(task.reader) in windowed:
+                self._predict_windowed(task, prepared[id(task.reader)], records)
         return records
+
+    def _predict_windowed(self, task: "PredictTask", reader: Reader, records: list[dict]) -> None:
+        """A reader that cuts one text into several features (MRC's windows): decode them all, then let the
+        heads merge them back into one prediction per text, as evaluation does."""
+        decoded, metas = decode_task(self.model, task, reader, self.device, self.precision)
+        decoded, _ = merge_task(task, decoded, metas)
+        if len(decoded) != len(records):
+            raise MtlError(f"task {task.name!r}: {type(reader).__name__} made {reader.num_examples} features from "
+                           f"{len(records)} texts and its heads merged them into {len(decoded)} predictions; a head "
+                           "of a reader that splits texts must implement Head.merge")
+        for record, merged in zip(records, decoded):
+            for head_name in task.heads:
+                record[self.keys[(task.name, head_name)]] = merged[head_name]
 
     def _share_encoder(self, prepared: dict[int, Reader]) -> list[list[int]]:
         """Readers (by id) grouped by identical encoder inputs over all texts: one encoder pass per group."""

@@ -17,7 +17,9 @@ BAD = Path(__file__).parent / "data" / "bad"
 MANIFEST = json.loads((BAD / "MANIFEST.json").read_text(encoding="utf-8"))
 CASES = MANIFEST["cases"]
 READERS = {"classify": mtl.reader.ClassifyReader, "sequence_label": mtl.reader.SequenceLabelReader,
-           "intent_slot": mtl.reader.IntentSlotReader, "mrc": mtl.reader.MRCReader}
+           "intent_slot": mtl.reader.IntentSlotReader, "mrc": mtl.reader.MRCReader, "match": mtl.reader.MatchReader,
+           "mask_lm": mtl.reader.MaskLMReader, "conll": mtl.reader.SequenceLabelReader}
+FORMATS = {"mrc": "json", "mask_lm": "text", "conll": "conll"}  # the file_format each reader is given
 
 
 def _path(relative: str | None) -> str | None:
@@ -29,29 +31,44 @@ def build_reader(case: dict, vocab: Path, data: str | None = None):
     `train`. Label maps given by path are read by the reader itself (their errors are cases too)."""
     options = case.get("options", {})
     kind, max_seqlen, batch_size = case["reader"], options.get("max_seqlen", 32), options.get("batch_size", 4)
-    if kind == "classify":
-        reader = READERS[kind](vocab, max_seqlen, label_map=_path(options.get("label_map")))
-    elif kind == "mrc":  # SQuAD JSON; small windows so a short context already needs several
-        reader = READERS[kind](vocab, max_seqlen, options.get("doc_stride", 8), options.get("max_query_len", 8))
-    elif kind == "sequence_label":
-        reader = READERS[kind](vocab, max_seqlen, _path(options.get("label_map", "good/slots.json")))
-    else:
-        reader = READERS[kind](vocab, max_seqlen, intent_labels=_path(options.get("intent_labels")),
-                               slot_labels=_path(options.get("slot_labels")))
+    file_format = options.get("file_format", FORMATS.get(kind, "tsv"))
+    reader = _make_reader(kind, vocab, max_seqlen, options)
     data = data or case["data"]
     if case["phase"] == "eval":
-        reader.load_data(_path(case["train"]), num_epochs=1, batch_size=batch_size)
-        return reader.eval_reader(_path(data), batch_size=batch_size)
-    reader.load_data(_path(data), num_epochs=1, batch_size=batch_size)
+        reader.load_data(_path(case["train"]), file_format, num_epochs=1, batch_size=batch_size)
+        return reader.eval_reader(_path(data), file_format, batch_size=batch_size)
+    reader.load_data(_path(data), file_format, num_epochs=1, batch_size=batch_size)
     if "num_classes" in options:  # the reader/head check a trainer runs when it joins them
         reader.check_num_classes(reader.label_fields[0], options["num_classes"])
     return reader
 
 
+def _make_reader(kind: str, vocab: Path, max_seqlen: int, options: dict):
+    """A fresh reader of `kind` with the case's options."""
+    if kind == "classify":
+        return READERS[kind](vocab, max_seqlen, label_map=_path(options.get("label_map")))
+    if kind == "mrc":  # SQuAD JSON; small windows so a short context already needs several
+        return READERS[kind](vocab, max_seqlen, options.get("doc_stride", 8), options.get("max_query_len", 8))
+    if kind == "sequence_label":
+        return READERS[kind](vocab, max_seqlen, _path(options.get("label_map", "good/slots.json")))
+    if kind == "conll":  # label_map 'auto' unless the case gives one
+        label_map = options.get("label_map", "auto")
+        return READERS[kind](vocab, max_seqlen, label_map if label_map == "auto" else _path(label_map),
+                             tag_column=options.get("tag_column", -1))
+    if kind == "match":
+        return READERS[kind](vocab, max_seqlen, label_map=_path(options.get("label_map")),
+                             learning_strategy=options.get("learning_strategy", "pointwise"))
+    if kind == "mask_lm":
+        return READERS[kind](vocab, max_seqlen)
+    return READERS[kind](vocab, max_seqlen, intent_labels=_path(options.get("intent_labels")),
+                         slot_labels=_path(options.get("slot_labels")))
+
+
 def check_batches(reader) -> list[dict]:
     """Collate every batch once and check what any head relies on; returns the batches."""
     batches = list(reader.batches() if reader.phase == "train" else reader.iter_once())
-    assert sum(len(b["meta"]) for b in batches) == reader.num_examples
+    rows = 2 if getattr(reader, "reads_triples", False) else 1  # pairwise match: a positive and a negative row
+    assert sum(len(b["meta"]) for b in batches) == rows * reader.num_examples
     for batch in batches:
         size, width = batch["input_ids"].shape
         assert width <= reader.max_seqlen and len(batch["meta"]) == size
@@ -77,7 +94,7 @@ def check_batches(reader) -> list[dict]:
 
 
 def features_of(reader) -> list:
-    return [(f.fields, f.meta["gold"], f.meta.get("words"), f.meta.get("text")) for f in reader.features]
+    return [(f.fields, f.meta.get("gold"), f.meta.get("words"), f.meta.get("text")) for f in reader.features]
 
 
 def test_the_corpus_is_big_and_every_file_is_a_case():

@@ -188,6 +188,9 @@ def test_train_evaluate_and_predict_mrc_end_to_end(vocab_file, tmp_path):
     written = mtl.head.MRC.write_predictions(records, tmp_path / "predictions.json")
     answers = json.loads(written.read_text())
     assert list(answers) == ["0", "1", "2", "3", "z"] and answers["z"] in "will it rain"
+    loaded = mtl.load(trainer.export(tmp_path / "model"), precision="fp32")  # windows merged there too
+    reloaded = loaded.predict([(q, c) for _, q, c, _ in ITEMS])
+    assert [r["mrc"]["answer"] for r in reloaded] == [r["mrc"]["answer"] for r in records[:4]]
 
 
 def test_merge_refuses_heads_that_disagree_and_from_texts_says_what_it_takes(vocab_file):

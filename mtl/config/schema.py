@@ -40,7 +40,8 @@ class TaskSection:
     one reader, one encoder pass, several heads), or `head` is the task's one head, or `reuse_head_with` names
     another task whose heads this one shares (the same weights). Heads may say
     `num_classes: auto` (the reader's label names for the head's `label_field`) and `input_dim: auto` (the
-    backbone's hidden size). `batch_size`, `file_format` and `group_by_length` go to the reader's load_data."""
+    backbone's hidden size). `batch_size`, `file_format`, `group_by_length`,
+    `max_tokens`, `pad_to_multiple_of` and `cache_dir` go to the reader's load_data."""
 
     name: str
     reader: dict
@@ -50,8 +51,11 @@ class TaskSection:
     dev_data: Path | None = None
     test_data: Path | None = None
     batch_size: int = 32
-    file_format: str = "tsv"
+    file_format: str | None = None  # the reader's default_format (tsv; json for MRC; text for MLM)
     group_by_length: bool = True
+    max_tokens: int | None = None  # token-budget batches (load_data's max_tokens)
+    pad_to_multiple_of: int | None = None  # batch widths rounded up (load_data's pad_to_multiple_of)
+    cache_dir: Path | None = None  # tokenized features cached there (load_data's cache_dir)
     mix_ratio: float = 1.0
     aux: bool = False
     reuse_head_with: str | None = None  # another task's name: use its head(s) instead of `head`/`heads`

@@ -40,13 +40,17 @@ class MultiHeadTrainer(CheckpointMethods):
     `batch_size` stays the global batch (each process takes 1/N of each batch), so steps, schedule and weights
     are those of one process; `grad_accum_steps` cuts each process's share into that many micro-batches.
     Rank 0 alone logs and saves. See docs/distributed.md.
+
+    `compile=True` compiles the backbone with torch.compile(dynamic=True), in place, so checkpoints keep
+    their names; see docs/speed.md for that and the readers' speed switches.
     """
 
     def __init__(self, trainers: list[Trainer], backbone: Encoder | None = None, lr: float = 5e-5,
                  num_epochs: float | None = None, sampling_reference: str | None = None,
                  warmup_proportion: float = 0.1, weight_decay: float = 0.01, seed: int = 0,
                  precision: str = "auto", device: str | None = None, sampler: TaskSampler | None = None,
-                 log_dir: str | Path | None = None, max_nonfinite_steps: int = 5, grad_accum_steps: int = 1) -> None:
+                 log_dir: str | Path | None = None, max_nonfinite_steps: int = 5, grad_accum_steps: int = 1,
+                 compile: bool = False) -> None:
         names = [t.name for t in trainers]
         if grad_accum_steps < 1:
             raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
@@ -63,6 +67,7 @@ class MultiHeadTrainer(CheckpointMethods):
         self.sampler, self.log_dir = sampler, log_dir
         self.model: MultiTaskModel | None = None
         self.ddp, self.grad_accum_steps = None, grad_accum_steps  # the model in DistributedDataParallel, if any
+        self.compile = compile  # torch.compile the backbone (dynamic shapes: no recompile per batch width)
         self.adam: Adam | None = None
         self.optimizer, self.scheduler, self.saver = None, None, None
         self.global_step, self.total_steps = 0, 0
@@ -85,6 +90,9 @@ class MultiHeadTrainer(CheckpointMethods):
         for task in self.tasks:
             task.build_forward(self.backbone)
         self.model = MultiTaskModel(self.backbone, {t.name: t.heads for t in self.tasks}).to(self.device)
+        if self.compile:
+            # in place (nn.Module.compile): parameter names and checkpoints stay those of the eager model
+            self.backbone.compile(dynamic=True)
         return self.model
 
     def build_backward(self, optimizer: Adam | None = None, weight_decay: float | None = None) -> None:
@@ -126,7 +134,9 @@ class MultiHeadTrainer(CheckpointMethods):
             self.num_epochs = ref.num_epochs  # PALM's single-task scripts give epochs to load_data
         if self.num_epochs is None:
             raise ValueError("num_epochs is not set (MultiHeadTrainer, fit_readers_with_mixratio or load_data)")
-        base = max(1, ref.num_examples // ref.batch_size)
+        # with token-budget batches an epoch's real batch count (epoch 0's) replaces N // batch_size
+        token_budget = getattr(ref, "max_tokens", None) is not None
+        base = ref.steps_per_epoch if token_budget else max(1, ref.num_examples // ref.batch_size)
         for task in self.tasks:
             task.budget = int(self.num_epochs * task.mix_ratio * base)
         self.sampler = self.sampler or MixRatioSampler([t.mix_ratio for t in self.tasks], self.seed)

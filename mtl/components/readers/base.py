@@ -9,6 +9,7 @@ from typing import Any, Iterator, NamedTuple
 import numpy as np
 import torch
 
+from mtl.components.readers.cache import cached_features
 from mtl.components.readers.tokenization import load_tokenizer
 from mtl.errors import DataError, check_contract
 
@@ -33,6 +34,7 @@ class Reader:
     input_fields: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")
     label_fields: tuple[str, ...] = ()
     token_label_fields: tuple[str, ...] = ()  # padded with -100 so the loss ignores them
+    default_format: str = "tsv"  # load_data's file_format when none is given
 
     def __init__(self, vocab_path: str | Path, max_seqlen: int = 128, seed: int = 0, phase: str = "train",
                  do_lower_case: bool = True) -> None:
@@ -44,6 +46,8 @@ class Reader:
         self.features: list[Feature] = []
         self.batch_size, self.num_epochs, self.shuffle = 32, None, phase == "train"
         self.group_by_length = True
+        # speed switches (see load_data): token budgets, batch widths rounded up, the features cache
+        self.max_tokens, self.pad_to_multiple_of, self.cache_dir = None, None, None
         self.input_file: str | None = None
         self.epoch, self.position = 0, 0
 
@@ -63,18 +67,30 @@ class Reader:
         return {}
 
     # ---- PALM verbs -------------------------------------------------------------------------------
-    def load_data(self, input_file: str | Path, file_format: str = "tsv", num_epochs: int | None = None,
-                  batch_size: int = 32, shuffle: bool | None = None, group_by_length: bool = True) -> "Reader":
+    def load_data(self, input_file: str | Path, file_format: str | None = None, num_epochs: int | None = None,
+                  batch_size: int = 32, shuffle: bool | None = None, group_by_length: bool = True,
+                  max_tokens: int | None = None, pad_to_multiple_of: int | None = None,
+                  cache_dir: str | Path | None = None) -> "Reader":
         """Read and tokenize `input_file` once; batches are drawn later by the trainer.
 
-        `group_by_length` (training only) batches examples of similar length to cut padding.
+        `group_by_length` (training only) batches examples of similar length to cut padding. `max_tokens`
+        (training only): each batch holds as many examples as fit rows x padded width <= max_tokens
+        (`batch_size` then only sizes the shuffled chunks that are sorted by length). `pad_to_multiple_of`:
+        batch widths rounded up to a multiple, so a compiled model sees few distinct shapes. `cache_dir`:
+        tokenized features are cached there per file and settings (mtl.components.readers.cache).
+        `file_format` defaults to the reader's `default_format`.
         """
+        file_format = file_format or self.default_format
         batch_size = _integer("batch_size", batch_size, 1)
+        options = (("max_tokens", max_tokens), ("pad_to_multiple_of", pad_to_multiple_of))
+        self.max_tokens, self.pad_to_multiple_of = (None if v is None else _integer(n, v, 1) for n, v in options)
         self.input_file, self.group_by_length = str(input_file), group_by_length
         self.batch_size, self.num_epochs = batch_size, num_epochs
         if shuffle is not None:
             self.shuffle = shuffle
-        self.features = self._featurize(self._read_examples(self.input_file, file_format))
+        self.cache_dir = None if cache_dir is None else str(cache_dir)
+        self.features = cached_features(self, file_format, cache_dir,
+                                        lambda: self._featurize(self._read_examples(self.input_file, file_format)))
         return self
 
     def register_with(self, backbone: Any) -> None:
@@ -93,6 +109,9 @@ class Reader:
 
     @property
     def steps_per_epoch(self) -> int:
+        """Batches in an epoch; with `max_tokens`, the real count of epoch 0 (later epochs differ by a few)."""
+        if self.max_tokens is not None and self.features:
+            return len(self._epoch_batches(0))
         return max(1, -(-self.num_examples // self.batch_size))
 
     def check_num_classes(self, field: str, num_classes: int) -> None:
@@ -108,11 +127,14 @@ class Reader:
                                 f"ids are 0..{num_classes - 1}; fix the label or the head's num_classes")
 
     # ---- derived readers ----------------------------------------------------------------------------
-    def eval_reader(self, input_file: str | Path, file_format: str = "tsv", batch_size: int | None = None) -> "Reader":
+    def eval_reader(self, input_file: str | Path, file_format: str | None = None,
+                    batch_size: int | None = None) -> "Reader":
         """A reader for dev/test data sharing this reader's tokenizer and label maps."""
         other = self._copy("eval")
-        return other.load_data(input_file, file_format, num_epochs=1, batch_size=batch_size or self.batch_size,
-                               shuffle=False)
+        other = other.load_data(input_file, file_format, num_epochs=1, batch_size=batch_size or self.batch_size,
+                                shuffle=False, cache_dir=self.cache_dir)
+        other.pad_to_multiple_of = self.pad_to_multiple_of  # the same shapes as training (compiled models)
+        return other
 
     def from_texts(self, texts: list[str], batch_size: int | None = None) -> "Reader":
         """A predict-phase reader over raw texts (no labels)."""
@@ -135,15 +157,21 @@ class Reader:
 
     def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
         """Example indices of each batch of one epoch. With `group_by_length`, shuffled chunks of 50 batches
-        are sorted by length before cutting, and the batches shuffled again: little padding, still random."""
+        are sorted by length before cutting, and the batches shuffled again: little padding, still random.
+        With `max_tokens` the batches are cut by token budget (within each chunk when grouping)."""
         order, size = self._epoch_order(epoch), self.batch_size
-        if not (self.group_by_length and self.shuffle):
+        grouped = self.group_by_length and self.shuffle
+        if self.max_tokens is None and not grouped:
             return [order[i:i + size] for i in range(0, len(order), size)]
         lengths = np.array([len(f.fields["input_ids"]) for f in self.features])
+        if not grouped:
+            return _budget_cuts(order, lengths, self.max_tokens, self.pad_to_multiple_of)
         chunk = size * 50
-        order = np.concatenate([part[np.argsort(-lengths[part], kind="stable")]
-                                for part in (order[i:i + chunk] for i in range(0, len(order), chunk))])
-        batches = [order[i:i + size] for i in range(0, len(order), size)]
+        parts = [part[np.argsort(-lengths[part], kind="stable")]
+                 for part in (order[i:i + chunk] for i in range(0, len(order), chunk))]
+        order = np.concatenate(parts)
+        batches = [order[i:i + size] for i in range(0, len(order), size)] if self.max_tokens is None else \
+            [b for part in parts for b in _budget_cuts(part, lengths, self.max_tokens, self.pad_to_multiple_of)]
         shuffled = np.random.default_rng([self.seed, epoch, 1]).permutation(len(batches))
         return [batches[i] for i in shuffled]
 
@@ -206,9 +234,9 @@ class Reader:
         batch: dict[str, Any] = {}
         for name in sorted(self.fields - {"attention_mask"}):
             values = [feature.fields[name] for feature in features]
-            batch[name] = _stack(values, self._pad_value(name))
+            batch[name] = _stack(values, self._pad_value(name), self.pad_to_multiple_of, self.max_seqlen)
         lengths = [len(feature.fields["input_ids"]) for feature in features]
-        batch["attention_mask"] = _stack([[1] * n for n in lengths], 0)
+        batch["attention_mask"] = _stack([[1] * n for n in lengths], 0, self.pad_to_multiple_of, self.max_seqlen)
         batch["meta"] = [feature.meta for feature in features]
         return batch
 
@@ -248,10 +276,25 @@ def _integer(name: str, value: Any, minimum: int, why: str = "") -> int:
     return number
 
 
-def _stack(values: list, pad: int) -> torch.Tensor:
+def _budget_cuts(order: np.ndarray, lengths: np.ndarray, max_tokens: int, multiple: int | None) -> list[np.ndarray]:
+    """Cut `order` into consecutive batches whose rows x padded width stays within `max_tokens` (an example
+    longer than the budget alone makes a batch). Sorted input gives the fewest batches."""
+    batches, start, width = [], 0, 0
+    for i, index in enumerate(order):
+        own = -(-int(lengths[index]) // multiple) * multiple if multiple else int(lengths[index])
+        if i > start and (i - start + 1) * max(width, own) > max_tokens:
+            batches.append(order[start:i])
+            start, width = i, 0
+        width = max(width, own)
+    return batches + ([order[start:]] if start < len(order) else [])
+
+
+def _stack(values: list, pad: int, multiple: int | None = None, cap: int = 0) -> torch.Tensor:
+    """Rows padded to the longest, rounded up to `multiple` but not past `cap` (the model's max_seqlen)."""
     if not isinstance(values[0], list):
         return torch.tensor(values, dtype=torch.long)
-    width = max(len(v) for v in values)
+    longest = max(len(v) for v in values)
+    width = max(longest, min(-(-longest // multiple) * multiple, cap)) if multiple else longest
     out = torch.full((len(values), width), pad, dtype=torch.long)
     for row, value in enumerate(values):
         out[row, :len(value)] = torch.tensor(value, dtype=torch.long)

@@ -5,7 +5,6 @@ Masking (BERT's recipe): 15% of the non-special tokens of each sequence, at leas
 generator seeded by (seed, epoch, example index): every epoch masks afresh, yet a run resumed at an epoch and
 position masks exactly as the run that was never stopped. Eval readers use one fixed mask per example.
 """
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from mtl.components.readers.base import Feature, Reader
-from mtl.components.readers.files import check_file, read_lines
+from mtl.components.readers.files import read_lines
+from mtl.components.readers.squad import load_json
 from mtl.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ class MaskLMReader(Reader):
 
     label_fields = ("mlm_labels",)
     token_label_fields = ("mlm_labels",)
+    default_format = "text"  # or "squad": the paragraph contexts of a SQuAD v1.1 JSON, each once
 
     def __init__(self, vocab_path: str | Path, max_seqlen: int = 128, seed: int = 0, mask_prob: float = 0.15,
                  phase: str = "train", do_lower_case: bool = True) -> None:
@@ -50,12 +51,6 @@ class MaskLMReader(Reader):
         self.random_ids = np.setdiff1d(np.arange(len(tok)), self.special_ids)
 
     # ---- reading ----------------------------------------------------------------------------------
-    def load_data(self, input_file: str | Path, file_format: str = "text", num_epochs: int | None = None,
-                  batch_size: int = 32, shuffle: bool | None = None, group_by_length: bool = True) -> "MaskLMReader":
-        """`file_format`: 'text' (one text per line, blank lines skipped) or 'squad' (the paragraph contexts
-        of a SQuAD v1.1 JSON file, each distinct context once)."""
-        return super().load_data(input_file, file_format, num_epochs, batch_size, shuffle, group_by_length)
-
     def load_texts(self, texts: list[str], num_epochs: int | None = None, batch_size: int = 32,
                    source: str = "<texts>") -> "MaskLMReader":
         """MLM data from texts already in memory, e.g. another task's text fields (an auxiliary MLM task over
@@ -67,11 +62,6 @@ class MaskLMReader(Reader):
         self.batch_size, self.num_epochs, self.input_file = batch_size, num_epochs, source
         self.features = self._featurize(examples)
         return self
-
-    def eval_reader(self, input_file: str | Path, file_format: str = "text",
-                    batch_size: int | None = None) -> "MaskLMReader":
-        """Dev/test data with one fixed (seeded) mask per example."""
-        return super().eval_reader(input_file, file_format, batch_size)
 
     def _read_examples(self, path: str, file_format: str) -> list[dict]:
         if file_format not in FORMATS:
@@ -91,8 +81,11 @@ class MaskLMReader(Reader):
         encoded = self.tokenizer([ex["text"] for ex in examples], add_special_tokens=False,
                                  return_offsets_mapping=True, verbose=False)
         cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
-        features, long_texts = [], 0
+        features, long_texts, empty = [], 0, []
         for example, ids, offsets in zip(examples, encoded["input_ids"], encoded["offset_mapping"]):
+            if not ids and self.phase != "predict":  # [CLS] [SEP] alone: nothing to mask or learn from
+                empty.append(example["line"])
+                continue
             starts = list(range(0, max(len(ids), 1), width))
             long_texts += len(starts) > 1
             for chunk, start in enumerate(starts[:1] if self.phase == "predict" else starts):
@@ -102,6 +95,8 @@ class MaskLMReader(Reader):
                 meta = {"text": text, "line": example["line"], "chunk": chunk, "index": len(features)}
                 features.append(Feature({"input_ids": [cls_id] + piece + [sep_id],
                                          "token_type_ids": [0] * (len(piece) + 2)}, meta))
+        if empty:
+            _report_empty(self.input_file or "<texts>", empty, len(features))
         if long_texts:
             what = "truncated" if self.phase == "predict" else f"split into chunks ({len(features)} sequences in all)"
             log.warning("%s: %d of %d texts were longer than max_seqlen=%d tokens and were %s",
@@ -154,18 +149,30 @@ def mask_tokens(ids: np.ndarray, rng: np.random.Generator, mask_prob: float, mas
     return masked, labels, chosen
 
 
+def _report_empty(source: str, lines: list, kept: int) -> None:
+    """Texts without a single token (only control or zero-width characters) are skipped with a warning;
+    a file of nothing else is a DataError."""
+    where = ", ".join(map(str, lines[:10])) + (", ..." if len(lines) > 10 else "")
+    if not kept:
+        raise DataError(source, None, "no text has a token (only control or zero-width characters)",
+                        "give texts with words in them")
+    log.warning("%s: skipped %d texts without any token, only control or zero-width characters (line %s)",
+                source, len(lines), where)
+
+
 def _read_text_lines(path: str) -> list[dict]:
-    """One text per line; blank lines skipped."""
-    return [{"text": line, "line": number} for number, line in enumerate(read_lines(path), start=1) if line.strip()]
+    """One text per line; blank and whitespace-only lines skipped (logged at INFO with their numbers)."""
+    lines = read_lines(path)
+    blank = [number for number, line in enumerate(lines, start=1) if not line.strip()]
+    if blank and len(blank) < len(lines):
+        log.info("%s: skipped %d blank or whitespace-only lines (line %s)", path, len(blank),
+                 ", ".join(map(str, blank[:10])) + (", ..." if len(blank) > 10 else ""))
+    return [{"text": line, "line": number} for number, line in enumerate(lines, start=1) if line.strip()]
 
 
 def _read_squad_contexts(path: str) -> list[dict]:
     """Each distinct paragraph context of a SQuAD v1.1 file, in file order; `line` holds its JSON path."""
-    try:
-        root: Any = json.loads(check_file(path).read_text(encoding="utf-8-sig"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(path, getattr(error, "lineno", None), f"not valid JSON: {error}",
-                        "give a SQuAD v1.1 JSON file ({\"data\": [{\"paragraphs\": [{\"context\": ...}]}]})") from None
+    root: Any = load_json(path)  # empty file, invalid UTF-8 or JSON: a DataError with the line
     if not isinstance(root, dict) or not isinstance(root.get("data"), list):
         raise DataError(path, None, "no 'data' list at the top level", "give a SQuAD v1.1 JSON file")
     examples, seen = [], set()

@@ -27,6 +27,7 @@ class MRCReader(Reader):
     """
 
     label_fields = ("start_positions", "end_positions")
+    default_format = "json"
 
     def __init__(self, vocab_path: str | Path, max_seqlen: int = 384, doc_stride: int = 128,
                  max_query_len: int = 64, seed: int = 0, phase: str = "train", do_lower_case: bool = True) -> None:
@@ -38,14 +39,6 @@ class MRCReader(Reader):
                              "holds [CLS] query [SEP] at least one context token [SEP]")
 
     # ---- reading --------------------------------------------------------------------------------------------
-    def load_data(self, input_file: str | Path, file_format: str = "json", num_epochs: int | None = None,
-                  batch_size: int = 32, shuffle: bool | None = None, group_by_length: bool = True) -> "MRCReader":
-        return super().load_data(input_file, file_format, num_epochs, batch_size, shuffle, group_by_length)
-
-    def eval_reader(self, input_file: str | Path, file_format: str = "json",
-                    batch_size: int | None = None) -> "MRCReader":
-        return super().eval_reader(input_file, file_format, batch_size)
-
     def _read_examples(self, path: str, file_format: str) -> list[dict]:
         if file_format not in ("json", "squad"):
             raise ValueError(f"MRCReader reads file_format='json' (SQuAD v1.1), got {file_format!r}")

@@ -9,7 +9,7 @@ import torch
 from tqdm import tqdm
 
 from mtl.components.backbones.encoder import Encoder
-from mtl.components.lr_schedulers.schedules import Scheduler, TriangularScheduler
+from mtl.components.lr_schedulers.schedules import TriangularScheduler
 from mtl.components.optimizers.adam import Adam
 from mtl.components.readers.base import Reader
 from mtl.components.savers.saver import Saver

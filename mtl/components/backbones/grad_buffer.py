@@ -1,0 +1,89 @@
+"""The word-embedding gradient in a buffer kept across steps.
+
+Autograd's gradient of an embedding lookup is a fresh dense vocab x hidden tensor every backward pass (47 MB
+for BERT's 30522-word vocabulary at hidden size 384). The C allocator serves a block that big with fresh
+pages (mmap) and returns them when `zero_grad(set_to_none=True)` frees the gradient, so every step first pays
+a page fault per 4 KiB page and the kernel's zeroing of it: on a 2-core CPU about a sixth of a MiniLM step
+(benchmarks/grad_buffer.py). Here the lookup's backward adds its rows into one buffer that lives as long as
+the module and is zeroed in place before each reuse: the same sums over the same rows, no fresh memory.
+
+Only for one eager process: DistributedDataParallel needs autograd to deliver every gradient (its all-reduce
+hooks fire there), and torch.compile traces the lookup itself. A caller that keeps a reference to the
+embedding's `.grad` past `zero_grad` sees it zeroed at the next backward pass.
+"""
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class _Lookup(torch.autograd.Function):
+    """F.embedding whose weight gradient goes to the module's buffer, not through autograd."""
+
+    @staticmethod
+    def forward(ctx, ids: torch.Tensor, weight: torch.Tensor, module: "GradBufferEmbedding") -> torch.Tensor:
+        ctx.save_for_backward(ids)
+        ctx.module = module
+        return F.embedding(ids, weight, module.padding_idx)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[None, None, None]:
+        (ids,) = ctx.saved_tensors
+        ctx.module.add_to_grad(ids, grad_output)
+        return None, None, None
+
+
+class GradBufferEmbedding(nn.Embedding):
+    """An nn.Embedding (same parameters, same state dict) whose weight gradient is accumulated into a kept
+    buffer. Made by `use_grad_buffer`, which swaps the class of an existing embedding in place."""
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if not (torch.is_grad_enabled() and self.weight.requires_grad):
+            return F.embedding(ids, self.weight, self.padding_idx)
+        return _Lookup.apply(ids, self.weight, self)
+
+    def add_to_grad(self, ids: torch.Tensor, grad_output: torch.Tensor) -> None:
+        """weight.grad[ids] += grad_output, row by row (the padding row gets nothing, as in nn.Embedding)."""
+        weight = self.weight
+        if weight.grad is None:
+            weight.grad = self._zeroed_buffer()
+        flat = ids.reshape(-1)
+        rows = grad_output.reshape(-1, grad_output.shape[-1]).to(weight.grad.dtype)
+        if self.padding_idx is not None:
+            rows = rows.masked_fill((flat == self.padding_idx).unsqueeze(1), 0)
+        weight.grad.index_add_(0, flat, rows)
+
+    def _zeroed_buffer(self) -> torch.Tensor:
+        buffer = self.__dict__.get("_grad_buffer")
+        weight = self.weight
+        if buffer is None or buffer.shape != weight.shape or buffer.dtype != weight.dtype \
+                or buffer.device != weight.device:
+            buffer = torch.zeros_like(weight, memory_format=torch.contiguous_format)
+            self.__dict__["_grad_buffer"] = buffer
+        else:
+            buffer.zero_()
+        return buffer
+
+    def __getstate__(self) -> dict:
+        """Copies and pickles leave the buffer behind (it is scratch memory, as large as the weights)."""
+        state = self.__dict__.copy()
+        state.pop("_grad_buffer", None)
+        return state
+
+
+def use_grad_buffer(model: nn.Module, on: bool) -> bool:
+    """Turn the buffer on or off for `model`'s input embeddings (an HF model's `get_input_embeddings()`), in
+    place; parameters, names and hooks stay. Embeddings with options the buffer does not reproduce (sparse
+    gradients, max_norm, scale_grad_by_freq) or of another class are left alone. Returns whether it is on."""
+    get = getattr(model, "get_input_embeddings", None)
+    module = get() if callable(get) else None
+    if not isinstance(module, nn.Embedding):
+        return False
+    if not on:
+        if type(module) is GradBufferEmbedding:
+            module.__dict__.pop("_grad_buffer", None)
+            module.__class__ = nn.Embedding
+        return False
+    plain = not module.sparse and module.max_norm is None and not module.scale_grad_by_freq
+    if type(module) is nn.Embedding and plain:
+        module.__class__ = GradBufferEmbedding
+    return type(module) is GradBufferEmbedding

@@ -21,8 +21,8 @@ PUBLISHED = {"atis": {"intent.accuracy": 97.87, "slots.f1": 95.59, "frame_accura
 HEADS = {"joint": ("intent", "slots"), "intent": ("intent",), "slots": ("slots",)}
 
 
-def train_one(data: Path, mode: str, seed: int, args: argparse.Namespace) -> dict:
-    """Train one model, select on dev, return its test records and metrics."""
+def train_one(data: Path, mode: str, seed: int, args: argparse.Namespace, **options) -> dict:
+    """Train one model, select on dev, return its test records and metrics (`options`: MultiHeadTrainer's)."""
     torch.manual_seed(seed)
     model_dir = minilm_dir()
     reader = mtl.reader.IntentSlotReader(model_dir, args.max_seqlen, seed=seed)
@@ -32,7 +32,7 @@ def train_one(data: Path, mode: str, seed: int, args: argparse.Namespace) -> dic
     all_heads = mtl.head.intent_slot_heads(reader, encoder.hidden_size, dropout_prob=0.1, use_crf=args.crf)
     task = mtl.Trainer(data.name, reader=reader, head={h: all_heads[h] for h in HEADS[mode]}, dev_reader=dev)
     trainer = mtl.MultiHeadTrainer([task], backbone=encoder, lr=args.lr, num_epochs=args.epochs, seed=seed,
-                                   precision=args.precision)
+                                   **{"precision": args.precision, **options})
     started = time.perf_counter()
     trainer.train(print_steps=0, eval_steps=reader.steps_per_epoch)
     seconds = time.perf_counter() - started

@@ -9,6 +9,7 @@ import torch
 from tqdm import tqdm
 
 from mtl.components.backbones.encoder import Encoder
+from mtl.components.backbones.dropout import use_fast_dropout
 from mtl.components.backbones.grad_buffer import use_grad_buffer
 from mtl.components.lr_schedulers.schedules import TriangularScheduler
 from mtl.components.optimizers.adam import Adam
@@ -46,7 +47,8 @@ class MultiHeadTrainer(CheckpointMethods):
     their names; see docs/speed.md for that and the readers' speed switches. `embedding_grad_buffer` (on by
     default) keeps the word-embedding gradient in one buffer across steps instead of a fresh vocab x hidden
     tensor each step (same numbers; mtl.components.backbones.grad_buffer); it is used in a single eager
-    process only (not under DDP nor with `compile`).
+    process only (not under DDP nor with `compile`). `fast_dropout` (on by default) draws the dropout masks of
+    the model's nn.Dropout modules from a cheaper random source on the CPU (mtl.components.backbones.dropout).
     """
 
     def __init__(self, trainers: list[Trainer], backbone: Encoder | None = None, lr: float = 5e-5,
@@ -54,7 +56,7 @@ class MultiHeadTrainer(CheckpointMethods):
                  warmup_proportion: float = 0.1, weight_decay: float = 0.01, seed: int = 0,
                  precision: str = "auto", device: str | None = None, sampler: TaskSampler | None = None,
                  log_dir: str | Path | None = None, max_nonfinite_steps: int = 5, grad_accum_steps: int = 1,
-                 compile: bool = False, embedding_grad_buffer: bool = True) -> None:
+                 compile: bool = False, embedding_grad_buffer: bool = True, fast_dropout: bool = True) -> None:
         names = [t.name for t in trainers]
         if grad_accum_steps < 1:
             raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
@@ -72,7 +74,7 @@ class MultiHeadTrainer(CheckpointMethods):
         self.model: MultiTaskModel | None = None
         self.ddp, self.grad_accum_steps = None, grad_accum_steps  # the model in DistributedDataParallel, if any
         self.compile = compile  # torch.compile the backbone (dynamic shapes: no recompile per batch width)
-        self.embedding_grad_buffer = embedding_grad_buffer
+        self.embedding_grad_buffer, self.fast_dropout = embedding_grad_buffer, fast_dropout
         self.adam: Adam | None = None
         self.optimizer, self.scheduler, self.saver = None, None, None
         self.global_step, self.total_steps = 0, 0
@@ -198,6 +200,7 @@ class MultiHeadTrainer(CheckpointMethods):
         self.ddp = distributed.wrap(self.model, self.ddp)  # copies rank 0's weights to every rank
         buffered = self.embedding_grad_buffer and self.ddp is None and not self.compile
         use_grad_buffer(getattr(self.backbone, "model", self.backbone), buffered)
+        use_fast_dropout(self.model, self.fast_dropout and self.device.type == "cpu" and not self.compile)
         (self.ddp if self.ddp is not None else self.model).train()
         batches = {t.name: update.batch_stream(t.reader, self.grad_accum_steps) for t in self.tasks}
         stop_at = min(self.total_steps, max_steps) if max_steps is not None else self.total_steps

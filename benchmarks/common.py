@@ -31,8 +31,11 @@ def machine() -> dict:
 
 
 def command() -> str:
-    """The exact command line, runnable from the repository root."""
-    return "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
+    """The exact command line, runnable from the repository root (wherever the script was started from)."""
+    script = Path(sys.argv[0]).resolve()
+    root = Path(__file__).resolve().parents[1]
+    shown = script.relative_to(root) if script.is_relative_to(root) else Path(os.path.relpath(script))
+    return "python " + " ".join([shown.as_posix()] + sys.argv[1:])
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

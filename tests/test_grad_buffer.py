@@ -45,21 +45,26 @@ def _grads_lookup_only(embedding: nn.Embedding, ids: torch.Tensor) -> torch.Tens
 
 
 @pytest.mark.parametrize("accum", [1, 2])
-def test_training_gives_the_same_weights_and_keeps_one_buffer(vocab_file, intent_slot_dir, accum):
-    runs = {}
+def test_training_gives_the_same_weights_and_keeps_one_buffer(vocab_file, intent_slot_dir, accum, monkeypatch):
+    made = []
+    original = GradBufferEmbedding._zeroed_buffer
+
+    def counted(self):
+        buffer = original(self)
+        made.append(buffer)
+        return buffer
+    monkeypatch.setattr(GradBufferEmbedding, "_zeroed_buffer", counted)
+    runs, steps = {}, {}
     for on in (True, False):
         torch.manual_seed(0)
         trainer = joint_trainer(vocab_file, intent_slot_dir, embedding_grad_buffer=on, grad_accum_steps=accum)
-        trainer.train(print_steps=0, max_steps=1)
+        steps[on] = trainer.train(print_steps=0)["steps"]
         embedding = trainer.backbone.model.get_input_embeddings()
-        buffer = embedding.__dict__.get("_grad_buffer")
-        trainer.train(print_steps=0, max_steps=4)
-        if on:
-            assert type(embedding) is GradBufferEmbedding
-            assert embedding.__dict__["_grad_buffer"] is buffer and buffer is not None  # reused, not reallocated
-        else:
-            assert type(embedding) is nn.Embedding and buffer is None
+        assert type(embedding) is (GradBufferEmbedding if on else nn.Embedding)
+        assert "_grad_buffer" not in embedding.__dict__  # released when train() returns
         runs[on] = trainer.model.state_dict()
+    assert steps[True] > 1 and len(made) == steps[True]  # made or reused once a step ...
+    assert all(b is made[0] for b in made)  # ... and always the same buffer, zeroed in place
     assert runs[True].keys() == runs[False].keys()
     for name, tensor in runs[True].items():
         torch.testing.assert_close(tensor, runs[False][name], rtol=1e-5, atol=1e-6, msg=name)

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from mtl.components.backbones.encoder import Encoder
 from mtl.components.backbones.dropout import use_fast_dropout
-from mtl.components.backbones.grad_buffer import use_grad_buffer
+from mtl.components.backbones.grad_buffer import release_grad_buffer, use_grad_buffer
 from mtl.components.lr_schedulers.schedules import TriangularScheduler
 from mtl.components.optimizers.adam import Adam
 from mtl.components.readers.base import Reader
@@ -188,6 +188,7 @@ class MultiHeadTrainer(CheckpointMethods):
                 return self._train(print_steps, eval_steps, max_steps, resumed)
             finally:
                 self._rng = resume.get_rng(self)
+                release_grad_buffer(getattr(self.backbone, "model", self.backbone))
 
     def _train(self, print_steps: int, eval_steps: int | None, max_steps: int | None,
                resumed: int | None) -> dict[str, Any]:

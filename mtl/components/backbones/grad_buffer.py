@@ -2,10 +2,11 @@
 
 Autograd's gradient of an embedding lookup is a fresh dense vocab x hidden tensor every backward pass (47 MB
 for BERT's 30522-word vocabulary at hidden size 384). The C allocator serves a block that big with fresh
-pages (mmap) and returns them when `zero_grad(set_to_none=True)` frees the gradient, so every step first pays
-a page fault per 4 KiB page and the kernel's zeroing of it: on a 2-core CPU about a sixth of a MiniLM step
-(benchmarks/grad_buffer.py). Here the lookup's backward adds its rows into one buffer that lives as long as
-the module and is zeroed in place before each reuse: the same sums over the same rows, no fresh memory.
+pages (mmap) and returns them when `zero_grad(set_to_none=True)` frees the gradient, so every step pays a
+page fault per 4 KiB page, the kernel's zeroing of it, then the zero fill itself: under the profiler,
+on a 2-core CPU, the largest cost of a MiniLM step after the matrix products (benchmarks/step_profile.py). Here the lookup's
+backward adds its rows into one buffer, zeroed in place before each reuse and kept through a `train()` call
+(the trainer releases it when the call returns): the same sums over the same rows, no fresh memory.
 
 Only for one eager process: DistributedDataParallel needs autograd to deliver every gradient (its all-reduce
 hooks fire there), and torch.compile traces the lookup itself. A caller that keeps a reference to the
@@ -70,13 +71,26 @@ class GradBufferEmbedding(nn.Embedding):
         return state
 
 
+def release_grad_buffer(model: nn.Module) -> None:
+    """Free the buffer of `model`'s input embeddings (the trainer does so when train() returns: the buffer is
+    as large as the embedding table, 94 MB for BERT-base). The next backward pass makes a new one."""
+    module = _input_embeddings(model)
+    if module is not None:
+        module.__dict__.pop("_grad_buffer", None)
+
+
+def _input_embeddings(model: nn.Module) -> nn.Embedding | None:
+    get = getattr(model, "get_input_embeddings", None)
+    module = get() if callable(get) else None
+    return module if isinstance(module, nn.Embedding) else None
+
+
 def use_grad_buffer(model: nn.Module, on: bool) -> bool:
     """Turn the buffer on or off for `model`'s input embeddings (an HF model's `get_input_embeddings()`), in
     place; parameters, names and hooks stay. Embeddings with options the buffer does not reproduce (sparse
     gradients, max_norm, scale_grad_by_freq) or of another class are left alone. Returns whether it is on."""
-    get = getattr(model, "get_input_embeddings", None)
-    module = get() if callable(get) else None
-    if not isinstance(module, nn.Embedding):
+    module = _input_embeddings(model)
+    if module is None:
         return False
     if not on:
         if type(module) is GradBufferEmbedding:

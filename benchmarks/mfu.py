@@ -46,14 +46,30 @@ class FlopCount(TokenCount):
         return super().snapshot() + (self.sq_real, self.sq_padded)
 
 
-def matmul_flops(size: int, dtype: torch.dtype, reps: int) -> float:
+def matmul_flops(size: int, dtype: torch.dtype, reps: int, device: str = "cpu") -> float:
     """FLOP/s of `reps` products of two size x size matrices (after one untimed product)."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
     torch.mm(a, b)
+    synchronize(device)
     started = time.perf_counter()
     for _ in range(reps):
         torch.mm(a, b)
+    synchronize(device)
     return 2 * size ** 3 * reps / (time.perf_counter() - started)
+
+
+def synchronize(device: str) -> None:
+    """Wait for a GPU's queued work, so that host clocks time it."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def encoder_flops(model: torch.nn.Module, tokens: int, squared_lengths: int) -> float:
+    """Training FLOPs of the encoder layers (module docstring's formula) for `tokens` tokens whose sequences'
+    squared lengths sum to `squared_lengths`."""
+    config = model.backbone.config
+    params = sum(p.numel() for p in model.backbone.model.encoder.parameters())
+    return 6 * params * tokens + 12 * config.num_hidden_layers * config.hidden_size * squared_lengths
 
 
 def main() -> None:
@@ -82,8 +98,8 @@ def main() -> None:
         trainer.train(print_steps=0, max_steps=trainer.global_step + args.steps)
         seconds = time.perf_counter() - started
         real, padded, _, sq_real, sq_padded = (a - b for a, b in zip(count.snapshot(), before))
-        achieved = (6 * params * real + 12 * layers * hidden * sq_real) / seconds
-        achieved_padded = (6 * params * padded + 12 * layers * hidden * sq_padded) / seconds
+        achieved = encoder_flops(model, real, sq_real) / seconds
+        achieved_padded = encoder_flops(model, padded, sq_padded) / seconds
         print(f"round {r}{' (warm-up)' if r == 0 else ''}: peak bf16 {bf16 / 1e9:.0f} GFLOP/s, fp32 {fp32 / 1e9:.0f}; "
               f"training {achieved / 1e9:.1f} GFLOP/s on real tokens ({achieved_padded / 1e9:.1f} counting pads), "
               f"{real / seconds:.0f} real tok/s", flush=True)

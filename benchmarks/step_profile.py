@@ -10,13 +10,10 @@ a step down, so the groups' shares matter here, not the absolute times (see over
     python benchmarks/step_profile.py --steps 20 --threads 2
 """
 import argparse
-import logging
-import resource
 
-import torch
 from torch.profiler import ProfilerActivity, profile
 
-from common import load_average, write_result
+from common import load_average, page_faults, parse_speed_args, write_result
 from overhead import MODEL, atis_reader, joint_trainer
 
 GROUPS = {"matrix products": ("aten::mm", "aten::addmm", "aten::bmm"),
@@ -30,10 +27,10 @@ SIDES = {"mtl defaults": {}, "torch kernels": {"embedding_grad_buffer": False, "
 
 def profile_steps(trainer, steps: int) -> tuple[dict[str, float], float]:
     """Milliseconds of self CPU time per step by group, and minor page faults per step."""
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    faults = page_faults()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         trainer.train(print_steps=0, max_steps=trainer.global_step + steps)
-    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps
+    faults = (page_faults() - faults) / steps
     times = {event.key: event.self_cpu_time_total / 1000 / steps for event in prof.key_averages()}
     grouped = {group: sum(times.get(name, 0.0) for name in names) for group, names in GROUPS.items()}
     grouped["the rest"] = sum(times.values()) - sum(grouped.values())
@@ -45,11 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(args.threads)
+    args = parse_speed_args(parser)
     trainers = {side: joint_trainer(atis_reader(args.seed, 32), args.seed, 10, **options)
                 for side, options in SIDES.items()}
     for trainer in trainers.values():

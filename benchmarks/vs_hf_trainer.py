@@ -10,8 +10,6 @@ steps) and decay, weight decay 0.01, clipping at 1.0, fused AdamW; then dev accu
     python benchmarks/vs_hf_trainer.py --fraction 0.3 --rounds 2 --threads 1
 """
 import argparse
-import logging
-import resource
 import statistics
 import tempfile
 import time
@@ -20,7 +18,7 @@ from pathlib import Path
 import torch
 
 import mtl
-from common import DATA, load_average, minilm_dir, write_result
+from common import DATA, load_average, minilm_dir, page_faults, parse_speed_args, write_result
 from overhead import MODEL
 
 HF_SETTINGS = {"hf_fp32": {}, "hf_bf16": {"bf16": True},
@@ -60,10 +58,6 @@ def run_mtl(folder: Path, labels: list[str], steps: int, args: argparse.Namespac
     return {"examples_per_s": 32 * timed_steps / seconds, "dev_accuracy": accuracy, "steps": trainer.global_step,
             "precision": trainer.precision, "page_faults_per_step": faults / timed_steps}
 
-
-def page_faults() -> int:
-    """Minor page faults of this process so far (fresh memory touched for the first time)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def run_hf(folder: Path, labels: list[str], steps: int, options: dict, args: argparse.Namespace) -> dict:
@@ -118,11 +112,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=5, help="steps of each run left out of the timing")
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(args.threads)
+    args = parse_speed_args(parser)
     labels = sorted(set(snips("train")[1]))
     steps = int(args.fraction * (len(snips("train")[0]) // 32))
     runs = {name: [] for name in ["mtl", *HF_SETTINGS]}

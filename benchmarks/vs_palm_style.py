@@ -8,14 +8,13 @@ Both sides train through `MultiHeadTrainer.train(max_steps=...)`; round 0 of eac
     python benchmarks/vs_palm_style.py --rounds 6 --palm-steps 4 --mtl-steps 20 --threads 1
 """
 import argparse
-import logging
 import statistics
 import time
 
 import torch
 
 import mtl
-from common import DATA, load_average, minilm_dir, write_result
+from common import DATA, load_average, minilm_dir, parse_speed_args, write_result
 from overhead import MODEL, TokenCount, atis_reader, joint_trainer
 
 
@@ -53,11 +52,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6, help="timed rounds per side, after one warm-up round")
     parser.add_argument("--palm-steps", type=int, default=4)
     parser.add_argument("--mtl-steps", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    torch.set_num_threads(args.threads)
+    args = parse_speed_args(parser)
     counts = {"palm_style": TokenCount(), "mtl": TokenCount()}
     sides = {"palm_style": joint_trainer(counts["palm_style"].wrap(palm_reader(args.seed)), args.seed, 10,
                                          precision="fp32", adam=mtl.optimizer.Adam(lr=1e-4, fused=False)),

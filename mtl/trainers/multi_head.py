@@ -201,7 +201,7 @@ class MultiHeadTrainer(CheckpointMethods):
         self.ddp = distributed.wrap(self.model, self.ddp)  # copies rank 0's weights to every rank
         buffered = self.embedding_grad_buffer and self.ddp is None and not self.compile
         use_grad_buffer(getattr(self.backbone, "model", self.backbone), buffered)
-        use_fast_dropout(self.model, self.fast_dropout and self.device.type == "cpu" and not self.compile)
+        use_fast_dropout(self.model, self.fast_dropout and not self.compile)  # its masks run on the CPU only
         (self.ddp if self.ddp is not None else self.model).train()
         batches = {t.name: update.batch_stream(t.reader, self.grad_accum_steps) for t in self.tasks}
         stop_at = min(self.total_steps, max_steps) if max_steps is not None else self.total_steps

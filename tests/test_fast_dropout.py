@@ -1,11 +1,13 @@
 """CPU dropout with cheaper masks: the drop rate, torch's scaling and gradient, seeded masks, eval untouched,
-and the trainer's switch."""
+the attention-probability dropout (same arithmetic as SDPA otherwise), and the trainer's switch."""
 import pytest
 import torch
 from torch import nn
 
-from conftest import joint_trainer
-from mtl.components.backbones.dropout import FastDropout, keep_mask, use_fast_dropout
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from conftest import joint_trainer, tiny_bert
+from mtl.components.backbones.dropout import ATTENTION, FastDropout, attention, keep_mask, use_fast_dropout
 from mtl.config import build_run, load_config
 from tiny_runs import tiny_config, write_yaml
 
@@ -63,3 +65,73 @@ def test_the_config_key_reaches_the_trainer(vocab_file, intent_slot_dir, tmp_pat
     config = tiny_config(vocab_file, intent_slot_dir, str(tmp_path / "out"))
     config["trainer"]["fast_dropout"] = False
     assert build_run(load_config(write_yaml(tmp_path / "run.yaml", config))).trainer.fast_dropout is False
+
+
+def _attention_inputs(heads: int = 2, length: int = 5) -> tuple[torch.Tensor, ...]:
+    q, k, v = (torch.randn(3, heads, length, 8, requires_grad=True) for _ in range(3))
+    mask = torch.ones(3, 1, length, length, dtype=torch.bool)
+    mask[1, :, :, 3:] = False  # the second sequence has two padding positions
+    return q, k, v, mask
+
+
+def test_training_attention_is_softmax_attention_with_a_keep_mask_dropout():
+    module = nn.Module()  # transformers passes the attention module; only .training and .is_causal are read
+    module.is_causal = False
+    q, k, v, mask = _attention_inputs()
+    torch.manual_seed(5)
+    out, _ = attention(module, q, k, v, mask, dropout=0.2, scaling=0.3)
+    torch.manual_seed(5)
+    scores = (q @ k.transpose(2, 3) * 0.3).masked_fill(~mask, torch.finfo(torch.float32).min)
+    probs = torch.softmax(scores, -1) * keep_mask(torch.Size([3, 2, 5, 5]), 0.2) / 0.8
+    torch.testing.assert_close(out, (probs @ v).transpose(1, 2))
+    assert out.shape == (3, 5, 2, 8) and out.is_contiguous()
+
+
+def test_with_nothing_dropped_it_matches_sdpa_values_and_gradients():
+    """p = 1e-9 rounds to a drop rate of 0: the hand-written path must then equal SDPA, padding included."""
+    module = nn.Module()
+    module.is_causal = False
+    q, k, v, mask = _attention_inputs()
+    ours, _ = attention(module, q, k, v, mask, dropout=1e-9)
+    grads = torch.autograd.grad(ours.square().sum(), (q, k, v))
+    theirs, _ = sdpa_attention_forward(module, q, k, v, mask, dropout=0.0)
+    torch.testing.assert_close(ours, theirs)
+    for mine, reference in zip(grads, torch.autograd.grad(theirs.square().sum(), (q, k, v))):
+        torch.testing.assert_close(mine, reference)
+
+
+def test_evaluation_causal_and_grouped_query_attention_go_to_sdpa():
+    module = nn.Module()
+    module.is_causal = True
+    q, k, v, mask = _attention_inputs()
+    grouped = nn.Module()
+    grouped.is_causal, grouped.num_key_value_groups = False, 2
+    one_head = [t[:, :1] for t in (k, v)]
+    calls = [(module, (q, k, v, None)),  # no mask on a causal module: SDPA's is_causal path
+             (grouped, (q, *one_head, mask))]  # fewer key heads than query heads
+    for owner, inputs in calls:
+        torch.manual_seed(1)
+        ours = attention(owner, *inputs, dropout=0.1)[0]
+        torch.manual_seed(1)
+        assert torch.equal(ours, sdpa_attention_forward(owner, *inputs, dropout=0.1)[0])
+    module.eval()
+    torch.manual_seed(1)
+    ours = attention(module, q, k, v, mask, dropout=0.1)[0]
+    torch.manual_seed(1)
+    assert torch.equal(ours, sdpa_attention_forward(module, q, k, v, mask, dropout=0.1)[0])
+
+
+def test_the_switch_moves_a_bert_off_sdpa_and_back_and_padding_stays_masked():
+    backbone = tiny_bert(hidden_dropout_prob=0.0, attention_probs_dropout_prob=1e-9)
+    config = backbone.model.config
+    assert config._attn_implementation == "sdpa"
+    batch = {"input_ids": torch.tensor([[2, 7, 8, 9, 3], [2, 7, 3, 0, 0]]),
+             "token_type_ids": torch.zeros(2, 5, dtype=torch.long),
+             "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])}
+    backbone.train()
+    reference = backbone(batch)["sequence_output"]
+    use_fast_dropout(backbone, True)
+    assert config._attn_implementation == ATTENTION
+    torch.testing.assert_close(backbone(batch)["sequence_output"], reference)
+    use_fast_dropout(backbone, False)
+    assert config._attn_implementation == "sdpa"

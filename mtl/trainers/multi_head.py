@@ -48,7 +48,8 @@ class MultiHeadTrainer(CheckpointMethods):
     default) keeps the word-embedding gradient in one buffer across steps instead of a fresh vocab x hidden
     tensor each step (same numbers; mtl.components.backbones.grad_buffer); it is used in a single eager
     process only (not under DDP nor with `compile`). `fast_dropout` (on by default) draws the dropout masks of
-    the model's nn.Dropout modules from a cheaper random source on the CPU (mtl.components.backbones.dropout).
+    the model's nn.Dropout modules and of its attention probabilities from a cheaper random source on the CPU
+    (mtl.components.backbones.dropout).
     """
 
     def __init__(self, trainers: list[Trainer], backbone: Encoder | None = None, lr: float = 5e-5,

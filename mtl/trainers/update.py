@@ -19,6 +19,7 @@ import torch
 from mtl.components.readers.base import Part, Reader, shard_bounds
 from mtl.errors import MtlError
 from mtl.trainers import distributed
+from mtl.trainers.clipping import clipped_step, gradient_norm
 from mtl.trainers.device import autocast, to_device
 
 log = logging.getLogger(__name__)
@@ -82,12 +83,11 @@ def train_step(trainer: Any, task: Any, batch: dict | list[Part]) -> tuple[float
         value, head_losses = _parts(trainer, task, batch)
     problem = None if math.isfinite(value) else f"loss is {value}"
     if problem is None:
-        # the norm is computed either way: with no clipping asked, max_norm=inf scales by exactly 1
-        norm = torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), trainer.adam.max_grad_norm or math.inf)
-        if not math.isfinite(float(norm)):
-            problem = f"gradient norm is {float(norm)}"
+        norm = float(gradient_norm(trainer.model))  # computed either way: it guards against non-finite gradients
+        if not math.isfinite(norm):
+            problem = f"gradient norm is {norm}"
     if problem is None:
-        trainer.optimizer.step()
+        clipped_step(trainer.optimizer, trainer.model, norm, trainer.adam.max_grad_norm)
         trainer._nonfinite_in_a_row = 0
     else:
         skip_step(trainer, task, problem, head_losses)

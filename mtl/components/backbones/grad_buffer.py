@@ -7,7 +7,9 @@ page fault per 4 KiB page, the kernel's zeroing of it, then the zero fill itself
 2-core CPU, the largest cost of a MiniLM step after the matrix products (benchmarks/step_profile.py). Here
 the lookup's backward adds its rows into one buffer, zeroed in place before each reuse and kept through a
 `train()` call (the trainer releases it when the call returns): the same sums over the same rows, no fresh
-memory.
+memory. The module also knows which rows its lookups wrote since the buffer was zeroed (a few hundred of
+30522 in a batch), as long as nothing else wrote to the buffer (its version counter says so): zeroing then
+clears those rows only, and the gradient clipping (mtl.trainers.clipping) takes the norm over those rows.
 
 Only for one eager process: DistributedDataParallel needs autograd to deliver every gradient (its all-reduce
 hooks fire there), and torch.compile traces the lookup itself. A caller that keeps a reference to the
@@ -52,23 +54,51 @@ class GradBufferEmbedding(nn.Embedding):
         rows = grad_output.reshape(-1, grad_output.shape[-1]).to(weight.grad.dtype)
         if self.padding_idx is not None:
             rows = rows.masked_fill((flat == self.padding_idx).unsqueeze(1), 0)
+        clean = self._rows_known(weight.grad)
         weight.grad.index_add_(0, flat, rows)
+        state = self.__dict__
+        state.update(_rows=state["_rows"] + [flat] if clean else None, _unique_rows=None,
+                     _clean_version=weight.grad._version if clean else None)
+
+    def written_rows(self) -> torch.Tensor | None:
+        """The rows of `weight.grad` that may be non-zero (sorted, unique), when the gradient is this module's
+        buffer and nothing but its lookups wrote to it since it was zeroed; else None (anything may be)."""
+        grad = self.weight.grad
+        return self._written_rows() if grad is not None and self._rows_known(grad) else None
+
+    def _written_rows(self) -> torch.Tensor:
+        state = self.__dict__
+        if state["_unique_rows"] is None:
+            state["_unique_rows"] = torch.unique(torch.cat(state["_rows"])) if state["_rows"] else \
+                torch.empty(0, dtype=torch.long, device=self.weight.device)
+        return state["_unique_rows"]
+
+    def _rows_known(self, grad: torch.Tensor) -> bool:
+        """True while `grad` is the buffer and its version counter shows only the writes noted here (an
+        in-place add by autograd, as for a tied output layer, or any other write, makes every row suspect)."""
+        state = self.__dict__
+        return grad is state.get("_grad_buffer") and state.get("_clean_version") == grad._version
 
     def _zeroed_buffer(self) -> torch.Tensor:
+        """The buffer with every row zero: only the rows written since the last zeroing when they are known."""
         buffer = self.__dict__.get("_grad_buffer")
         weight = self.weight
         if buffer is None or buffer.shape != weight.shape or buffer.dtype != weight.dtype \
                 or buffer.device != weight.device:
             buffer = torch.zeros_like(weight, memory_format=torch.contiguous_format)
             self.__dict__["_grad_buffer"] = buffer
+        elif self._rows_known(buffer):
+            buffer.index_fill_(0, self._written_rows(), 0)
         else:
             buffer.zero_()
+        self.__dict__.update(_rows=[], _unique_rows=None, _clean_version=buffer._version)
         return buffer
 
     def __getstate__(self) -> dict:
         """Copies and pickles leave the buffer behind (it is scratch memory, as large as the weights)."""
         state = self.__dict__.copy()
-        state.pop("_grad_buffer", None)
+        for name in ("_grad_buffer", "_rows", "_unique_rows", "_clean_version"):
+            state.pop(name, None)
         return state
 
 

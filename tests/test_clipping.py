@@ -1,0 +1,65 @@
+"""Gradient clipping with the norm over the embedding rows a batch wrote and the scaling inside the fused
+AdamW step: the same norm and the same update as torch's clip_grad_norm_ followed by the step."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from mtl.components.backbones.grad_buffer import GradBufferEmbedding
+from mtl.trainers.clipping import clipped_step, gradient_norm
+
+
+class Tagger(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding, self.out = nn.Embedding(300, 16, padding_idx=0), nn.Linear(16, 5)
+
+    def loss(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.out(self.embedding(ids)).logsumexp(-1).sum()
+
+
+def _pair() -> tuple[Tagger, Tagger]:
+    torch.manual_seed(0)
+    plain = Tagger()
+    buffered = copy.deepcopy(plain)
+    buffered.embedding.__class__ = GradBufferEmbedding
+    return plain, buffered
+
+
+def test_the_norm_over_written_rows_is_the_whole_norm():
+    plain, buffered = _pair()
+    ids = torch.tensor([[4, 9, 0, 9], [250, 3, 3, 0]])
+    for model in (plain, buffered):
+        model.loss(ids).backward()
+    assert buffered.embedding.written_rows() is not None
+    whole = torch.nn.utils.get_total_norm([p.grad for p in plain.parameters()])
+    torch.testing.assert_close(gradient_norm(buffered), whole)
+    torch.testing.assert_close(gradient_norm(plain), whole)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("max_norm", [0.5, 1e6, None])
+def test_steps_match_torchs_clip_then_step(fused, max_norm):
+    plain, buffered = _pair()
+    optimizers = [torch.optim.AdamW(m.parameters(), lr=0.1, weight_decay=0.01, fused=fused) for m in (plain, buffered)]
+    for ids in (torch.tensor([[4, 9, 0, 9]]), torch.tensor([[7, 7, 250]]), torch.tensor([[4, 1]])):
+        for model, optimizer in zip((plain, buffered), optimizers):
+            optimizer.zero_grad(set_to_none=True)
+            model.loss(ids).backward()
+        norm = torch.nn.utils.clip_grad_norm_(plain.parameters(), max_norm or float("inf"))
+        assert max_norm != 0.5 or norm > 2  # the clipped case clips
+        optimizers[0].step()
+        clipped_step(optimizers[1], buffered, float(gradient_norm(buffered)), max_norm)
+        assert not hasattr(optimizers[1], "grad_scale")
+        for mine, reference in zip(buffered.parameters(), plain.parameters()):
+            torch.testing.assert_close(mine, reference, rtol=1e-6, atol=1e-7)
+
+
+def test_a_non_finite_gradient_gives_a_non_finite_norm():
+    _, buffered = _pair()
+    buffered.loss(torch.tensor([[4, 9]])).backward()
+    buffered.out.weight.grad[0, 0] = float("nan")
+    assert torch.isnan(gradient_norm(buffered))
+    buffered.out.weight.grad[0, 0] = float("inf")
+    assert torch.isinf(gradient_norm(buffered))

@@ -3,10 +3,10 @@ the attention-probability dropout (same arithmetic as SDPA otherwise), and the t
 import pytest
 import torch
 from torch import nn
-
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from conftest import joint_trainer, tiny_bert
+import mtl
+from conftest import joint_trainer
 from mtl.components.backbones.dropout import ATTENTION, FastDropout, attention, keep_mask, use_fast_dropout
 from mtl.config import build_run, load_config
 from tiny_runs import tiny_config, write_yaml
@@ -121,17 +121,28 @@ def test_evaluation_causal_and_grouped_query_attention_go_to_sdpa():
     assert torch.equal(ours, sdpa_attention_forward(module, q, k, v, mask, dropout=0.1)[0])
 
 
-def test_the_switch_moves_a_bert_off_sdpa_and_back_and_padding_stays_masked():
-    backbone = tiny_bert(hidden_dropout_prob=0.0, attention_probs_dropout_prob=1e-9)
-    config = backbone.model.config
-    assert config._attn_implementation == "sdpa"
-    batch = {"input_ids": torch.tensor([[2, 7, 8, 9, 3], [2, 7, 3, 0, 0]]),
+ENCODERS = {"bert": {}, "roberta": {"pad_token_id": 1}, "electra": {"embedding_size": 16},
+            "albert": {"embedding_size": 16}, "distilbert": {"dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 37}}
+
+
+@pytest.mark.parametrize("model_type", list(ENCODERS))
+def test_the_switch_moves_an_encoder_off_sdpa_and_back_and_padding_stays_masked(model_type):
+    dropouts = {"hidden_dropout_prob": 0.0, "dropout": 0.0, "attention_probs_dropout_prob": 1e-9,
+                "attention_dropout": 1e-9}
+    config = {"model_type": model_type, "vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "intermediate_size": 37, "max_position_embeddings": 70,
+              **ENCODERS[model_type], **dropouts}
+    backbone = mtl.backbone.Encoder.from_config(config)
+    hf_config = backbone.model.config
+    assert hf_config._attn_implementation == "sdpa"
+    batch = {"input_ids": torch.tensor([[2, 7, 8, 9, 3], [2, 7, 3, 1, 1]]),
              "token_type_ids": torch.zeros(2, 5, dtype=torch.long),
              "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])}
     backbone.train()
     reference = backbone(batch)["sequence_output"]
     use_fast_dropout(backbone, True)
-    assert config._attn_implementation == ATTENTION
-    torch.testing.assert_close(backbone(batch)["sequence_output"], reference)
+    assert hf_config._attn_implementation == ATTENTION
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(backbone(batch)["sequence_output"][real], reference[real])
     use_fast_dropout(backbone, False)
-    assert config._attn_implementation == "sdpa"
+    assert hf_config._attn_implementation == "sdpa"

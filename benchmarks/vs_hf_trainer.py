@@ -4,13 +4,17 @@ Settings of `Trainer`: fp32; bf16=True; bf16 + train_sampling_strategy="group_by
 version's name for length grouping). Every side trains MiniLM (pooler + dropout + linear classifier) with
 batch 32, the same number of steps (a fraction of an epoch: `--fraction`), lr, linear warmup (10% of the
 steps) and decay, weight decay 0.01, clipping at 1.0, fused AdamW; then dev accuracy. Runs alternate
-(mtl, fp32, bf16, bf16+group, then again each round). Throughput counts the steps after the first
-`--warmup` of each run.
+(mtl, fp32, bf16, bf16+group, then again each round), each in a fresh Python process started by this script
+(`--run`), so that nothing one side sets for its process (mtl sets glibc's malloc thresholds) reaches
+another. Throughput counts the steps after the first `--warmup` of each run.
 
     python benchmarks/vs_hf_trainer.py --fraction 0.3 --rounds 2 --threads 1
 """
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -106,15 +110,31 @@ def _hf_model(folder: str, num_labels: int, seed: int):
                                                               attn_implementation="sdpa")
 
 
+def run_in_child(name: str, folder: Path) -> dict:
+    """One run in a fresh Python process with this process's arguments; its result is its last stdout line."""
+    command = [sys.executable, __file__, *sys.argv[1:], "--run", name, "--folder", str(folder)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the {name} run failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fraction", type=float, default=1.0, help="fraction of one epoch each run trains")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=5, help="steps of each run left out of the timing")
     parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--run", choices=["mtl", *HF_SETTINGS], help=argparse.SUPPRESS)  # one run, in a child
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parse_speed_args(parser)
     labels = sorted(set(snips("train")[1]))
     steps = int(args.fraction * (len(snips("train")[0]) // 32))
+    if args.run is not None:
+        result = run_mtl(args.folder, labels, steps, args) if args.run == "mtl" else \
+            run_hf(args.folder, labels, steps, HF_SETTINGS[args.run], args)
+        print(json.dumps(result))
+        return
     runs = {name: [] for name in ["mtl", *HF_SETTINGS]}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -122,8 +142,7 @@ def main() -> None:
             write_tsv(folder, split)
         for r in range(args.rounds):
             for name in runs:
-                result = run_mtl(folder, labels, steps, args) if name == "mtl" else \
-                    run_hf(folder, labels, steps, HF_SETTINGS[name], args)
+                result = run_in_child(name, folder)
                 runs[name].append(result)
                 print(f"round {r} {name:<26} {result['examples_per_s']:8.1f} ex/s  dev accuracy "
                       f"{result['dev_accuracy']:.2f}  page faults/step {result['page_faults_per_step']:.0f}",

@@ -16,7 +16,7 @@ from mtl.components.optimizers.adam import Adam
 from mtl.components.readers.base import Reader
 from mtl.components.savers.saver import Saver
 from mtl.errors import MtlError
-from mtl.trainers import allocator, distributed, resume, update
+from mtl.trainers import distributed, resume, update
 from mtl.trainers.device import resolve_device, resolve_precision
 from mtl.trainers.evaluation import decode_task, merge_task, score_task, write_jsonl
 from mtl.trainers.logbook import Logbook
@@ -49,9 +49,7 @@ class MultiHeadTrainer(CheckpointMethods):
     tensor each step (same numbers; mtl.components.backbones.grad_buffer); it is used in a single eager
     process only (not under DDP nor with `compile`). `fast_dropout` (on by default) draws the dropout masks of
     the model's nn.Dropout modules and of its attention probabilities from a cheaper random source on the CPU
-    (mtl.components.backbones.dropout). `retain_freed_memory` (on by default) makes glibc's malloc keep the
-    memory torch frees for reuse when training on the CPU, instead of fresh pages each step: process-wide and
-    one-way (mtl.trainers.allocator).
+    (mtl.components.backbones.dropout).
     """
 
     def __init__(self, trainers: list[Trainer], backbone: Encoder | None = None, lr: float = 5e-5,
@@ -59,8 +57,7 @@ class MultiHeadTrainer(CheckpointMethods):
                  warmup_proportion: float = 0.1, weight_decay: float = 0.01, seed: int = 0,
                  precision: str = "auto", device: str | None = None, sampler: TaskSampler | None = None,
                  log_dir: str | Path | None = None, max_nonfinite_steps: int = 5, grad_accum_steps: int = 1,
-                 compile: bool = False, embedding_grad_buffer: bool = True, fast_dropout: bool = True,
-                 retain_freed_memory: bool = True) -> None:
+                 compile: bool = False, embedding_grad_buffer: bool = True, fast_dropout: bool = True) -> None:
         names = [t.name for t in trainers]
         if grad_accum_steps < 1:
             raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
@@ -79,7 +76,6 @@ class MultiHeadTrainer(CheckpointMethods):
         self.ddp, self.grad_accum_steps = None, grad_accum_steps  # the model in DistributedDataParallel, if any
         self.compile = compile  # torch.compile the backbone (dynamic shapes: no recompile per batch width)
         self.embedding_grad_buffer, self.fast_dropout = embedding_grad_buffer, fast_dropout
-        self.retain_freed_memory = retain_freed_memory
         self.adam: Adam | None = None
         self.optimizer, self.scheduler, self.saver = None, None, None
         self.global_step, self.total_steps = 0, 0
@@ -207,8 +203,6 @@ class MultiHeadTrainer(CheckpointMethods):
         buffered = self.embedding_grad_buffer and self.ddp is None and not self.compile
         use_grad_buffer(getattr(self.backbone, "model", self.backbone), buffered)
         use_fast_dropout(self.model, self.fast_dropout and not self.compile)  # its masks run on the CPU only
-        if self.retain_freed_memory and self.device.type == "cpu":
-            allocator.retain_freed_memory()
         (self.ddp if self.ddp is not None else self.model).train()
         batches = {t.name: update.batch_stream(t.reader, self.grad_accum_steps) for t in self.tasks}
         stop_at = min(self.total_steps, max_steps) if max_steps is not None else self.total_steps

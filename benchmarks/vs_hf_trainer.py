@@ -5,7 +5,8 @@ version's name for length grouping). Every side trains MiniLM (pooler + dropout 
 batch 32, the same number of steps (a fraction of an epoch: `--fraction`), lr, linear warmup (10% of the
 steps) and decay, weight decay 0.01, clipping at 1.0, fused AdamW; then dev accuracy. Runs alternate
 (mtl, fp32, bf16, bf16+group, then again each round), each in a fresh Python process started by this script
-(`--run`), as a user runs one training per process: no run inherits the heap or the threads another left. Throughput counts the steps after the first `--warmup` of each run.
+(`--run`), as a user runs one training per process: no run inherits the heap or the threads another left.
+Throughput counts the steps after the first `--warmup` of each run.
 
     python benchmarks/vs_hf_trainer.py --fraction 0.3 --rounds 2 --threads 1
 """
@@ -60,7 +61,6 @@ def run_mtl(folder: Path, labels: list[str], steps: int, args: argparse.Namespac
     accuracy = trainer.evaluate()["snips"]["intent.accuracy"]
     return {"examples_per_s": 32 * timed_steps / seconds, "dev_accuracy": accuracy, "steps": trainer.global_step,
             "precision": trainer.precision, "page_faults_per_step": faults / timed_steps}
-
 
 
 def run_hf(folder: Path, labels: list[str], steps: int, options: dict, args: argparse.Namespace) -> dict:

@@ -7,6 +7,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -68,3 +69,12 @@ def write_result(name: str, payload: dict) -> Path:
     body.update(payload)
     path.write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
     return path
+
+
+def run_in_child(script: str, *extra: str) -> dict:
+    """Run `script` in a fresh Python process with this process's arguments plus `extra` (one measured run,
+    inheriting no heap, threads or compiled code from another); its result is its last stdout line (JSON)."""
+    done = subprocess.run([sys.executable, script, *sys.argv[1:], *extra], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(extra)} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])

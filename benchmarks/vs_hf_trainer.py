@@ -13,8 +13,6 @@ Throughput counts the steps after the first `--warmup` of each run.
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +20,7 @@ from pathlib import Path
 import torch
 
 import mtl
-from common import DATA, load_average, minilm_dir, page_faults, parse_speed_args, write_result
+from common import DATA, load_average, minilm_dir, page_faults, parse_speed_args, run_in_child, write_result
 from overhead import MODEL
 
 HF_SETTINGS = {"hf_fp32": {}, "hf_bf16": {"bf16": True},
@@ -109,15 +107,6 @@ def _hf_model(folder: str, num_labels: int, seed: int):
                                                               attn_implementation="sdpa")
 
 
-def run_in_child(name: str, folder: Path) -> dict:
-    """One run in a fresh Python process with this process's arguments; its result is its last stdout line."""
-    command = [sys.executable, __file__, *sys.argv[1:], "--run", name, "--folder", str(folder)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"the {name} run failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fraction", type=float, default=1.0, help="fraction of one epoch each run trains")
@@ -141,7 +130,7 @@ def main() -> None:
             write_tsv(folder, split)
         for r in range(args.rounds):
             for name in runs:
-                result = run_in_child(name, folder)
+                result = run_in_child(__file__, "--run", name, "--folder", str(folder))
                 runs[name].append(result)
                 print(f"round {r} {name:<26} {result['examples_per_s']:8.1f} ex/s  dev accuracy "
                       f"{result['dev_accuracy']:.2f}  page faults/step {result['page_faults_per_step']:.0f}",

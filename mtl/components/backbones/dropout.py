@@ -11,8 +11,11 @@ for the backward pass (torch keeps it in the input's dtype).
 The attention probabilities' dropout sits inside SDPA, which on the CPU then leaves its fused kernel for an
 unfused path with a `bernoulli_` mask: for a transformers model on SDPA, training attention with dropout on
 the CPU is computed here instead, as softmax(QK^T * scale + mask) with a `keep_mask` dropout, times V (the
-same arithmetic as transformers' eager attention). Every other call (evaluation, no dropout, a causal or
-grouped-query attention, position bias, a cache, a GPU) goes to transformers' SDPA function unchanged.
+same arithmetic as transformers' eager attention). So is bf16 training attention without dropout over at
+most `HAND_WRITTEN_MAX_KEYS` keys: there SDPA's fused CPU kernel is several times slower than these three
+operators, forward and backward together (benchmarks/attention_speed.py); in fp32 and for longer sequences
+it is faster, and keeps them. Every other call (evaluation, a causal or grouped-query attention, position
+bias, a cache, a GPU) goes to transformers' SDPA function unchanged.
 
 Only on the CPU: a GPU's fused dropout kernels are already fast.
 """
@@ -26,6 +29,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 ATTENTION = "mtl_sdpa_fast_dropout"
+HAND_WRITTEN_MAX_KEYS = 256  # bf16 without dropout: measured faster than SDPA up to here, slower at 512
 
 
 def keep_mask(shape: torch.Size, p: float) -> torch.Tensor:
@@ -69,20 +73,32 @@ def attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: 
     if not _hand_written(module, query, key, attention_mask, dropout, kwargs):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
+    return softmax_attention(query, key, value, attention_mask, dropout, scaling), None
+
+
+def softmax_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
+                      dropout: float = 0.0, scaling: float | None = None) -> torch.Tensor:
+    """softmax(QK^T * scale + mask) with a `keep_mask` dropout, times V, as [batch, length, heads, dim]; a
+    boolean mask marks the keys to attend to, a float mask is added to the scores."""
     scores = torch.matmul(query, key.transpose(2, 3)) * (query.shape[-1] ** -0.5 if scaling is None else scaling)
-    if attention_mask is not None and attention_mask.dtype == torch.bool:
-        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
-    elif attention_mask is not None:
-        scores = scores + attention_mask
-    probs = _Dropout.apply(torch.softmax(scores, dim=-1), dropout)
-    return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
+    if mask is not None and mask.dtype == torch.bool:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    elif mask is not None:
+        scores = scores + mask
+    probs = torch.softmax(scores, dim=-1)
+    if dropout > 0:
+        probs = _Dropout.apply(probs, dropout)
+    return torch.matmul(probs, value).transpose(1, 2).contiguous()
 
 
 def _hand_written(module: nn.Module, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None,
                   dropout: float, kwargs: dict) -> bool:
-    """Whether `attention` computes this call itself: training with dropout on the CPU, as many key heads as
-    query heads, and nothing SDPA's wrapper handles beyond a padding mask."""
-    if not (module.training and 0 < dropout < 1 and query.device.type == "cpu" and torch.is_grad_enabled()):
+    """Whether `attention` computes this call itself: training on the CPU with dropout, or in bf16 over at
+    most HAND_WRITTEN_MAX_KEYS keys without it; as many key heads as query heads, and nothing SDPA's wrapper
+    handles beyond a padding mask."""
+    if not (module.training and 0 <= dropout < 1 and query.device.type == "cpu" and torch.is_grad_enabled()):
+        return False
+    if dropout == 0 and not (query.dtype == torch.bfloat16 and key.shape[2] <= HAND_WRITTEN_MAX_KEYS):
         return False
     if query.shape[1] != key.shape[1] or any(kwargs.get(name) is not None for name in _SDPA_ONLY):
         return False

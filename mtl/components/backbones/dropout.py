@@ -79,7 +79,7 @@ def attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: 
 def softmax_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
                       dropout: float = 0.0, scaling: float | None = None) -> torch.Tensor:
     """softmax(QK^T * scale + mask) with a `keep_mask` dropout, times V, as [batch, length, heads, dim]; a
-    boolean mask marks the keys to attend to, a float mask is added to the scores."""
+    boolean mask is True where a query may attend to a key, a float mask is added to the scores."""
     scores = torch.matmul(query, key.transpose(2, 3)) * (query.shape[-1] ** -0.5 if scaling is None else scaling)
     if mask is not None and mask.dtype == torch.bool:
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)

@@ -4,10 +4,10 @@
    `mtl.components.backbones.dropout.softmax_attention` on the same inputs (MiniLM's 12 heads of 32, a
    quarter of each row's keys masked as padding, `--tokens` tokens per batch), in fp32 and bf16, for several
    sequence lengths, alternating the two in rounds: median ms per call. This is what sets
-   `HAND_WRITTEN_MAX_KEYS`, the longest bf16 sequence the hand-written path takes without dropout.
-2. Training: ATIS joint intent + slots, MiniLM, batch 32, mtl's defaults (bf16 on this CPU), with the
-   attention-probability dropout set to 0 (as in ALBERT's configs). Rounds alternate the default (the
-   hand-written path) with SDPA (HAND_WRITTEN_MAX_KEYS set to 0 for the round): steps/s, same process.
+   `HAND_WRITTEN_MAX_KEYS`, per dtype the longest sequence the hand-written path takes without dropout.
+2. Training: ATIS joint intent + slots, MiniLM, batch 32, mtl's defaults in bf16 and in fp32, with the
+   attention-probability dropout set to 0 (as in ALBERT's configs). Rounds alternate the hand-written path
+   (HAND_WRITTEN_MAX_KEYS set to any length for the round) with SDPA (set to none): steps/s, same process.
 
     python benchmarks/attention_speed.py --rounds 5 --steps 20 --threads 2
 """
@@ -67,17 +67,18 @@ def operator_rows(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def training_speed(args: argparse.Namespace) -> dict:
-    trainer = joint_trainer(atis_reader(args.seed, 32), args.seed, epochs=10)
+def training_speed(args: argparse.Namespace, precision: str) -> dict:
+    trainer = joint_trainer(atis_reader(args.seed, 32), args.seed, epochs=10, precision=precision)
     model = trainer.build_forward()
     for module in model.modules():
         if type(module).__name__.endswith("SelfAttention"):
             module.dropout.p = 0.0
     limit = fast.HAND_WRITTEN_MAX_KEYS
+    every_length = {torch.bfloat16: 1 << 30, torch.float32: 1 << 30}
     times = {"hand_written": [], "sdpa": []}
     for r in range(args.rounds + 1):
         for side in times:
-            fast.HAND_WRITTEN_MAX_KEYS = limit if side == "hand_written" else 0
+            fast.HAND_WRITTEN_MAX_KEYS = every_length if side == "hand_written" else {}
             started = time.perf_counter()
             trainer.train(print_steps=0, max_steps=trainer.global_step + args.steps)
             if r > 0:
@@ -95,22 +96,24 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="training steps per side per round")
     parser.add_argument("--calls", type=int, default=5, help="operator calls per side per round")
     parser.add_argument("--tokens", type=int, default=4096, help="tokens per operator batch")
-    parser.add_argument("--lengths", type=int, nargs="+", default=[16, 64, 128, 256, 512])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[16, 32, 48, 64, 128, 256, 512])
     args = parse_speed_args(parser)
     print(f"{'dtype':<9}{'length':>7}{'batch':>7}{'sdpa ms':>10}{'hand ms':>10}{'ratio':>8}")
     rows = operator_rows(args)
-    training = training_speed(args)
-    speed = training["steps_per_s"]
-    paired = training["hand_written_over_sdpa_median_of_paired_rounds"]
-    print(f"ATIS joint, attention dropout 0, {training['precision']}: hand-written {speed['hand_written']:.2f} "
-          f"steps/s, SDPA {speed['sdpa']:.2f}; median of paired rounds {paired:.2f}")
+    training = {precision: training_speed(args, precision) for precision in ("bf16", "fp32")}
+    speed = {p: t["steps_per_s"] for p, t in training.items()}
+    paired = {p: t["hand_written_over_sdpa_median_of_paired_rounds"] for p, t in training.items()}
+    for p in training:
+        print(f"ATIS joint, attention dropout 0, {p}: hand-written {speed[p]['hand_written']:.2f} steps/s, "
+              f"SDPA {speed[p]['sdpa']:.2f}; median of paired rounds {paired[p]:.2f}")
     path = write_result("attention_speed", {
         "model": MODEL, "data": "random q, k, v (operator); atis train, joint intent + slots, batch 32 (training)",
         "settings": {**vars(args), "heads": HEADS, "head_dim": DIM,
-                     "hand_written_max_keys": fast.HAND_WRITTEN_MAX_KEYS,
+                     "hand_written_max_keys": {str(k): v for k, v in fast.HAND_WRITTEN_MAX_KEYS.items()},
                      "padding": "a quarter of each row's keys masked (operator)"},
         "metrics": {"operator": rows, "training_steps_per_s": speed},
-        "baseline": {"name": "transformers' SDPA attention function", "training_steps_per_s": speed["sdpa"]},
+        "baseline": {"name": "transformers' SDPA attention function",
+                     "training_steps_per_s": {p: s["sdpa"] for p, s in speed.items()}},
         "ratio": {"training_hand_written_over_sdpa": paired,
                   "operator_sdpa_over_hand_written": {f"{r['dtype']}_{r['length']}": r["sdpa_over_hand_written"]
                                                       for r in rows}},

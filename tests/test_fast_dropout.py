@@ -101,32 +101,33 @@ def test_with_nothing_dropped_it_matches_sdpa_values_and_gradients():
         torch.testing.assert_close(mine, reference)
 
 
-def _bf16_attention_inputs(length: int) -> tuple[torch.Tensor, ...]:
+def _typed_attention_inputs(length: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
     q, k, v, mask = _attention_inputs(length=length)
-    return *(t.detach().bfloat16().requires_grad_() for t in (q, k, v)), mask
+    return *(t.detach().to(dtype).requires_grad_() for t in (q, k, v)), mask
 
 
-def test_bf16_training_without_dropout_is_hand_written_up_to_the_key_limit():
-    """Without dropout the hand-written path is taken in bf16 over at most HAND_WRITTEN_MAX_KEYS keys (where
-    it is faster than SDPA's CPU kernel), and agrees with SDPA up to bf16 rounding, padding included."""
+@pytest.mark.parametrize("dtype, tolerance", [(torch.bfloat16, 5e-2)])
+def test_training_without_dropout_is_hand_written_up_to_the_key_limit(dtype, tolerance):
+    """Without dropout the hand-written path is taken over at most HAND_WRITTEN_MAX_KEYS[dtype] keys (where it
+    is faster than SDPA's CPU kernel), and agrees with SDPA up to rounding, padding included."""
     module = nn.Module()
     module.is_causal = False
-    q, k, v, mask = _bf16_attention_inputs(HAND_WRITTEN_MAX_KEYS)
+    q, k, v, mask = _typed_attention_inputs(HAND_WRITTEN_MAX_KEYS[dtype], dtype)
     ours, _ = attention(module, q, k, v, mask, dropout=0.0)
-    scores = (q @ k.transpose(2, 3) * 8 ** -0.5).masked_fill(~mask, torch.finfo(torch.bfloat16).min)
+    scores = (q @ k.transpose(2, 3) * 8 ** -0.5).masked_fill(~mask, torch.finfo(dtype).min)
     assert torch.equal(ours, (torch.softmax(scores, -1) @ v).transpose(1, 2).contiguous())
     theirs, _ = sdpa_attention_forward(module, q, k, v, mask, dropout=0.0)
-    torch.testing.assert_close(ours, theirs, atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(ours, theirs, atol=tolerance, rtol=tolerance)
     for mine, reference in zip(torch.autograd.grad(ours.float().square().sum(), (q, k, v)),
                                torch.autograd.grad(theirs.float().square().sum(), (q, k, v))):
-        torch.testing.assert_close(mine, reference, atol=5e-2, rtol=5e-2)
+        torch.testing.assert_close(mine, reference, atol=tolerance, rtol=tolerance)
 
 
-@pytest.mark.parametrize("dtype, length", [(torch.float32, 5), (torch.bfloat16, HAND_WRITTEN_MAX_KEYS + 1)])
-def test_fp32_or_long_training_without_dropout_stays_on_sdpa(dtype, length):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float16])
+def test_longer_or_fp32_training_without_dropout_stays_on_sdpa(dtype):
     module = nn.Module()
     module.is_causal = False
-    q, k, v, mask = _bf16_attention_inputs(length) if dtype == torch.bfloat16 else _attention_inputs()
+    q, k, v, mask = _typed_attention_inputs(HAND_WRITTEN_MAX_KEYS.get(dtype, 0) + 1, dtype)
     assert torch.equal(attention(module, q, k, v, mask, dropout=0.0)[0],
                        sdpa_attention_forward(module, q, k, v, mask, dropout=0.0)[0])
 

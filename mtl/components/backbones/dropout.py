@@ -12,10 +12,12 @@ The attention probabilities' dropout sits inside SDPA, which on the CPU then lea
 unfused path with a `bernoulli_` mask: for a transformers model on SDPA, training attention with dropout on
 the CPU is computed here instead, as softmax(QK^T * scale + mask) with a `keep_mask` dropout, times V (the
 same arithmetic as transformers' eager attention). So is bf16 training attention without dropout over at
-most `HAND_WRITTEN_MAX_KEYS` keys: there SDPA's fused CPU kernel is several times slower than these three
-operators, forward and backward together (benchmarks/attention_speed.py); in fp32 and for longer sequences
-it is faster, and keeps them. Every other call (evaluation, a causal or grouped-query attention, position
-bias, a cache, a GPU) goes to transformers' SDPA function unchanged.
+most 256 keys (`HAND_WRITTEN_MAX_KEYS`): there SDPA's fused CPU kernel is slower than these three operators,
+forward and backward together, several times so on short sentences, and so is a whole training step
+(benchmarks/attention_speed.py). In fp32 the operators win only on short sequences and a training step
+gains nothing, and longer sequences are faster on SDPA: those keep it. Every other call (evaluation, a
+causal or grouped-query attention, position bias, a cache, a GPU) goes to transformers' SDPA function
+unchanged.
 
 Only on the CPU: a GPU's fused dropout kernels are already fast.
 """
@@ -29,7 +31,8 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 ATTENTION = "mtl_sdpa_fast_dropout"
-HAND_WRITTEN_MAX_KEYS = 256  # bf16 without dropout: measured faster than SDPA up to here, slower at 512
+# without dropout, the longest key sequence computed by hand, per dtype (others: none); measured faster
+HAND_WRITTEN_MAX_KEYS = {torch.bfloat16: 256}
 
 
 def keep_mask(shape: torch.Size, p: float) -> torch.Tensor:
@@ -93,12 +96,12 @@ def softmax_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
 
 def _hand_written(module: nn.Module, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None,
                   dropout: float, kwargs: dict) -> bool:
-    """Whether `attention` computes this call itself: training on the CPU with dropout, or in bf16 over at
-    most HAND_WRITTEN_MAX_KEYS keys without it; as many key heads as query heads, and nothing SDPA's wrapper
+    """Whether `attention` computes this call itself: training on the CPU with dropout, or without it over at
+    most HAND_WRITTEN_MAX_KEYS[dtype] keys; as many key heads as query heads, and nothing SDPA's wrapper
     handles beyond a padding mask."""
     if not (module.training and 0 <= dropout < 1 and query.device.type == "cpu" and torch.is_grad_enabled()):
         return False
-    if dropout == 0 and not (query.dtype == torch.bfloat16 and key.shape[2] <= HAND_WRITTEN_MAX_KEYS):
+    if dropout == 0 and key.shape[2] > HAND_WRITTEN_MAX_KEYS.get(query.dtype, 0):
         return False
     if query.shape[1] != key.shape[1] or any(kwargs.get(name) is not None for name in _SDPA_ONLY):
         return False

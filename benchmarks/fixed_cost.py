@@ -37,10 +37,7 @@ class PhaseLoop(HandLoop):
         for _ in range(steps):
             batch = next(batches)
             started = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                enc = self.model.backbone(batch)
-                heads = self.model.heads["atis"]
-                loss = heads["intent"](batch, enc)["loss"] + heads["slots"](batch, enc)["loss"]
+            loss = self.loss(batch)
             float(loss.detach())  # the trainer reads the loss every step (it waits for the forward pass)
             marks = [started, time.perf_counter()]
             loss.backward()

@@ -87,16 +87,20 @@ class HandLoop:
             self.optimizer, lambda s: s / warm if s < warm else max(0.0, (total_steps - s) / (total_steps - warm)))
         self.model.train()
 
+    def loss(self, batch: dict) -> torch.Tensor:
+        """The two heads' summed loss over one encoder pass, under autocast when the trainer picked bf16."""
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            enc = self.model.backbone(batch)
+            heads = self.model.heads["atis"]
+            return heads["intent"](batch, enc)["loss"] + heads["slots"](batch, enc)["loss"]
+
     def run(self, steps: int) -> float:
         """`steps` updates; returns the last loss (read every step, as a trainer logs it)."""
         value = math.nan
         for _ in range(steps):
             batch = next(self.batches)
             batch = {k: v.to("cpu") if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                enc = self.model.backbone(batch)
-                heads = self.model.heads["atis"]
-                loss = heads["intent"](batch, enc)["loss"] + heads["slots"](batch, enc)["loss"]
+            loss = self.loss(batch)
             value = float(loss.detach())
             loss.backward()
             if self.kernels:

@@ -1,5 +1,5 @@
 """mtl: multi-task learning for NLP over one shared pretrained encoder, in the style of PaddlePALM."""
-from mtl import backbone, head, lr_sched, optimizer, reader, saver
+from mtl import backbone, balancer, head, lr_sched, optimizer, reader, saver
 from mtl.errors import ConfigError, ContractError, DataError, MtlError
 from mtl.predictor import Predictor, load
 from mtl.trainers import MultiHeadTrainer, Trainer
@@ -7,6 +7,6 @@ from mtl.trainers.selection import Selector
 from mtl import config  # after the trainers: configs are checked against their signatures
 
 __version__ = "0.1.0"
-__all__ = ["reader", "backbone", "head", "optimizer", "lr_sched", "saver", "config", "Trainer",
+__all__ = ["reader", "backbone", "head", "optimizer", "lr_sched", "saver", "balancer", "config", "Trainer",
            "MultiHeadTrainer", "Selector", "Predictor", "load", "ConfigError", "ContractError", "DataError",
            "MtlError"]

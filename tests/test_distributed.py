@@ -16,7 +16,7 @@ import mtl
 from conftest import UTTERANCES, write_intent_slot
 from ddp_child import build, solo_trainer
 from mtl.components.readers.base import shard_bounds
-from mtl.trainers.update import split_rows
+from mtl.trainers.batches import split_rows
 from tiny_runs import same_records
 
 CHILD = Path(__file__).resolve().parent / "ddp_child.py"

@@ -72,7 +72,7 @@ def build_run(config: RunConfig) -> Run:
     """Instantiate everything a config describes; reads the training data, loads no checkpoint."""
     backbone = instantiate(config.backbone, "backbone")
     tasks = [_build_task(section, join("tasks", index), backbone) for index, section in enumerate(config.tasks)]
-    trainer = MultiHeadTrainer(tasks, backbone=backbone, **config.trainer)
+    trainer = MultiHeadTrainer(tasks, backbone=backbone, **_built(config.trainer, "trainer"))
     if config.optimizer is not None:
         trainer.build_backward(instantiate(config.optimizer, "optimizer"))
     trainer.set_saver(**config.saver)
@@ -94,7 +94,7 @@ def _build_task(section: TaskSection, key: str, backbone: Encoder) -> Trainer:
     heads = {name: _build_head(block, block_key, reader, backbone) for name, (block, block_key) in blocks.items()}
     dev = reader.eval_reader(section.dev_data, section.file_format) if section.dev_data is not None else None
     task = Trainer(section.name, reader=reader, head=heads or None, mix_ratio=section.mix_ratio, dev_reader=dev,
-                   reuse_head_with=section.reuse_head_with)
+                   reuse_head_with=section.reuse_head_with, loss_weight=section.loss_weight)
     if section.aux:
         task.set_as_aux()
     return task

@@ -57,6 +57,7 @@ class TaskSection:
     pad_to_multiple_of: int | None = None  # batch widths rounded up (load_data's pad_to_multiple_of)
     cache_dir: Path | None = None  # tokenized features cached there (load_data's cache_dir)
     mix_ratio: float = 1.0
+    loss_weight: float = 1.0  # scales every head loss of the task (mtl.Trainer's loss_weight)
     aux: bool = False
     reuse_head_with: str | None = None  # another task's name: use its head(s) instead of `head`/`heads`
 

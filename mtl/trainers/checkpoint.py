@@ -55,7 +55,8 @@ def write_checkpoint(folder: Path, model: MultiTaskModel, label_names: dict[str,
 def check_finite(model: torch.nn.Module) -> None:
     """MtlError naming the parameters or buffers that hold NaN or infinite values."""
     bad = [name for name, tensor in model.state_dict().items()
-           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+           if isinstance(tensor, torch.Tensor) and tensor.is_floating_point()
+           and not bool(torch.isfinite(tensor).all())]
     if bad:
         raise MtlError(f"not saved: {len(bad)} weight tensor(s) hold NaN or infinite values ({', '.join(bad[:5])}"
                        f"{', ...' if len(bad) > 5 else ''}); the previous checkpoints are left as they were. "

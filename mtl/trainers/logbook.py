@@ -80,7 +80,8 @@ class Logbook:
         self._write({"kind": "train", "step": step, "lr": lr, "loss": losses, "batches": batches,
                      "share": share, "target_share": target,
                      "epoch": {t.name: t.reader.epoch for t in trainer.tasks},
-                     "skipped_steps": dict(getattr(trainer, "skipped_steps", {}))})
+                     "skipped_steps": dict(trainer.skipped_steps),
+                     **({"loss_weights": weights} if (weights := trainer.balancer.current_weights()) else {})})
 
     def evaluation(self, verdict: Verdict, results: dict[str, dict[str, float]]) -> None:
         if self.writer is not None:

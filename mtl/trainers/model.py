@@ -4,15 +4,18 @@ from torch import nn
 
 from mtl.components.backbones.encoder import Encoder
 from mtl.components.heads.base import Head
+from mtl.trainers.balancing import LossBalancer
 
 
 class MultiTaskModel(nn.Module):
     """Backbone + heads[task][head]. What PALM called `loss_var`: the optimizer finds parameters here."""
 
-    def __init__(self, backbone: Encoder, heads: dict[str, dict[str, Head]]) -> None:
+    def __init__(self, backbone: Encoder, heads: dict[str, dict[str, Head]],
+                 balancer: LossBalancer | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.heads = nn.ModuleDict({task: nn.ModuleDict(task_heads) for task, task_heads in heads.items()})
+        self.balancer = balancer if balancer is not None else LossBalancer()
 
     def forward(self, task: str, batch: dict) -> dict[str, dict[str, torch.Tensor]]:
         """Encode once, then run every head of `task` on the same outputs (the joint mode)."""
@@ -25,7 +28,10 @@ class MultiTaskModel(nn.Module):
         losses = {name: out["loss"] for name, out in outputs.items() if "loss" in out}
         if not losses:
             raise RuntimeError(f"task {task!r}: no head returned a loss; does the reader yield labels?")
-        total = sum(losses.values())
+        keys = [f"{task}.{name}" for name in losses]
+        weights = self.balancer.weights(keys)
+        total = sum(weights[key] * self.heads[task][name].loss_weight * loss for key, (name, loss)
+                    in zip(keys, losses.items())) + self.balancer.extra(keys)
         # the heads' losses reach the host in one copy (on a GPU each float(tensor) waits for the device)
         values = torch.stack([loss.detach().float() for loss in losses.values()]).tolist()
         return total, dict(zip(losses, values))

@@ -16,14 +16,17 @@ from mtl.components.optimizers.adam import Adam
 from mtl.components.readers.base import Reader
 from mtl.components.savers.saver import Saver
 from mtl.errors import MtlError
-from mtl.trainers import distributed, resume, update
+from mtl.trainers import distributed, resume
+from mtl.trainers.batches import batch_stream
 from mtl.trainers.device import resolve_device, resolve_precision
+from mtl.trainers.balancing import LossBalancer
 from mtl.trainers.evaluation import decode_task, merge_task, score_task, write_jsonl
 from mtl.trainers.logbook import Logbook
 from mtl.trainers.model import MultiTaskModel
 from mtl.trainers.sampling import MixRatioSampler, TaskSampler, plan_total_steps
 from mtl.trainers.saving import CheckpointMethods
 from mtl.trainers.selection import Selector
+from mtl.trainers.step import RunState, Step
 from mtl.trainers.trainer import Trainer, link_shared_heads
 
 log = logging.getLogger(__name__)
@@ -57,7 +60,8 @@ class MultiHeadTrainer(CheckpointMethods):
                  warmup_proportion: float = 0.1, weight_decay: float = 0.01, seed: int = 0,
                  precision: str = "auto", device: str | None = None, sampler: TaskSampler | None = None,
                  log_dir: str | Path | None = None, max_nonfinite_steps: int = 5, grad_accum_steps: int = 1,
-                 compile: bool = False, embedding_grad_buffer: bool = True, fast_dropout: bool = True) -> None:
+                 compile: bool = False, embedding_grad_buffer: bool = True, fast_dropout: bool = True,
+                 balancer: LossBalancer | None = None) -> None:
         names = [t.name for t in trainers]
         if grad_accum_steps < 1:
             raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
@@ -72,19 +76,26 @@ class MultiHeadTrainer(CheckpointMethods):
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.sampler, self.log_dir = sampler, log_dir
+        self.balancer = balancer or LossBalancer()
         self.model: MultiTaskModel | None = None
         self.ddp, self.grad_accum_steps = None, grad_accum_steps  # the model in DistributedDataParallel, if any
         self.compile = compile  # torch.compile the backbone (dynamic shapes: no recompile per batch width)
         self.embedding_grad_buffer, self.fast_dropout = embedding_grad_buffer, fast_dropout
         self.adam: Adam | None = None
         self.optimizer, self.scheduler, self.saver = None, None, None
-        self.global_step, self.total_steps = 0, 0
+        self.total_steps, self.state = 0, RunState(skipped_steps={name: 0 for name in names})
         self.selector, self.best_folder = Selector(), None
         self._sampler_start, self._rng = None, None  # the sampler's first state; the run's RNG between calls
-        # steps skipped for a non-finite loss or gradient norm, per task; and how many in a row now
-        self.max_nonfinite_steps = max_nonfinite_steps
-        self.skipped_steps = {name: 0 for name in names}
-        self._nonfinite_in_a_row = 0
+        self.max_nonfinite_steps, self._step = max_nonfinite_steps, None
+
+    @property
+    def global_step(self) -> int:
+        return self.state.global_step
+
+    @property
+    def skipped_steps(self) -> dict[str, int]:
+        """Steps skipped for a non-finite loss or gradient norm, per task."""
+        return self.state.skipped_steps
 
     # ---- PALM verbs -----------------------------------------------------------------------------------
     def build_forward(self) -> MultiTaskModel:
@@ -97,7 +108,8 @@ class MultiHeadTrainer(CheckpointMethods):
         self.backbone = next(iter(backbones.values()))
         for task in self.tasks:
             task.build_forward(self.backbone)
-        self.model = MultiTaskModel(self.backbone, {t.name: t.heads for t in self.tasks}).to(self.device)
+        self.model = MultiTaskModel(self.backbone, {t.name: t.heads for t in self.tasks},
+                                    self.balancer).to(self.device)
         if self.compile:
             # in place (nn.Module.compile): parameter names and checkpoints stay those of the eager model
             self.backbone.compile(dynamic=True)
@@ -162,6 +174,8 @@ class MultiHeadTrainer(CheckpointMethods):
         if schedule.num_train_steps != self.total_steps:
             log.warning("the lr schedule counts %d steps but training runs %d (PALM's examples under-counted them; "
                         "leave num_train_steps=None to use the real number)", schedule.num_train_steps, self.total_steps)
+        self.balancer.bind([f"{t.name}.{h}" for t in self.tasks for h in t.heads], base)
+        self.balancer.to(self.device)  # a parameter it made on binding
         self.optimizer = self.adam.build(model)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule.factor)
 
@@ -200,11 +214,14 @@ class MultiHeadTrainer(CheckpointMethods):
                     "skipped_steps": dict(self.skipped_steps)}
         logbook = Logbook.for_trainer(self, self.global_step or None)  # a resumed run keeps its earlier logs
         self.ddp = distributed.wrap(self.model, self.ddp)  # copies rank 0's weights to every rank
-        buffered = self.embedding_grad_buffer and self.ddp is None and not self.compile
+        self._step = Step(self.model, self.ddp, self.optimizer, self.scheduler, self.device, self.precision,
+                          self.adam.max_grad_norm, self.max_nonfinite_steps)
+        buffered = (self.embedding_grad_buffer and self.ddp is None and not self.compile
+                    and not self.balancer.per_loss_gradients)  # per-loss gradients move the encoder's own
         use_grad_buffer(getattr(self.backbone, "model", self.backbone), buffered)
         use_fast_dropout(self.model, self.fast_dropout and not self.compile)  # its masks run on the CPU only
         (self.ddp if self.ddp is not None else self.model).train()
-        batches = {t.name: update.batch_stream(t.reader, self.grad_accum_steps) for t in self.tasks}
+        batches = {t.name: batch_stream(t.reader, self.grad_accum_steps) for t in self.tasks}
         stop_at = min(self.total_steps, max_steps) if max_steps is not None else self.total_steps
         main = distributed.is_main()
         progress = tqdm(total=self.total_steps, initial=self.global_step, disable=None if main else True, desc="train")
@@ -214,7 +231,7 @@ class MultiHeadTrainer(CheckpointMethods):
             task = self.tasks[self.sampler.draw(self.global_step)]
             batch = self._next_batch(task, batches[task.name])  # this rank's share of it, when distributed
             loss, head_losses = self._train_step(task, batch)
-            self.global_step += 1
+            self.state.global_step += 1
             task.cur_train_step += 1
             progress.update(1)
             logbook.step(self.global_step, task.name, loss, head_losses, self.scheduler.get_last_lr()[0])
@@ -242,8 +259,8 @@ class MultiHeadTrainer(CheckpointMethods):
                 "skipped_steps": dict(self.skipped_steps)}
 
     def _train_step(self, task: Trainer, batch: Any) -> tuple[float, dict[str, float]]:
-        """3-5. forward, backward, clip, step (mtl.trainers.update: micro-batches, all-reduce, non-finite guard)."""
-        return update.train_step(self, task, batch)
+        """3-5. forward, balanced losses, backward, clip, step: mtl.trainers.step, top to bottom."""
+        return self._step(task, batch, self.state)
 
     @staticmethod
     def _next_batch(task: Trainer, batches: Any) -> Any:

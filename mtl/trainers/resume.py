@@ -38,13 +38,12 @@ def gather_rng(trainer: Any) -> list[dict] | None:
 def training_state(trainer: Any, rank_rngs: list[dict] | None = None) -> dict:
     """The state of a run in progress (plain containers and tensors: loadable with weights_only=True);
     `rank_rngs`: every rank's RNG (`gather_rng`) in a distributed run."""
-    state = {"global_step": trainer.global_step, "total_steps": trainer.total_steps,
+    state = {**trainer.state.state_dict(), "total_steps": trainer.total_steps,
              "tasks": {t.name: {"cur_train_step": t.cur_train_step, "budget": t.budget} for t in trainer.tasks},
              "optimizer": trainer.optimizer.state_dict(), "scheduler": trainer.scheduler.state_dict(),
-             "sampler": trainer.sampler.state_dict(),
+             "sampler": trainer.sampler.state_dict(), "balancer": trainer.balancer.state_dict(),
              "readers": {t.name: t.reader.state_dict() for t in trainer.tasks},
-             "selector": trainer.selector.state_dict(), "skipped_steps": dict(trainer.skipped_steps),
-             "nonfinite_in_a_row": trainer._nonfinite_in_a_row, **get_rng(trainer)}
+             "selector": trainer.selector.state_dict(), **get_rng(trainer)}
     if rank_rngs is not None:
         state["rank_rng"] = rank_rngs
     return state
@@ -72,10 +71,10 @@ def restore(trainer: Any, folder: str | Path) -> int:
     for task in trainer.tasks:
         task.reader.load_state_dict(state["readers"][task.name])
         task.cur_train_step = int(state["tasks"][task.name]["cur_train_step"])
-    trainer.global_step = int(state["global_step"])
+    if "balancer" in state:
+        trainer.balancer.load_state_dict(state["balancer"])
+    trainer.state.load_state_dict(state)
     trainer.selector.load_state_dict(state["selector"])
-    trainer.skipped_steps.update({k: int(v) for k, v in state.get("skipped_steps", {}).items()})
-    trainer._nonfinite_in_a_row = int(state.get("nonfinite_in_a_row", 0))
     if trainer.saver and (trainer.saver.save_path / "best" / checkpoint.HEADS).is_file():
         trainer.best_folder = trainer.saver.save_path / "best"  # load_best() works after a resumed run too
     _restore_rng(trainer, state)

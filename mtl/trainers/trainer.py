@@ -25,12 +25,16 @@ class Trainer:
 
     def __init__(self, name: str, reader: Reader | None = None, head: Head | dict[str, Head] | None = None,
                  mix_ratio: float = 1.0, dev_reader: Reader | None = None,
-                 reuse_head_with: "Trainer | str | None" = None, **solo_options: Any) -> None:
+                 reuse_head_with: "Trainer | str | None" = None, loss_weight: float = 1.0,
+                 **solo_options: Any) -> None:
         if mix_ratio < 0:
             raise ValueError(f"task {name!r}: mix_ratio must be >= 0, got {mix_ratio}")
         if reuse_head_with is not None and head is not None:
             raise ValueError(f"task {name!r}: give either `head` or `reuse_head_with`, not both")
+        if loss_weight < 0:
+            raise ValueError(f"task {name!r}: loss_weight must be >= 0, got {loss_weight}")
         self.name, self.mix_ratio, self.is_aux = name, float(mix_ratio), False
+        self.loss_weight = float(loss_weight)  # scales every head loss of this task in the step
         self.reader, self.dev_reader = reader, dev_reader
         self.heads: dict[str, Head] = {}
         if head is not None:

@@ -23,6 +23,7 @@ class Head(nn.Module):
     backbone_outputs: tuple[str, ...] = ()
     main_metric: str = "accuracy"
     num_classes: int | None = None  # when set, readers' label ids are checked against it up front
+    loss_weight: float = 1.0  # this head's static weight in the step's sum of losses
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "Head":
         """Keep the constructor's arguments: an exported model rebuilds its heads from them (`mtl.spec`),
@@ -36,6 +37,16 @@ class Head(nn.Module):
 
     def predict(self, outputs: dict[str, torch.Tensor], batch: dict) -> list[Any]:
         raise NotImplementedError
+
+    def loss_units(self, batch: dict) -> float:
+        """What this head's loss is a mean over, counted in `batch`: the step weighs micro-batches (gradient
+        accumulation, several processes) by it so that their sum is the whole batch's mean. The default:
+        labels that are not -100 in the first label field, else the batch's rows. Override it for a loss
+        averaged over something else (a CRF's sentences)."""
+        labels = batch.get(self.label_fields[0]) if self.label_fields else None
+        if not isinstance(labels, torch.Tensor):
+            return float(len(batch["input_ids"]))
+        return float((labels != -100).sum())
 
     def decode(self, prediction: Any, names: list[str] | None, meta: dict) -> Any:
         return prediction

@@ -1,4 +1,5 @@
-"""PALM's Classify head: dropout + linear over the pooled output, softmax cross-entropy."""
+"""PALM's Classify head: dropout + linear over the pooled output (or the first token's vector), softmax
+cross-entropy."""
 from typing import Any
 
 import torch
@@ -10,20 +11,31 @@ from mtl.metrics import accuracy, macro_f1
 
 
 class Classify(Head):
-    """Sentence classification; predictions decode to {label, prob}."""
+    """Sentence classification; predictions decode to {label, prob}.
+
+    `sentence_vector`: `pooled_output` (the encoder's pooler, PALM's and JointBERT's choice) or `cls` (the
+    first token's last hidden state, untouched by a pooler the checkpoint may never have trained).
+    `loss_weight` scales this head's loss in the step's sum (see mtl.trainers.balancing)."""
 
     backbone_outputs = ("pooled_output",)
     main_metric = "accuracy"
 
     def __init__(self, num_classes: int, input_dim: int, dropout_prob: float = 0.1,
-                 label_field: str = "label_ids") -> None:
+                 label_field: str = "label_ids", loss_weight: float = 1.0,
+                 sentence_vector: str = "pooled_output") -> None:
         super().__init__()
-        self.label_fields, self.num_classes = (label_field,), num_classes
+        if sentence_vector not in ("pooled_output", "cls"):
+            raise ValueError(f"Classify: sentence_vector must be 'pooled_output' or 'cls', got {sentence_vector!r}")
+        self.label_fields, self.num_classes, self.loss_weight = (label_field,), num_classes, float(loss_weight)
+        self.sentence_vector = sentence_vector
+        if sentence_vector == "cls":
+            self.backbone_outputs = ("sequence_output",)
         self.dropout = nn.Dropout(dropout_prob)
         self.classifier = nn.Linear(input_dim, num_classes)
 
     def forward(self, batch: dict, enc: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        logits = self.classifier(self.dropout(enc["pooled_output"]))
+        vector = enc["pooled_output"] if self.sentence_vector == "pooled_output" else enc["sequence_output"][:, 0]
+        logits = self.classifier(self.dropout(vector))
         out = {"logits": logits}
         labels = batch.get(self.label_fields[0])
         if labels is not None and self.training:

@@ -6,10 +6,13 @@ from mtl.components.heads.classify import Classify
 from mtl.components.heads.sequence_label import SequenceLabel
 
 
-def intent_slot_heads(reader: Any, input_dim: int, dropout_prob: float = 0.1, use_crf: bool = False) -> dict[str, Head]:
+def intent_slot_heads(reader: Any, input_dim: int, dropout_prob: float = 0.1, use_crf: bool = False,
+                      slot_loss_coef: float = 1.0, sentence_vector: str = "pooled_output") -> dict[str, Head]:
     """{"intent": Classify, "slots": SequenceLabel} over one reader's `intent_ids` and `slot_ids`: one encoder
-    pass feeds both (the joint mode). The reader must have read its training data (its label maps)."""
+    pass feeds both (the joint mode). The reader must have read its training data (its label maps).
+    `slot_loss_coef` weighs the slot loss against the intent loss (JointBERT's name)."""
     names = reader.label_names
-    return {"intent": Classify(len(names["intent_ids"]), input_dim, dropout_prob, label_field="intent_ids"),
+    return {"intent": Classify(len(names["intent_ids"]), input_dim, dropout_prob, label_field="intent_ids",
+                               sentence_vector=sentence_vector),
             "slots": SequenceLabel(len(names["slot_ids"]), input_dim, dropout_prob, label_field="slot_ids",
-                                   use_crf=use_crf)}
+                                   use_crf=use_crf, loss_weight=slot_loss_coef)}

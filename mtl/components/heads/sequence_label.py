@@ -23,16 +23,17 @@ def pack_words(values: torch.Tensor, start_mask: torch.Tensor) -> tuple[torch.Te
 
 
 class SequenceLabel(Head):
-    """Word tagging (BIO). Labels sit on first sub-tokens; with `use_crf`, a CRF over words decodes by Viterbi."""
+    """Word tagging (BIO). Labels sit on first sub-tokens; with `use_crf`, a CRF over words decodes by Viterbi.
+    `loss_weight` scales this head's loss in the step's sum (JointBERT's `slot_loss_coef`)."""
 
     input_fields = ("word_start_mask",)
     backbone_outputs = ("sequence_output",)
     main_metric = "f1"
 
     def __init__(self, num_classes: int, input_dim: int, dropout_prob: float = 0.1,
-                 label_field: str = "label_ids", use_crf: bool = False) -> None:
+                 label_field: str = "label_ids", use_crf: bool = False, loss_weight: float = 1.0) -> None:
         super().__init__()
-        self.label_fields, self.num_classes = (label_field,), num_classes
+        self.label_fields, self.num_classes, self.loss_weight = (label_field,), num_classes, float(loss_weight)
         self.dropout = nn.Dropout(dropout_prob)
         self.classifier = nn.Linear(input_dim, num_classes)
         self.crf = CRF(num_classes) if use_crf else None
@@ -50,6 +51,12 @@ class SequenceLabel(Head):
             word_labels, _ = pack_words(labels, batch["word_start_mask"])
             out["loss"] = self.crf.nll(word_emissions, word_labels, word_mask)
         return out
+
+    def loss_units(self, batch: dict) -> float:
+        """A CRF's loss is a mean over sentences with at least one word; softmax's over labelled tokens."""
+        if self.crf is None:
+            return super().loss_units(batch)
+        return float((batch["word_start_mask"].sum(1) > 0).sum())
 
     def predict(self, outputs: dict[str, torch.Tensor], batch: dict) -> list[tuple[list[int], list[float]]]:
         """Tag ids per kept word and each tag's probability (softmax, or the CRF's marginal); words dropped

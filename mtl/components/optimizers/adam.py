@@ -6,10 +6,12 @@ from mtl.components.lr_schedulers.schedules import Scheduler
 
 
 def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two parameter groups: decayed weights, and biases + normalization weights without decay."""
+    """Two parameter groups: decayed weights, and biases + normalization weights (and the parameters of a module
+    that sets `no_weight_decay`) without decay."""
     no_decay = set()
     for module in model.modules():
-        if isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d)) or "norm" in type(module).__name__.lower():
+        if (isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d)) or "norm" in type(module).__name__.lower()
+                or getattr(module, "no_weight_decay", False)):  # e.g. a loss balancer's learnable weights
             no_decay.update(id(p) for p in module.parameters(recurse=False))
     for name, param in model.named_parameters():
         if name.endswith("bias"):

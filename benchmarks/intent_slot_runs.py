@@ -1,0 +1,115 @@
+"""One joint intent + slot training run on ATIS or SNIPS with MiniLM, kept on disk when it finishes.
+
+Shared by the multi-task benchmarks (joint_intent_slot.py, joint_ablation.py, palm_two_task.py). A run
+trains with the given settings, is scored on dev after every epoch, keeps the best dev model (optionally
+stopping early), and evaluates it on test once. Its record holds the settings, the dev curve, the test
+metrics and, per test utterance, whether the intent and the slots were right (so that two single-task
+runs can be scored together as a pipeline). Records live in results/runs/<benchmark>/<key>.json: a stopped
+benchmark loses at most the run in progress, and `--resume` skips the runs already there.
+"""
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import mtl
+from common import DATA, RESULTS, minilm_dir
+from mtl.trainers.balancing import DynamicWeightAverage, LossBalancer, PCGrad, UncertaintyWeighting
+
+HEADS = {"joint": ("intent", "slots"), "intent": ("intent",), "slots": ("slots",)}
+DEFAULTS = {"epochs": 5.0, "lr": 1e-4, "batch_size": 32, "max_seqlen": 64, "precision": "auto",
+            "slot_loss_coef": 1.0, "crf": False, "sentence_vector": "pooled_output", "max_grad_norm": 1.0,
+            "balancer": "sum", "patience": None}
+
+
+class RunStore:
+    """results/runs/<benchmark>/<key>.json, written atomically when a run finishes."""
+
+    def __init__(self, benchmark: str) -> None:
+        self.folder = RESULTS / "runs" / benchmark
+
+    def path(self, key: str) -> Path:
+        return self.folder / f"{key}.json"
+
+    def load(self, key: str) -> dict | None:
+        path = self.path(key)
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def save(self, key: str, record: dict) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        temporary = self.path(key).with_suffix(".tmp")
+        temporary.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        temporary.replace(self.path(key))
+
+
+def make_balancer(name: str, task: str, seed: int) -> LossBalancer:
+    return {"sum": lambda: LossBalancer(), "dwa": lambda: DynamicWeightAverage(),
+            "uncertainty": lambda: UncertaintyWeighting([f"{task}.intent", f"{task}.slots"]),
+            "pcgrad": lambda: PCGrad(seed)}[name]()
+
+
+def train_run(data: str, mode: str, seed: int, settings: dict[str, Any]) -> dict:
+    """Train, select on dev after each epoch, evaluate the best model on test once; the run's record."""
+    s = {**DEFAULTS, **settings}
+    folder = DATA / data
+    torch.manual_seed(seed)
+    model_dir = minilm_dir()
+    reader = mtl.reader.IntentSlotReader(model_dir, s["max_seqlen"], seed=seed)
+    reader.load_data(folder / "train", batch_size=s["batch_size"])
+    dev, test = (reader.eval_reader(folder / split, batch_size=128) for split in ("dev", "test"))
+    encoder = mtl.backbone.BERT.from_pretrained(model_dir)
+    heads = mtl.head.intent_slot_heads(reader, encoder.hidden_size, 0.1, use_crf=s["crf"],
+                                       slot_loss_coef=s["slot_loss_coef"], sentence_vector=s["sentence_vector"])
+    task = mtl.Trainer(data, reader=reader, head={h: heads[h] for h in HEADS[mode]}, dev_reader=dev)
+    trainer = mtl.MultiHeadTrainer([task], backbone=encoder, lr=s["lr"], num_epochs=s["epochs"], seed=seed,
+                                   precision=s["precision"], balancer=make_balancer(s["balancer"], data, seed))
+    trainer.build_backward(mtl.optimizer.Adam(lr=s["lr"], max_grad_norm=s["max_grad_norm"]))
+    selector = mtl.Selector(early_stopping_patience=s["patience"])
+    started = time.perf_counter()
+    result = trainer.train(print_steps=0, eval_steps=reader.steps_per_epoch, selector=selector)
+    seconds = time.perf_counter() - started
+    trainer.load_best()
+    records = trainer.predict(data, test)
+    metrics = trainer.evaluate({data: test})[data]
+    golds = [f.meta["gold"] for f in test.features]
+    curve = [{"epoch": round(h["step"] / reader.steps_per_epoch, 2), "score": h["score"], **h["metrics"][data]}
+             for h in result["history"]]
+    best = max(curve, key=lambda point: point["score"])
+    record = {"data": data, "mode": mode, "seed": seed, "settings": s, "test": metrics, "dev_curve": curve,
+              "best_epoch": best["epoch"], "best_dev": best, "steps": result["steps"],
+              "stopped_early": result["stopped_early"], "train_seconds": round(seconds, 1),
+              "intent_right": _bits(r["intent"]["label"] == g["intent_ids"] for r, g in zip(records, golds))
+              if "intent" in HEADS[mode] else None,
+              "slots_right": _bits(r["slots"]["tags"] == g["slot_ids"] for r, g in zip(records, golds))
+              if "slots" in HEADS[mode] else None}
+    print(f"{data} {mode} seed {seed} {_changed(s)}: best dev epoch {best['epoch']}; test "
+          + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()) + f"; {seconds:.0f}s", flush=True)
+    return record
+
+
+def _bits(flags: Any) -> str:
+    return "".join("1" if flag else "0" for flag in flags)
+
+
+def _changed(settings: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items() if DEFAULTS.get(k) != v) or "defaults"
+
+
+def pipeline_frame_accuracy(intent_run: dict, slots_run: dict) -> float:
+    """Sentence accuracy of two separate single-task models used together."""
+    both = [a == b == "1" for a, b in zip(intent_run["intent_right"], slots_run["slots_right"])]
+    return 100.0 * sum(both) / len(both)
+
+
+def run_or_load(store: RunStore, key: str, data: str, mode: str, seed: int, settings: dict,
+                resume: bool) -> dict:
+    """The stored record when `resume` and its settings match, else a fresh run (stored when it ends)."""
+    stored = store.load(key)
+    wanted = {**DEFAULTS, **settings}
+    if resume and stored is not None and stored["settings"] == wanted and stored["seed"] == seed:
+        return stored
+    record = train_run(data, mode, seed, settings)
+    store.save(key, record)
+    return record

@@ -1,13 +1,15 @@
 """Training attention on the CPU without dropout: SDPA vs mtl's hand-written softmax attention.
 
 1. The operator: forward + backward of transformers' SDPA attention function and of
-   `mtl.components.backbones.dropout.softmax_attention` on the same inputs (MiniLM's 12 heads of 32, a
-   quarter of each row's keys masked as padding, `--tokens` tokens per batch), in fp32 and bf16, for several
-   sequence lengths, alternating the two in rounds: median ms per call. This is what sets
-   `HAND_WRITTEN_MAX_KEYS`, per dtype the longest sequence the hand-written path takes without dropout.
+   `mtl.speed.dropout.softmax_attention` on the same inputs (MiniLM's 12 heads of 32, a quarter of each
+   row's keys masked as padding, `--tokens` tokens per batch), in fp32 and bf16, for several sequence
+   lengths, alternating the two in rounds: median ms per call. This is what sets `HAND_WRITTEN_MAX_KEYS`,
+   per dtype the longest sequence the hand-written path takes without dropout (the default of
+   `SpeedKernels(hand_written_max_keys=)`).
 2. Training: ATIS joint intent + slots, MiniLM, batch 32, mtl's defaults in bf16 and in fp32, with the
    attention-probability dropout set to 0 (as in ALBERT's configs). Rounds alternate the hand-written path
-   (HAND_WRITTEN_MAX_KEYS set to any length for the round) with SDPA (set to none): steps/s, same process.
+   (fast dropout installed with a threshold of any length for the round) with SDPA (a threshold of none):
+   steps/s, same process.
 
     python benchmarks/attention_speed.py --rounds 5 --steps 20 --threads 2
 """
@@ -19,7 +21,8 @@ import torch
 from torch import nn
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-import mtl.components.backbones.dropout as fast
+import mtl.speed.dropout as fast
+from mtl.speed import SpeedKernels
 from common import load_average, parse_speed_args, write_result
 from overhead import MODEL, atis_reader, joint_trainer
 
@@ -68,22 +71,23 @@ def operator_rows(args: argparse.Namespace) -> list[dict]:
 
 
 def training_speed(args: argparse.Namespace, precision: str) -> dict:
-    trainer = joint_trainer(atis_reader(args.seed, 32), args.seed, epochs=10, precision=precision)
+    # the round installs fast dropout itself, with its threshold; the trainer keeps its gradient buffer
+    trainer = joint_trainer(atis_reader(args.seed, 32), args.seed, epochs=10, precision=precision,
+                            fast_dropout=False)
     model = trainer.build_forward()
     for module in model.modules():
         if type(module).__name__.endswith("SelfAttention"):
             module.dropout.p = 0.0
-    limit = fast.HAND_WRITTEN_MAX_KEYS
     every_length = {torch.bfloat16: 1 << 30, torch.float32: 1 << 30}
     times = {"hand_written": [], "sdpa": []}
     for r in range(args.rounds + 1):
         for side in times:
-            fast.HAND_WRITTEN_MAX_KEYS = every_length if side == "hand_written" else {}
+            limits = every_length if side == "hand_written" else {}
             started = time.perf_counter()
-            trainer.train(print_steps=0, max_steps=trainer.global_step + args.steps)
+            with SpeedKernels(model, fast_dropout=True, grad_buffer=False, hand_written_max_keys=limits):
+                trainer.train(print_steps=0, max_steps=trainer.global_step + args.steps)
             if r > 0:
                 times[side].append(time.perf_counter() - started)
-    fast.HAND_WRITTEN_MAX_KEYS = limit
     rates = {side: [args.steps / t for t in ts] for side, ts in times.items()}
     paired = statistics.median(s / h for h, s in zip(times["hand_written"], times["sdpa"]))
     return {"precision": trainer.precision, "steps_per_s": {k: statistics.median(v) for k, v in rates.items()},

@@ -31,7 +31,7 @@ def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
 
     import mtl
-    from mtl.trainers import distributed
+    from mtl import distributed
     model_dir = minilm_dir()
     torch.manual_seed(1)
     reader = mtl.reader.IntentSlotReader(model_dir, 64, seed=1)

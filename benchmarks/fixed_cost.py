@@ -23,7 +23,7 @@ import torch
 from common import load_average, parse_speed_args, write_result
 from mfu import FlopCount, encoder_flops, matmul_flops
 from overhead import MODEL, HandLoop, atis_reader, joint_trainer
-from mtl.trainers.clipping import clipped_step, gradient_norm
+from mtl.speed.clipping import clipped_step, gradient_norm
 
 PHASES = ("forward", "backward", "norm", "update")
 

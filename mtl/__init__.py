@@ -2,11 +2,12 @@
 from mtl import backbone, balancer, head, lr_sched, optimizer, reader, saver
 from mtl.errors import ConfigError, ContractError, DataError, MtlError
 from mtl.predictor import Predictor, load
-from mtl.trainers import MultiHeadTrainer, Trainer
+from mtl.trainers.multi_head import MultiHeadTrainer
+from mtl.trainers.solo import Trainer
 from mtl.trainers.selection import Selector
+from mtl.version import __version__
 from mtl import config  # after the trainers: configs are checked against their signatures
 
-__version__ = "0.1.0"
 __all__ = ["reader", "backbone", "head", "optimizer", "lr_sched", "saver", "balancer", "config", "Trainer",
            "MultiHeadTrainer", "Selector", "Predictor", "load", "ConfigError", "ContractError", "DataError",
            "MtlError"]

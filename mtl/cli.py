@@ -2,7 +2,7 @@
 
     mtl train CONFIG.yaml [--resume]        check the config, build, train; checkpoints under saver.save_path
     mtl eval CONFIG.yaml [--checkpoint DIR] [--split test|dev]
-    mtl predict --model DIR --input FILE [--output FILE]
+    mtl predict --model DIR --input FILE [--output FILE] [--allow-module MODULE] [--trust-code]
 
 Errors the user can fix (config, data, contracts) print one message and exit with status 2.
 """
@@ -44,20 +44,27 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=("test", "dev"), default="test")
     evaluate.set_defaults(run=eval_command)
     predict = commands.add_parser("predict", help="decoded predictions of a saved model, as JSON lines")
-    predict.add_argument("--model", required=True, help="an exported model or checkpoint folder")
+    predict.add_argument("--model", required=True, help="an exported model or checkpoint folder (safe to load "
+                         "from anyone: it may name only mtl's own classes unless you allow more)")
     predict.add_argument("--input", required=True, help="one utterance per line ('-' reads stdin)")
     predict.add_argument("--output", help="JSON lines file (default: stdout)")
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     predict.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                          help="auto: bf16 where the hardware runs it fast (GPUs, CPUs with AMX/AVX512-BF16), else fp32")
+    predict.add_argument("--allow-module", action="append", default=[], metavar="MODULE",
+                         help="also admit heads/readers/encoders defined in MODULE (and its submodules), e.g. "
+                         "your own mypkg.heads; repeatable")
+    predict.add_argument("--trust-code", action="store_true",
+                         help="admit component classes from any module and let transformers run code the folder "
+                         "ships (auto_map): only for a folder whose author you trust")
     predict.set_defaults(run=predict_command)
     return parser
 
 
 def train_command(args: argparse.Namespace) -> int:
     from mtl.config import build_run, load_config
-    from mtl.trainers.checkpoint import latest_checkpoint
+    from mtl.components.savers.checkpoint import latest_checkpoint
     config = load_config(args.config)  # every key checked before anything is built
     run = build_run(config)
     resume_from = latest_checkpoint(run.save_path) if args.resume else None
@@ -89,7 +96,8 @@ def eval_command(args: argparse.Namespace) -> int:
 
 def predict_command(args: argparse.Namespace) -> int:
     from mtl.predictor import load
-    predictor = load(args.model, device=args.device, precision=args.precision)
+    predictor = load(args.model, device=args.device, precision=args.precision, trust_code=args.trust_code,
+                     allowed_modules=args.allow_module)
     source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
     with source:
         texts = [line.strip() for line in source if line.strip()]  # blank lines carry no utterance

@@ -1,14 +1,16 @@
 """A trained model from its folder alone: `mtl.load(DIR).predict(["book a flight to boston tomorrow"])`.
 
 The folder (an export, or any checkpoint) says how to rebuild itself in model.json: the backbone's class,
-and per task its reader and heads as component specs. Loading runs no pickled code: weights are
-safetensors, the tokenizer is tokenizer.json, the rest is JSON, and transformers runs no remote code.
-Everything lives on the Predictor instance, so two models loaded in one process cannot interfere.
+and per task its reader and heads as component specs. A folder is data, whoever wrote it: model.json is
+checked whole first (`mtl.safe_load`: only mtl's Encoder, Reader and Head classes unless the caller trusts
+more, every path inside the folder), weights are safetensors, the tokenizer is tokenizer.json, the rest is
+JSON, and transformers runs no remote code. Everything lives on the Predictor instance, so two models
+loaded in one process cannot interfere.
 """
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -16,8 +18,8 @@ from mtl.components.backbones.encoder import Encoder
 from mtl.components.heads.base import Head
 from mtl.components.readers.base import Reader
 from mtl.errors import MtlError
-from mtl.spec import build, locate
-from mtl.trainers.checkpoint import LABELS, SPEC, load_heads
+from mtl.safe_load import Component, ModelPlan, TaskPlan, read_model_folder
+from mtl.components.savers.checkpoint import load_heads
 from mtl.trainers.device import autocast, resolve_device, resolve_precision, to_device
 from mtl.trainers.evaluation import decode_task, merge_task
 from mtl.trainers.model import MultiTaskModel
@@ -33,20 +35,46 @@ class PredictTask:
     label_names: dict[str, list[str]]
 
 
-def load(folder: str | Path, device: str | None = None, precision: str = "auto") -> "Predictor":
-    """The model saved in `folder` (by `MultiHeadTrainer.export`, or any checkpoint), ready to predict."""
-    return Predictor.from_folder(folder, device, precision)
+def load(folder: str | Path, device: str | None = None, precision: str = "auto", *, trust_code: bool = False,
+         allowed_modules: Sequence[str] | None = None) -> "Predictor":
+    """The model saved in `folder` (by `MultiHeadTrainer.export`, or any checkpoint), ready to predict.
+
+    Runs no code that a folder names, whoever wrote it: it may name only mtl's own classes.
+    `allowed_modules=["mypkg.heads"]` also admits Head/Reader/Encoder subclasses defined there (your own
+    heads); `trust_code=True` admits them from any module and lets transformers run code the backbone folder
+    ships (`auto_map`): only for folders whose author you trust as you trust code you install."""
+    return Predictor.from_folder(folder, device, precision, trust_code=trust_code, allowed_modules=allowed_modules)
 
 
-def _tied_heads(task: dict, built: dict[str, dict[str, Head]]) -> dict[str, Head]:
+def _tied_heads(task: TaskPlan, built: dict[str, dict[str, Head]]) -> dict[str, Head]:
     """A task's heads; for a task saved with `reuse_head_with`, the owner's head modules themselves (one set of
     weights, as in training), a head named after the owner renamed after this task."""
-    owner = task.get("reuse_head_with")
+    owner = task.reuse_head_with
     if owner is None:
-        return built[task["name"]]
-    if owner not in built:
-        raise ValueError(f"{SPEC}: task {task['name']!r} reuses the head of {owner!r}, which the file does not hold")
-    return {task["name"] if name == owner else name: head for name, head in built[owner].items()}
+        return built[task.name]
+    return {task.name if name == owner else name: head for name, head in built[owner].items()}
+
+
+def _build(component: Component, **overrides: Any) -> Any:
+    """A checked component, built; whatever its constructor rejects is the folder's fault: MtlError, with where."""
+    try:
+        return component.cls(**{**component.args, **overrides})
+    except Exception as error:  # noqa: BLE001 - any failure here is a bad value in model.json
+        raise MtlError(f"{component.where}: {component.cls.__name__} cannot be built from these arguments: "
+                       f"{type(error).__name__}: {error}") from error
+
+
+def _build_backbone(plan: ModelPlan, trust_code: bool) -> Encoder:
+    """The checked Encoder class, loaded from the folder's backbone/: safetensors only, local files only;
+    transformers may run code the folder ships only when the caller trusts it (else `auto_map` was refused)."""
+    try:
+        return plan.backbone.cls.from_pretrained(plan.backbone_folder, trust_remote_code=trust_code,
+                                                 use_safetensors=True, local_files_only=True)
+    except MtlError:
+        raise  # already names the file (pickled weights refused)
+    except Exception as error:  # noqa: BLE001 - a broken config or weights file
+        raise MtlError(f"{plan.backbone.where}: cannot load the backbone from {plan.backbone_folder}: "
+                       f"{type(error).__name__}: {error}") from error
 
 
 class Predictor:
@@ -69,27 +97,26 @@ class Predictor:
         self.keys = {(t.name, h): h if unique else f"{t.name}.{h}" for t in tasks for h in t.heads}
 
     @classmethod
-    def from_folder(cls, folder: str | Path, device: str | None = None, precision: str = "auto") -> "Predictor":
-        folder = Path(folder)
-        if not (folder / SPEC).is_file():
-            raise FileNotFoundError(f"{folder}: no {SPEC}; export the model with MultiHeadTrainer.export "
-                                    "(or give a checkpoint folder saved by mtl >= 0.1)")
-        spec = json.loads((folder / SPEC).read_text(encoding="utf-8"))
-        labels = json.loads((folder / LABELS).read_text(encoding="utf-8"))
-        backbone_class = locate(spec["backbone"]["_component_"])
-        backbone = backbone_class.from_pretrained(folder / spec["backbone"]["folder"], trust_remote_code=False,
-                                                  use_safetensors=True)
-        readers: dict[str, Reader] = {}  # tasks with the same reader spec share one reader
-        built = {task["name"]: {name: build(head) for name, head in task["heads"].items()} for task in spec["tasks"]}
+    def from_folder(cls, folder: str | Path, device: str | None = None, precision: str = "auto", *,
+                    trust_code: bool = False, allowed_modules: Sequence[str] | None = None) -> "Predictor":
+        """See `mtl.load`. Every check runs before the first class is built; a failure after that (a value its
+        class rejects, weights that do not fit) is an MtlError naming the file and key too."""
+        plan = read_model_folder(folder, trust_code, allowed_modules)
+        backbone = _build_backbone(plan, trust_code)
+        readers: dict[tuple, Reader] = {}  # tasks with the same reader spec share one reader
+        built = {task.name: {name: _build(head) for name, head in task.heads.items()} for task in plan.tasks}
         tasks = []
-        for task in spec["tasks"]:
-            key = json.dumps([task["reader"], task["tokenizer"]], sort_keys=True)
+        for task in plan.tasks:
+            key = (task.reader.cls, json.dumps([task.reader.args, str(task.tokenizer)], sort_keys=True))
             if key not in readers:
-                readers[key] = build(task["reader"], vocab_path=folder / task["tokenizer"], phase="predict")
-            heads = _tied_heads(task, built)
-            tasks.append(PredictTask(task["name"], readers[key], heads, labels.get(task["name"], {})))
+                readers[key] = _build(task.reader, vocab_path=task.tokenizer, phase="predict")
+            tasks.append(PredictTask(task.name, readers[key], _tied_heads(task, built), plan.labels.get(task.name, {})))
         predictor = cls(backbone, tasks, device, precision)
-        load_heads(predictor.model, folder)
+        try:
+            load_heads(predictor.model, Path(folder))
+        except Exception as error:  # noqa: BLE001 - a corrupt or mismatched heads.safetensors
+            message = str(error)
+            raise MtlError(message if plan.heads_file.name in message else f"{plan.heads_file}: {message}") from error
         return predictor
 
     @torch.inference_mode()

@@ -2,18 +2,27 @@
 
 A config names a component by `_component_: mtl.head.Classify`; an exported model writes the same form for
 each of its heads and readers, so the folder rebuilds itself with no user code and no pickle.
+
+Two ways to turn a path into an object. `locate` is for the user's own code (a YAML config, a script): it
+imports whatever the path names. `locate_component` is for files someone else may have written (a model
+folder's model.json): it admits only a class, subclassing the right base, from an allowed package, and it
+decides that from the string before importing anything, so an untrusted module never even runs its imports.
 """
 import importlib
 import inspect
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
+
+from mtl.errors import MtlError
 
 COMPONENT = "_component_"
+TRUST_HINT = "trust_code=True (`mtl predict --trust-code`)"
 
 
 def locate(path: str) -> Any:
     """The object a dotted path names: the longest importable module prefix, then attributes
-    (`mtl.head.Classify`, `mtl.backbone.BERT.from_pretrained`, `mypkg.heads.MyHead`)."""
+    (`mtl.head.Classify`, `mtl.backbone.BERT.from_pretrained`, `mypkg.heads.MyHead`). Anything at all: only
+    for paths the user wrote (configs, scripts); a model folder's paths go through `locate_component`."""
     parts = path.split(".")
     if not path or not all(part.isidentifier() for part in parts):
         raise ImportError(f"{path!r} is not a dotted path (module.Name)")
@@ -31,6 +40,71 @@ def locate(path: str) -> Any:
             target = getattr(target, attribute)
         return target
     raise ImportError(f"cannot import {path!r}: no module named {parts[0]!r}")
+
+
+def admits(module: str, allowed: Sequence[str] | None) -> bool:
+    """Whether `module` is one of the `allowed` packages or inside one, judged on whole name components
+    (`mtl` admits `mtl.head`, never `mtlevil`); `None` admits every module (trusted code)."""
+    return allowed is None or any(module == prefix or module.startswith(prefix + ".") for prefix in allowed)
+
+
+def locate_component(path: Any, base: type, key: str, allowed: Sequence[str] | None = ("mtl",)) -> type:
+    """The class a model folder's `_component_` names, or MtlError (naming `key`) without running anything.
+
+    `path` must be public ASCII identifiers (no `_name`: no `mtl.__main__`, no `__builtins__`); only a module
+    prefix that `allowed` admits is imported (`None`: any, for trusted folders); attributes are read
+    statically (no module `__getattr__`, no descriptors); the result must be a class, subclass `base`, and
+    be defined in an admitted module. Nothing is called.
+    """
+    parts = path.split(".") if isinstance(path, str) else []
+    if len(parts) < 2 or not all(p.isascii() and p.isidentifier() and not p.startswith("_") for p in parts):
+        raise MtlError(f"{key}: refused {path!r}: expected the dotted path of a {base.__name__} class "
+                       "(module.Class, public ASCII identifiers only)")
+    trust = _trust_hint(".".join(parts[:-1]))
+    modules = [".".join(parts[:cut]) for cut in range(len(parts) - 1, 0, -1)]
+    modules = [name for name in modules if admits(name, allowed)]  # decided on the string, before any import
+    if not modules:
+        raise MtlError(f"{key}: refused {path!r}: a model folder may name only classes from "
+                       f"{' or '.join(allowed or ())}{trust}")
+    target = _import_prefix(path, parts, modules, key)
+    if not inspect.isclass(target):
+        raise MtlError(f"{key}: refused {path!r}: it is a {type(target).__name__}, not a class; a model folder "
+                       f"names only {base.__name__} classes (trusting the folder does not change this)")
+    if not issubclass(target, base):
+        raise MtlError(f"{key}: refused {path!r}: {target.__name__} is not a subclass of {base.__name__} "
+                       "(trusting the folder does not change this)")
+    if not admits(target.__module__, allowed):  # an allowed module re-exports a class from elsewhere
+        raise MtlError(f"{key}: refused {path!r}: the class is defined in {target.__module__!r}, which a model "
+                       f"folder may not name{_trust_hint(target.__module__)}")
+    return target
+
+
+def _trust_hint(module: str) -> str:
+    return (f"; if you trust whoever wrote this folder, allow that module: allowed_modules=[{module!r}] "
+            f"(`mtl predict --allow-module {module}`), or any module: {TRUST_HINT}")
+
+
+def _import_prefix(path: str, parts: list[str], modules: list[str], key: str) -> Any:
+    """Import the longest of `modules` (allowed prefixes of `path`) that exists, then read the rest of the
+    path as attributes with `inspect.getattr_static`, which runs no `__getattr__` and no descriptor."""
+    for name in modules:
+        try:
+            target: Any = importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name is not None and (name == error.name or name.startswith(error.name + ".")):
+                continue  # no such module: a shorter prefix may be the module and the rest attributes
+            raise MtlError(f"{key}: cannot import {path!r}: importing {name!r} failed: {error}") from error
+        except Exception as error:  # an allowed module that is broken
+            raise MtlError(f"{key}: cannot import {path!r}: importing {name!r} failed: "
+                           f"{type(error).__name__}: {error}") from error
+        for depth, attribute in enumerate(parts[name.count(".") + 1:], start=name.count(".") + 1):
+            try:
+                target = inspect.getattr_static(target, attribute)
+            except AttributeError:
+                raise MtlError(f"{key}: cannot import {path!r}: {'.'.join(parts[:depth])!r} has no attribute "
+                               f"{attribute!r}") from None
+        return target
+    raise MtlError(f"{key}: cannot import {path!r}: no module named {modules[-1]!r}")
 
 
 def dotted_path(cls: type) -> str:
@@ -105,6 +179,7 @@ def component_spec(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
 
 
 def build(spec: dict[str, Any], **overrides: Any) -> Any:
-    """Instantiate a flat spec (plain arguments only), with `overrides` replacing or adding arguments."""
+    """Instantiate a flat spec (plain arguments only), with `overrides` replacing or adding arguments.
+    For specs the user wrote: it calls whatever the path names (a model folder goes through `locate_component`)."""
     args = {k: v for k, v in spec.items() if k != COMPONENT}
     return locate(spec[COMPONENT])(**{**args, **overrides})

@@ -18,7 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from mtl.components.savers import saver as saver_module  # noqa: E402
-from mtl.trainers import checkpoint  # noqa: E402
+from mtl.components.savers import checkpoint  # noqa: E402
 from tiny_runs import two_task_trainer  # noqa: E402
 
 NUM_EPOCHS, SAVE_STEPS = 3, 2

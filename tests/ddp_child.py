@@ -23,7 +23,8 @@ from safetensors.torch import save_file  # noqa: E402
 
 import mtl  # noqa: E402
 from conftest import tiny_bert  # noqa: E402
-from mtl.trainers import checkpoint, distributed  # noqa: E402
+from mtl import distributed  # noqa: E402
+from mtl.components.savers import checkpoint  # noqa: E402
 
 
 def build(vocab: Path, data: Path, dropout: float = 0.0, init_seed: int = 0, **options) -> "mtl.MultiHeadTrainer":

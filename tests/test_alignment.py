@@ -6,7 +6,7 @@ import torch
 
 import mtl
 from conftest import UTTERANCES, joint_trainer, write_intent_slot
-from mtl.components.readers.words import words_from_token_predictions
+from mtl.text import words_from_token_predictions
 
 # words the conftest vocab splits: book ##ing, cheap ##er, book ##ing ##s
 SPLIT_ROWS = [

@@ -1,13 +1,15 @@
 """Gradient clipping with the norm over the embedding rows a batch wrote and the scaling inside the fused
-AdamW step: the same norm and the same update as torch's clip_grad_norm_ followed by the step."""
+AdamW step: the same norm and the same update as torch's clip_grad_norm_ followed by the step; without the
+kernels, exactly torch's clip_grad_norm_ path."""
 import copy
 
 import pytest
 import torch
 from torch import nn
 
-from mtl.components.backbones.grad_buffer import GradBufferEmbedding
-from mtl.trainers.clipping import clipped_step, gradient_norm
+from mtl.speed.clipping import clipped_step, gradient_norm, kernels_on
+from mtl.speed.dropout import FastDropout
+from mtl.speed.grad_buffer import GradBufferEmbedding
 
 
 class Tagger(nn.Module):
@@ -63,3 +65,37 @@ def test_a_non_finite_gradient_gives_a_non_finite_norm():
     assert torch.isnan(gradient_norm(buffered))
     buffered.out.weight.grad[0, 0] = float("inf")
     assert torch.isinf(gradient_norm(buffered))
+
+
+@pytest.mark.parametrize("max_norm", [0.5, None])
+def test_without_kernels_it_is_torchs_clip_grad_norm_exactly(max_norm, monkeypatch):
+    """No kernel on the model: even a fused AdamW gets torch's clip_grads_with_norm_ and a plain step."""
+    plain, _ = _pair()
+    reference = copy.deepcopy(plain)
+    assert not kernels_on(plain)
+    step, scaled = torch.optim.AdamW.step, []
+
+    def watched(self: torch.optim.AdamW, *args, **kwargs) -> None:
+        scaled.append(hasattr(self, "grad_scale"))
+        return step(self, *args, **kwargs)
+    monkeypatch.setattr(torch.optim.AdamW, "step", watched)
+    optimizers = [torch.optim.AdamW(m.parameters(), lr=0.1, fused=True) for m in (plain, reference)]
+    for ids in (torch.tensor([[4, 9, 0, 9]]), torch.tensor([[7, 7, 250]])):
+        for model, optimizer in zip((plain, reference), optimizers):
+            optimizer.zero_grad(set_to_none=True)
+            model.loss(ids).backward()
+        clipped_step(optimizers[0], plain, float(gradient_norm(plain)), max_norm)
+        if max_norm:
+            torch.nn.utils.clip_grad_norm_(reference.parameters(), max_norm)
+        optimizers[1].step()
+        for mine, theirs in zip(plain.parameters(), reference.parameters()):
+            assert torch.equal(mine, theirs)
+    assert scaled and not any(scaled)
+
+
+def test_any_kernel_on_the_model_turns_the_fast_path_on():
+    plain, buffered = _pair()
+    assert kernels_on(buffered) and not kernels_on(plain)
+    with_dropout = nn.Sequential(plain, nn.Dropout(0.1))
+    with_dropout[1].__class__ = FastDropout
+    assert kernels_on(with_dropout)

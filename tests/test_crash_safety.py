@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 import mtl
-from mtl.trainers import checkpoint
+from mtl.components.savers import checkpoint
 from crash_child import run
 
 CHILD = Path(__file__).resolve().parent / "crash_child.py"

@@ -92,10 +92,10 @@ def test_sequence_label_with_crf_trains_through_multi_head_trainer(vocab_file, i
     mh = joint_trainer(vocab_file, intent_slot_dir, use_crf=True, num_epochs=20, lr=3e-3)
     model = mh.build_forward()
     batch = next(mh.tasks[0].reader.eval_reader(intent_slot_dir / "train", batch_size=24).iter_once())
-    before = model.task_loss("joint", batch)[1]["slots"]
+    before = model("joint", batch)["slots"]["loss"].item()
     mh.train(print_steps=0)
     model.train()
-    after = model.task_loss("joint", batch)[1]["slots"]
+    after = model("joint", batch)["slots"]["loss"].item()
     assert mh.tasks[0].heads["slots"].crf is not None
     assert after < 0.5 * before
     assert mh.evaluate()["joint"]["slots.f1"] > 50.0

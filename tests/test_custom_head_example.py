@@ -1,11 +1,13 @@
 """examples/custom_head: a user's multi-label head (no change to mtl) trains beside slot filling through
-MultiHeadTrainer, exports, and `mtl.load` rebuilds it. Run in its --quick mode on a tiny random encoder."""
+MultiHeadTrainer, exports, and `mtl.load` rebuilds it once the head's module is allowed (a model folder names
+only mtl's classes otherwise). Run in its --quick mode on a tiny random encoder."""
 import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 
+import mtl
 from conftest import UTTERANCES, write_intent_slot
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "custom_head"
@@ -51,3 +53,5 @@ def test_example_trains_jointly_and_exports(data, vocab_file, tmp_path, capsys):
     assert after["intents"]["intents.f1"] >= 60.0  # the two-intent utterances count twice in the F1
     printed = capsys.readouterr().out
     assert "mtl.load:" in printed and "'intents': {'labels':" in printed  # rebuilt from its dotted path
+    with pytest.raises(mtl.MtlError, match=r"'multilabel\.Multi\w+'.*allowed_modules=\['multilabel'\]"):
+        mtl.load(result["export"])  # without the opt-in: refused before multilabel is even looked up

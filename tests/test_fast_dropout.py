@@ -1,5 +1,6 @@
 """CPU dropout with cheaper masks: the drop rate, torch's scaling and gradient, seeded masks, eval untouched,
-the attention-probability dropout (same arithmetic as SDPA otherwise), and the trainer's switch."""
+the attention-probability dropout (same arithmetic as SDPA otherwise), its threshold as an argument, and the
+trainer's switch."""
 import pytest
 import torch
 from torch import nn
@@ -7,8 +8,8 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 import mtl
 from conftest import joint_trainer
-from mtl.components.backbones.dropout import (ATTENTION, HAND_WRITTEN_MAX_KEYS, FastDropout, attention, keep_mask,
-                                              use_fast_dropout)
+from mtl.speed.dropout import (ATTENTION, HAND_WRITTEN_MAX_KEYS, FastDropout, attention, attention_name,
+                               install_fast_dropout, keep_mask)
 from mtl.config import build_run, load_config
 from tiny_runs import tiny_config, write_yaml
 
@@ -49,17 +50,23 @@ def test_masks_follow_the_seed_and_eval_is_the_identity():
 
 def test_the_switch_swaps_plain_dropouts_in_place_and_back():
     model = nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.2), nn.Sequential(nn.Dropout(0.1)))
-    assert use_fast_dropout(model, True) == 2
-    assert type(model[1]) is FastDropout and model[1].p == 0.2
-    assert use_fast_dropout(model, False) == 0 and type(model[2][0]) is nn.Dropout
+    undo = install_fast_dropout(model)
+    assert type(model[1]) is FastDropout and model[1].p == 0.2 and type(model[2][0]) is FastDropout
+    undo()
+    assert type(model[1]) is nn.Dropout and type(model[2][0]) is nn.Dropout
 
 
 @pytest.mark.parametrize("on", [True, False])
-def test_the_trainer_uses_it_on_the_cpu_unless_told_not_to(vocab_file, intent_slot_dir, on):
+def test_the_trainer_uses_it_during_train_on_the_cpu_unless_told_not_to(vocab_file, intent_slot_dir, on):
     trainer = joint_trainer(vocab_file, intent_slot_dir, fast_dropout=on)
+    seen = []
+    trainer.backbone.register_forward_hook(lambda module, *_: seen.append(
+        ({type(m) for m in module.modules() if isinstance(m, nn.Dropout)},
+         module.model.config._attn_implementation)))
     trainer.train(print_steps=0, max_steps=2)
-    kinds = {type(m) for m in trainer.model.modules() if isinstance(m, nn.Dropout)}
-    assert kinds == ({FastDropout} if on else {nn.Dropout})
+    assert seen == [({FastDropout}, ATTENTION) if on else ({nn.Dropout}, "sdpa")] * 2
+    assert {type(m) for m in trainer.model.modules() if isinstance(m, nn.Dropout)} == {nn.Dropout}  # undone
+    assert trainer.backbone.model.config._attn_implementation == "sdpa"
 
 
 def test_the_config_key_reaches_the_trainer(vocab_file, intent_slot_dir, tmp_path):
@@ -173,9 +180,32 @@ def test_the_switch_moves_an_encoder_off_sdpa_and_back_and_padding_stays_masked(
              "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])}
     backbone.train()
     reference = backbone(batch)["sequence_output"]
-    use_fast_dropout(backbone, True)
+    undo = install_fast_dropout(backbone)
     assert hf_config._attn_implementation == ATTENTION
     real = batch["attention_mask"].bool()
     torch.testing.assert_close(backbone(batch)["sequence_output"][real], reference[real])
-    use_fast_dropout(backbone, False)
+    undo()
     assert hf_config._attn_implementation == "sdpa"
+
+
+def test_the_threshold_is_an_argument_with_its_own_registered_name():
+    """Another threshold is passed, not written into the module: it gets its own name, so a model trained with
+    it and one with the default never share an attention function; the default constant cannot be edited."""
+    module = nn.Module()
+    module.is_causal = False
+    q, k, v, mask = _typed_attention_inputs(8, torch.float32)
+    every = {torch.float32: 1 << 30}
+    scores = (q @ k.transpose(2, 3) * 8 ** -0.5).masked_fill(~mask, torch.finfo(torch.float32).min)
+    assert torch.equal(attention(module, q, k, v, mask, hand_written_max_keys=every)[0],
+                       (torch.softmax(scores, -1) @ v).transpose(1, 2).contiguous())
+    with pytest.raises(TypeError):
+        HAND_WRITTEN_MAX_KEYS[torch.float32] = 1  # type: ignore[index]
+    assert attention_name() == attention_name({torch.bfloat16: 256}) == ATTENTION
+    assert len({ATTENTION, attention_name({}), attention_name(every)}) == 3
+    backbone = mtl.backbone.Encoder.from_config({"model_type": "bert", "vocab_size": 99, "hidden_size": 32,
+                                                 "num_hidden_layers": 1, "num_attention_heads": 4,
+                                                 "intermediate_size": 37})
+    undo = install_fast_dropout(backbone, every)
+    assert backbone.model.config._attn_implementation == attention_name(every)
+    undo()
+    assert backbone.model.config._attn_implementation == "sdpa"

@@ -1,5 +1,5 @@
 """The word-embedding gradient kept in one buffer across steps: the same gradients and weights as autograd's
-fresh dense gradient, no new buffer per step, and off where it cannot be used."""
+fresh dense gradient, no new buffer per step, gone when train() returns, and off where it cannot be used."""
 import copy
 import pickle
 
@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from conftest import joint_trainer, tiny_bert
-from mtl.components.backbones.grad_buffer import GradBufferEmbedding, use_grad_buffer
+from mtl.speed.grad_buffer import GradBufferEmbedding, install_grad_buffer
 from mtl.config import build_run, load_config
 from tiny_runs import tiny_config, write_yaml
 
@@ -77,10 +77,12 @@ def test_training_gives_the_same_weights_and_keeps_one_buffer(vocab_file, intent
     for on in (True, False):
         torch.manual_seed(0)
         trainer = joint_trainer(vocab_file, intent_slot_dir, embedding_grad_buffer=on, grad_accum_steps=accum)
-        steps[on] = trainer.train(print_steps=0)["steps"]
         embedding = trainer.backbone.model.get_input_embeddings()
-        assert type(embedding) is (GradBufferEmbedding if on else nn.Embedding)
-        assert "_grad_buffer" not in embedding.__dict__  # released when train() returns
+        kinds = set()
+        embedding.register_forward_hook(lambda module, *_: kinds.add(type(module)))
+        steps[on] = trainer.train(print_steps=0)["steps"]
+        assert kinds == {GradBufferEmbedding if on else nn.Embedding}  # during train() ...
+        assert type(embedding) is nn.Embedding and not {"_grad_buffer", "_rows"} & embedding.__dict__.keys()
         runs[on] = trainer.model.state_dict()
     assert steps[True] > 1 and len(made) == steps[True]  # made or reused once a step ...
     assert all(b is made[0] for b in made)  # ... and always the same buffer, zeroed in place
@@ -91,23 +93,34 @@ def test_training_gives_the_same_weights_and_keeps_one_buffer(vocab_file, intent
 
 def test_copies_leave_the_buffer_and_it_can_be_switched_off():
     model = tiny_bert().model
-    assert use_grad_buffer(model, True)
+    undo = install_grad_buffer(model)
     embedding = model.get_input_embeddings()
+    assert undo is not None and type(embedding) is GradBufferEmbedding
     embedding(torch.tensor([[1, 2]])).sum().backward()
     assert embedding.__dict__["_grad_buffer"] is embedding.weight.grad
     assert "_grad_buffer" not in copy.deepcopy(embedding).__dict__
     assert "_grad_buffer" not in pickle.loads(pickle.dumps(embedding)).__dict__
     names = sorted(model.state_dict())
-    assert not use_grad_buffer(model, False)
+    undo()
     assert type(model.get_input_embeddings()) is nn.Embedding and sorted(model.state_dict()) == names
+    assert "_grad_buffer" not in embedding.__dict__
+
+
+def test_it_finds_the_encoders_embeddings_inside_a_larger_model():
+    backbone = tiny_bert()
+    model = nn.ModuleDict({"encoder": backbone, "head": nn.Linear(32, 3)})
+    undo = install_grad_buffer(model)
+    assert type(backbone.model.get_input_embeddings()) is GradBufferEmbedding
+    undo()
+    assert type(backbone.model.get_input_embeddings()) is nn.Embedding
 
 
 def test_embeddings_it_cannot_reproduce_are_left_alone():
     model = tiny_bert().model
     model.get_input_embeddings().sparse = True
-    assert not use_grad_buffer(model, True)
+    assert install_grad_buffer(model) is None
     assert type(model.get_input_embeddings()) is nn.Embedding
-    assert not use_grad_buffer(nn.Linear(2, 2), True)
+    assert install_grad_buffer(nn.Linear(2, 2)) is None
 
 
 def test_the_config_key_reaches_the_trainer(vocab_file, intent_slot_dir, tmp_path):

@@ -154,12 +154,14 @@ class KeywordHead(mtl.head.Classify):
 
 
 def test_component_specs_rebuild_heads_from_their_recorded_arguments():
-    from mtl.spec import build, component_spec
+    from mtl.spec import build, component_spec, locate_component
     head = mtl.head.SequenceLabel(5, 8, label_field="slot_ids", use_crf=True)
     spec = component_spec(head)
     assert spec == {"_component_": "mtl.components.heads.sequence_label.SequenceLabel", "num_classes": 5,
-                    "input_dim": 8, "dropout_prob": 0.1, "label_field": "slot_ids", "use_crf": True}
+                    "input_dim": 8, "dropout_prob": 0.1, "label_field": "slot_ids", "use_crf": True,
+                    "loss_weight": 1.0}
     assert component_spec(build(spec)) == spec
+    assert locate_component(spec["_component_"], mtl.head.Head, "key") is mtl.head.SequenceLabel  # what mtl.load admits
     keyword = component_spec(KeywordHead(3, input_dim=8, label_field="intent_ids"))
     assert keyword == {"_component_": f"{__name__}.KeywordHead", "num_classes": 3, "input_dim": 8,
                        "label_field": "intent_ids"}

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import mtl
 from conftest import INTENTS, SLOT_TAGS, WORDS
 from mtl.components.readers.files import load_label_map
-from mtl.components.readers.words import words_from_token_predictions
+from mtl.text import words_from_token_predictions
 from test_bad_input import check_batches
 
 # 50 fixed examples per test by default (fast, reproducible); MTL_FUZZ_EXAMPLES=2000 for a longer random search

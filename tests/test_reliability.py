@@ -9,7 +9,7 @@ import torch
 
 import mtl
 from mtl.errors import MtlError
-from mtl.trainers import checkpoint
+from mtl.components.savers import checkpoint
 from conftest import tiny_bert
 from tiny_runs import two_task_trainer
 

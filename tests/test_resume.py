@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import mtl
-from mtl.trainers import checkpoint
-from mtl.trainers.checkpoint import latest_checkpoint
+from mtl.components.savers import checkpoint
+from mtl.components.savers.checkpoint import latest_checkpoint
 from tiny_runs import TEXTS, same_records, two_task_trainer
 
 

@@ -6,7 +6,8 @@ and slot filling (mtl.head.SequenceLabel), two tasks over one encoder, batches d
     python examples/custom_head/train.py --quick --model path/to/vocab.txt --data DIR   # tiny random encoder
 
 Nothing in mtl knows the head: the trainer checks its contract like any other, trains it, selects on dev,
-and `export` + `mtl.load` rebuild it from its dotted path (`multilabel.MultiLabel`, importable here).
+and `export` + `mtl.load` rebuild it from its dotted path (`multilabel.MultiLabel`, importable here), which
+the loader must allow (`allowed_modules=["multilabel"]`): a model folder names only mtl's classes otherwise.
 """
 import argparse
 import logging
@@ -61,7 +62,8 @@ def run(args: argparse.Namespace) -> dict:
                                           for k in after[name] if k != "score"))
     folder = trainer.export(Path(args.output) / "export")
     sample = [" ".join(slot_reader.features[0].meta["words"])]
-    print("mtl.load:", mtl.load(folder, precision="fp32").predict(sample)[0])
+    # a model folder may name only mtl's classes unless the loader allows more: here, this example's module
+    print("mtl.load:", mtl.load(folder, precision="fp32", allowed_modules=["multilabel"]).predict(sample)[0])
     return {"before": before, "after": after, "export": folder}
 
 

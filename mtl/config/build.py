@@ -16,7 +16,7 @@ from mtl.errors import ConfigError
 from mtl.spec import COMPONENT, locate, parameters
 from mtl.trainers.multi_head import MultiHeadTrainer
 from mtl.trainers.selection import Selector
-from mtl.trainers.trainer import Trainer
+from mtl.trainers.solo import Trainer
 
 
 def instantiate(node: dict, key: str = "", **extra: Any) -> Any:

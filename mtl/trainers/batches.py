@@ -6,7 +6,7 @@ from typing import Any, Iterator
 import torch
 
 from mtl.components.readers.base import Part, Reader, shard_bounds
-from mtl.trainers import distributed
+from mtl import distributed
 
 
 def batch_stream(reader: Reader, accum: int) -> Iterator[dict] | Iterator[list[Part]]:

@@ -8,11 +8,11 @@ from mtl.components.readers.base import Reader
 from mtl.metrics import frame_accuracy
 from mtl.trainers.device import autocast, to_device
 from mtl.trainers.model import MultiTaskModel
-from mtl.trainers.trainer import Trainer
+from mtl.trainers.trainer import Task
 
 
 @torch.inference_mode()
-def decode_task(model: MultiTaskModel, task: Trainer, reader: Reader, device: torch.device,
+def decode_task(model: MultiTaskModel, task: Task, reader: Reader, device: torch.device,
                 precision: str) -> tuple[list[dict], list[dict]]:
     """One record per example ({"text", head: decoded, ...}) and the metas (with gold labels) beside them."""
     was_training = model.training
@@ -35,7 +35,7 @@ def decode_task(model: MultiTaskModel, task: Trainer, reader: Reader, device: to
     return records, metas
 
 
-def merge_task(task: Trainer, records: list[dict], metas: list[dict]) -> tuple[list[dict], list[dict]]:
+def merge_task(task: Task, records: list[dict], metas: list[dict]) -> tuple[list[dict], list[dict]]:
     """Let each head merge per-feature records into per-example ones (`Head.merge`: MRC joins the windows of
     one question). Heads that do not merge keep the records as they are; several heads that merge must agree
     on the number of examples."""
@@ -56,7 +56,7 @@ def merge_task(task: Trainer, records: list[dict], metas: list[dict]) -> tuple[l
     return merged, merged_metas
 
 
-def score_task(task: Trainer, records: list[dict], metas: list[dict]) -> dict[str, float]:
+def score_task(task: Task, records: list[dict], metas: list[dict]) -> dict[str, float]:
     """Each head's metrics as `head.metric`, sentence accuracy over all heads, and `score` for selection.
 
     `score` is the mean of each head's main metric, plus frame accuracy when a task has several heads.

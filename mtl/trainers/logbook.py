@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from mtl.trainers import distributed
+from mtl import distributed
 from mtl.trainers.selection import Verdict
 
 METRICS_FILE = "metrics.jsonl"

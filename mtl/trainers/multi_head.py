@@ -9,14 +9,14 @@ import torch
 from tqdm import tqdm
 
 from mtl.components.backbones.encoder import Encoder
-from mtl.components.backbones.dropout import use_fast_dropout
-from mtl.components.backbones.grad_buffer import release_grad_buffer, use_grad_buffer
 from mtl.components.lr_schedulers.schedules import TriangularScheduler
 from mtl.components.optimizers.adam import Adam
 from mtl.components.readers.base import Reader
 from mtl.components.savers.saver import Saver
 from mtl.errors import MtlError
-from mtl.trainers import distributed, resume
+from mtl import distributed
+from mtl.speed import SpeedKernels
+from mtl.trainers import resume
 from mtl.trainers.batches import batch_stream
 from mtl.trainers.device import resolve_device, resolve_precision
 from mtl.trainers.balancing import LossBalancer
@@ -27,7 +27,7 @@ from mtl.trainers.sampling import MixRatioSampler, TaskSampler, plan_total_steps
 from mtl.trainers.saving import CheckpointMethods
 from mtl.trainers.selection import Selector
 from mtl.trainers.step import RunState, Step
-from mtl.trainers.trainer import Trainer, link_shared_heads
+from mtl.trainers.trainer import Task, link_shared_heads
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +49,14 @@ class MultiHeadTrainer(CheckpointMethods):
     `compile=True` compiles the backbone with torch.compile(dynamic=True), in place, so checkpoints keep
     their names; see docs/speed.md for that and the readers' speed switches. `embedding_grad_buffer` (on by
     default) keeps the word-embedding gradient in one buffer across steps instead of a fresh vocab x hidden
-    tensor each step (same numbers; mtl.components.backbones.grad_buffer); it is used in a single eager
-    process only (not under DDP nor with `compile`). `fast_dropout` (on by default) draws the dropout masks of
-    the model's nn.Dropout modules and of its attention probabilities from a cheaper random source on the CPU
-    (mtl.components.backbones.dropout).
+    tensor each step (same numbers; mtl.speed.grad_buffer); it is used in a single eager process only (not
+    under DDP nor with `compile`). `fast_dropout` (on by default) draws the dropout masks of the model's
+    nn.Dropout modules and of its attention probabilities from a cheaper random source on the CPU
+    (mtl.speed.dropout). Both are on the model during train() only (mtl.speed.SpeedKernels); with both off the
+    step is plain PyTorch, torch's clipping included.
     """
 
-    def __init__(self, trainers: list[Trainer], backbone: Encoder | None = None, lr: float = 5e-5,
+    def __init__(self, trainers: list[Task], backbone: Encoder | None = None, lr: float = 5e-5,
                  num_epochs: float | None = None, sampling_reference: str | None = None,
                  warmup_proportion: float = 0.1, weight_decay: float = 0.01, seed: int = 0,
                  precision: str = "auto", device: str | None = None, sampler: TaskSampler | None = None,
@@ -199,11 +200,16 @@ class MultiHeadTrainer(CheckpointMethods):
             self.selector = selector or self.selector
             self.selector.check_tasks([t.name for t in self.tasks])
             resumed = resume.restore(self, resume_from) if resume_from is not None else None
+            # on the model for this call only, undone however it ends; no gradient buffer under DDP or compile
+            # (they need autograd's embedding gradient) nor with per-loss gradients (they move the encoder's)
+            kernels = SpeedKernels(self.model, fast_dropout=self.fast_dropout and not self.compile,
+                                   grad_buffer=self.embedding_grad_buffer and not distributed.active()
+                                   and not self.compile and not self.balancer.per_loss_gradients)
             try:
-                return self._train(print_steps, eval_steps, max_steps, resumed)
+                with kernels:
+                    return self._train(print_steps, eval_steps, max_steps, resumed)
             finally:
                 self._rng = resume.get_rng(self)
-                release_grad_buffer(getattr(self.backbone, "model", self.backbone))
 
     def _train(self, print_steps: int, eval_steps: int | None, max_steps: int | None,
                resumed: int | None) -> dict[str, Any]:
@@ -216,10 +222,6 @@ class MultiHeadTrainer(CheckpointMethods):
         self.ddp = distributed.wrap(self.model, self.ddp)  # copies rank 0's weights to every rank
         self._step = Step(self.model, self.ddp, self.optimizer, self.scheduler, self.device, self.precision,
                           self.adam.max_grad_norm, self.max_nonfinite_steps)
-        buffered = (self.embedding_grad_buffer and self.ddp is None and not self.compile
-                    and not self.balancer.per_loss_gradients)  # per-loss gradients move the encoder's own
-        use_grad_buffer(getattr(self.backbone, "model", self.backbone), buffered)
-        use_fast_dropout(self.model, self.fast_dropout and not self.compile)  # its masks run on the CPU only
         (self.ddp if self.ddp is not None else self.model).train()
         batches = {t.name: batch_stream(t.reader, self.grad_accum_steps) for t in self.tasks}
         stop_at = min(self.total_steps, max_steps) if max_steps is not None else self.total_steps
@@ -258,19 +260,19 @@ class MultiHeadTrainer(CheckpointMethods):
                 "stopped_early": self.selector.stopped, "finished": finished,
                 "skipped_steps": dict(self.skipped_steps)}
 
-    def _train_step(self, task: Trainer, batch: Any) -> tuple[float, dict[str, float]]:
+    def _train_step(self, task: Task, batch: Any) -> tuple[float, dict[str, float]]:
         """3-5. forward, balanced losses, backward, clip, step: mtl.trainers.step, top to bottom."""
         return self._step(task, batch, self.state)
 
     @staticmethod
-    def _next_batch(task: Trainer, batches: Any) -> Any:
+    def _next_batch(task: Task, batches: Any) -> Any:
         try:
             return next(batches)
         except StopIteration:
             raise MtlError(f"task {task.name!r}: its reader ran out after num_epochs={task.reader.num_epochs} "
                            "epochs before training ended; load_data(num_epochs=None) lets the trainer decide") from None
 
-    def _log_line(self, task: Trainer, loss: float, speed: float) -> str:
+    def _log_line(self, task: Task, loss: float, speed: float) -> str:
         """PALM's log line."""
         return (f"global step: {self.global_step}, {task.name}: step {task.cur_train_step}/{task.budget} "
                 f"(epoch {task.reader.epoch}), loss: {loss:.3f}, speed: {speed:.2f} steps/s")

@@ -13,7 +13,8 @@ from typing import Any
 import torch
 
 from mtl.errors import MtlError
-from mtl.trainers import checkpoint, distributed
+from mtl import distributed
+from mtl.components.savers import checkpoint
 
 
 def get_rng(trainer: Any) -> dict:

@@ -4,12 +4,17 @@ A mixin only to keep `multi_head.py` (the loop) short; it relies on the trainer'
 `selector`, `optimizer` and `_ready_model`. Under torch.distributed every rank makes the same calls (each
 rank's dropout RNG is gathered into the checkpoint), and rank 0 alone writes (`Saver`).
 """
+import logging
+import math
 from pathlib import Path
 from typing import Any
 
 from mtl.components.savers.saver import Saver
-from mtl.trainers import checkpoint, resume
+from mtl.components.savers import checkpoint
+from mtl.trainers import resume
 from mtl.trainers.logbook import Logbook
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointMethods:
@@ -66,7 +71,7 @@ class CheckpointMethods:
         """A checkpoint (with the run state once training has started) or, with training=False, an export."""
         self._ready_model()
         run_state = resume.training_state(self, rank_rngs) if training and self.optimizer is not None else None
-        checkpoint.write_trainer(folder, self, run_state, strict)
+        write_trainer(folder, self, run_state, strict)
 
     def save(self, folder: str | Path) -> Path:
         """Save the current model now (atomically) into `folder`, with the run state when training has started."""
@@ -83,3 +88,23 @@ class CheckpointMethods:
         readers' label maps must be the checkpoint's, or every prediction would decode to the wrong name."""
         checkpoint.check_labels(folder, {t.name: (t.reader or t.dev_reader).label_names for t in self.tasks})
         checkpoint.load_weights(folder, self._ready_model())
+
+
+def write_trainer(folder: Path, trainer: Any, run_state: dict | None, strict: bool) -> None:
+    """Everything a MultiHeadTrainer's checkpoint holds. Without a model spec (a component whose arguments
+    are not plain values) a checkpoint still saves, with a warning; an export (`strict`) fails."""
+    model, tasks = trainer.model, trainer.tasks
+    state = {"global_step": trainer.global_step, "total_steps": trainer.total_steps,
+             "best_score": trainer.best_score if math.isfinite(trainer.best_score) else None,
+             "tasks": {t.name: {"cur_train_step": t.cur_train_step, "budget": t.budget} for t in tasks}}
+    tokenizers, tokenizer_of = checkpoint.tokenizer_folders(tasks)
+    try:
+        spec = checkpoint.model_spec(model.backbone, tasks, tokenizer_of)
+    except ValueError as error:
+        if strict:
+            raise
+        log.warning("%s: saved without %s, so mtl.load cannot rebuild it: %s", folder.name.removeprefix(".tmp-"),
+                    checkpoint.SPEC, error)
+        spec = None
+    labels = {t.name: (t.reader or t.dev_reader).label_names for t in tasks}
+    checkpoint.write_checkpoint(folder, model, labels, tokenizers, state, run_state, spec)

@@ -9,7 +9,7 @@ all-reduce), then the balancer combines the accumulators into the encoder's grad
 import torch
 from torch import nn
 
-from mtl.trainers import distributed
+from mtl import distributed
 
 
 class SeparateGradients:

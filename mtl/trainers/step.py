@@ -19,8 +19,8 @@ import torch
 
 from mtl.components.readers.base import Part
 from mtl.errors import MtlError
-from mtl.trainers import distributed
-from mtl.trainers.clipping import clipped_step, gradient_norm
+from mtl import distributed
+from mtl.speed.clipping import clipped_step, gradient_norm
 from mtl.trainers.device import autocast, to_device
 from mtl.trainers.separate_gradients import SeparateGradients
 

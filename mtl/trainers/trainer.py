@@ -1,7 +1,6 @@
-"""Trainer: one task = one reader + its head(s) (+ mix ratio, aux flag); alone, it trains a single task."""
-from pathlib import Path
-from typing import Any
+"""Task: one reader + its head(s) (+ mix ratio, loss weight, aux flag): what a MultiHeadTrainer samples.
 
+PALM's `Trainer` (mtl.trainers.solo) is a Task that can also train alone."""
 from torch import nn
 
 from mtl.components.backbones.encoder import Encoder
@@ -10,13 +9,11 @@ from mtl.components.readers.base import Reader
 from mtl.errors import ContractError, check_contract
 
 
-class Trainer:
+class Task:
     """A task. `head` is one Head, or a dict of heads fed by one reader in one encoder pass (joint mode).
+    Inside a MultiHeadTrainer it is a unit of sampling. `loss_weight` scales all of its heads' losses.
 
-    Inside a MultiHeadTrainer it is a unit of sampling; alone, its `train`/`evaluate`/`predict` run a
-    one-task MultiHeadTrainer, so single-task and multi-task training share one loop.
-
-    `reuse_head_with` (another Trainer, or its name): this task has no head of its own but uses the other
+    `reuse_head_with` (another task, or its name): this task has no head of its own but uses the other
     task's head(s), the very same modules and parameters (two data sets with one label space, say). The
     MultiHeadTrainer holding both tasks resolves a name; a head named after the other task is renamed after
     this one (so metrics read `<this task>.accuracy`). Both tasks' readers must give the heads' label fields
@@ -25,8 +22,8 @@ class Trainer:
 
     def __init__(self, name: str, reader: Reader | None = None, head: Head | dict[str, Head] | None = None,
                  mix_ratio: float = 1.0, dev_reader: Reader | None = None,
-                 reuse_head_with: "Trainer | str | None" = None, loss_weight: float = 1.0,
-                 **solo_options: Any) -> None:
+                 reuse_head_with: "Task | str | None" = None, loss_weight: float = 1.0,
+                 backbone: Encoder | None = None) -> None:
         if mix_ratio < 0:
             raise ValueError(f"task {name!r}: mix_ratio must be >= 0, got {mix_ratio}")
         if reuse_head_with is not None and head is not None:
@@ -40,19 +37,15 @@ class Trainer:
         if head is not None:
             self.heads = dict(head) if isinstance(head, dict) else {name: head}
         self.reuse_head_with = reuse_head_with
-        self.head_owner: Trainer | None = None  # the task whose heads this one uses (set by link_shared_heads)
-        self.head_sharers: list[Trainer] = []  # the tasks that use this one's heads
-        self.backbone: Encoder | None = solo_options.pop("backbone", None)
+        self.head_owner: Task | None = None  # the task whose heads this one uses (set by link_shared_heads)
+        self.head_sharers: list[Task] = []  # the tasks that use this one's heads
+        self.backbone = backbone
         self.budget, self.cur_train_step = 0, 0
-        self._solo_options, self._solo = solo_options, None
 
     # ---- PALM verbs -------------------------------------------------------------------------------------
     def set_as_aux(self) -> None:
         """An auxiliary task trains when drawn but never holds training open."""
         self.is_aux = True
-
-    def set_as_target(self) -> None:
-        self.is_aux = False
 
     def build_forward(self, backbone: Encoder, head: Head | dict[str, Head] | None = None) -> nn.Module:
         """Bind the backbone and head(s), checking their contracts; returns the head (PALM's loss var)."""
@@ -131,35 +124,8 @@ class Trainer:
                                         f"label maps for {field} differ ({len(mine)} labels: {mine[:5]}... vs "
                                         f"{len(theirs)}: {theirs[:5]}...); give both readers the same label map")
 
-    # ---- single-task use ------------------------------------------------------------------------------
-    @property
-    def solo(self) -> Any:
-        """The one-task MultiHeadTrainer behind this trainer's own train/evaluate/predict."""
-        if self._solo is None:
-            from mtl.trainers.multi_head import MultiHeadTrainer
-            self._solo = MultiHeadTrainer([self], backbone=self.backbone, **self._solo_options)
-        return self._solo
 
-    def build_backward(self, optimizer: Any, weight_decay: float | None = None) -> None:
-        self.solo.build_backward(optimizer, weight_decay)
-
-    def set_saver(self, save_path: str | Path, save_steps: int | None = None, keep_last: int = 3) -> None:
-        self.solo.set_saver(save_path, save_steps, keep_last)
-
-    def load_pretrain(self, pretrain_dir: str | Path) -> None:
-        self.solo.load_pretrain(pretrain_dir)
-
-    def train(self, print_steps: int = 10, **kwargs: Any) -> dict:
-        return self.solo.train(print_steps, **kwargs)
-
-    def evaluate(self, reader: Reader | None = None) -> dict[str, float]:
-        return self.solo.evaluate({self.name: reader} if reader is not None else None)[self.name]
-
-    def predict(self, inputs: Reader | list[str], output_file: str | Path | None = None) -> list[dict]:
-        return self.solo.predict(self.name, inputs, output_file)
-
-
-def link_shared_heads(tasks: list[Trainer]) -> None:
+def link_shared_heads(tasks: list[Task]) -> None:
     """Resolve every task's `reuse_head_with` among `tasks` (a name or a Trainer object), following chains
     to the task that owns the heads. Fails on an unknown name, a task not in the list, itself, or a cycle."""
     by_name = {task.name: task for task in tasks}
@@ -171,12 +137,12 @@ def link_shared_heads(tasks: list[Trainer]) -> None:
             task.head_owner.head_sharers.append(task)
 
 
-def _owner(task: Trainer, by_name: dict[str, Trainer]) -> Trainer:
+def _owner(task: Task, by_name: dict[str, Task]) -> Task:
     seen, current = [task.name], task
     while current.reuse_head_with is not None:
         wanted = _name_of(current.reuse_head_with)
         found = by_name.get(wanted)
-        if found is None or (isinstance(current.reuse_head_with, Trainer) and found is not current.reuse_head_with):
+        if found is None or (isinstance(current.reuse_head_with, Task) and found is not current.reuse_head_with):
             raise ValueError(f"task {current.name!r}: reuse_head_with={wanted!r} is not a task of this "
                              f"MultiHeadTrainer; the tasks are {sorted(by_name)}")
         if found.name in seen:
@@ -187,8 +153,8 @@ def _owner(task: Trainer, by_name: dict[str, Trainer]) -> Trainer:
     return current
 
 
-def _name_of(task: "Trainer | str") -> str:
-    return task.name if isinstance(task, Trainer) else str(task)
+def _name_of(task: "Task | str") -> str:
+    return task.name if isinstance(task, Task) else str(task)
 
 
 def _check_label_space(reader: Reader, head: Head, field: str) -> None:

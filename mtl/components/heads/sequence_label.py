@@ -7,7 +7,7 @@ from torch.nn import functional as F
 
 from mtl.components.heads.base import Head
 from mtl.components.heads.crf import CRF
-from mtl.components.readers.words import words_from_token_predictions
+from mtl.text import words_from_token_predictions
 from mtl.metrics import entity_spans, seqeval_scores
 
 

@@ -2,7 +2,6 @@
 import copy
 import logging
 import operator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
@@ -10,18 +9,11 @@ import numpy as np
 import torch
 
 from mtl.components.readers.cache import cached_features
+from mtl.components.readers.feature import Feature
 from mtl.components.readers.tokenization import load_tokenizer
 from mtl.errors import DataError, check_contract
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Feature:
-    """One example, tokenized: model fields (ints or int lists) and meta for decoding and metrics."""
-
-    fields: dict[str, Any]
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 class Reader:

@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-import mtl
+from mtl.components.readers.feature import Feature
+from mtl.version import __version__
 
 log = logging.getLogger(__name__)
 # set per load_data call or while reading batches: not part of what the features depend on
@@ -91,7 +92,7 @@ def _canonical(value: Any) -> str | None:
 
 def _key(reader: Any, file_format: str, state: dict[str, str]) -> str:
     digest = hashlib.sha256()
-    for part in (mtl.__version__, f"{type(reader).__module__}.{type(reader).__qualname__}", file_format,
+    for part in (__version__, f"{type(reader).__module__}.{type(reader).__qualname__}", file_format,
                  json.dumps(state, sort_keys=True)):
         digest.update(part.encode("utf-8") + b"\0")
     for source in _sources(type(reader)):
@@ -149,6 +150,5 @@ def _write(path: Path, entry: dict) -> None:
         log.warning("%s: could not write the features cache (%s); training goes on without it", path, error)
 
 
-def _feature(item: dict) -> Any:
-    from mtl.components.readers.base import Feature  # base imports this module
+def _feature(item: dict) -> Feature:
     return Feature(item["fields"], item["meta"])

@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+from mtl import distributed
 from mtl.errors import MtlError
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,6 @@ class Saver:
 
     def save(self, name: str, write: Callable[[Path], None]) -> Path:
         """Call `write(folder)` on a temp folder, then move it to `save_path/name` in one rename."""
-        from mtl.trainers import distributed  # here: mtl.trainers imports this module
         if not distributed.active():
             return self._save(name, write)
         failure, target = None, self.save_path / name
@@ -98,7 +98,6 @@ class Saver:
 
 
 def _is_main() -> bool:
-    from mtl.trainers import distributed
     return distributed.is_main()
 
 

@@ -12,16 +12,23 @@ The attention probabilities' dropout sits inside SDPA, which on the CPU then lea
 unfused path with a `bernoulli_` mask: for a transformers model on SDPA, training attention with dropout on
 the CPU is computed here instead, as softmax(QK^T * scale + mask) with a `keep_mask` dropout, times V (the
 same arithmetic as transformers' eager attention). So is bf16 training attention without dropout over at
-most 256 keys (`HAND_WRITTEN_MAX_KEYS`): there SDPA's fused CPU kernel is slower than these three operators,
-forward and backward together, several times so on short sentences, and so is a whole training step
-(benchmarks/attention_speed.py). In fp32 the operators win only on short sequences and a training step
-gains nothing, and longer sequences are faster on SDPA: those keep it. Every other call (evaluation, a
-causal or grouped-query attention, position bias, a cache, a GPU) goes to transformers' SDPA function
-unchanged.
+most 256 keys (`HAND_WRITTEN_MAX_KEYS`, the measured default of a `hand_written_max_keys` argument): there
+SDPA's fused CPU kernel is slower than these three operators, forward and backward together, several times
+so on short sentences, and so is a whole training step (benchmarks/attention_speed.py). In fp32 the
+operators win only on short sequences and a training step gains nothing, and longer sequences are faster on
+SDPA: those keep it. Every other call (evaluation, a causal or grouped-query attention, position bias, a
+cache, a GPU) goes to transformers' SDPA function unchanged.
 
 Only on the CPU: a GPU's fused dropout kernels are already fast.
+
+Nothing here touches transformers or a model at import: `install_fast_dropout` (through
+mtl.speed.SpeedKernels, for one `train()` call) registers the attention function under a name that carries
+its threshold, points the model at it, and returns the function that puts back exactly what it changed.
 """
 import math
+from collections.abc import Callable, Mapping
+from functools import partial
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -32,7 +39,8 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 ATTENTION = "mtl_sdpa_fast_dropout"
 # without dropout, the longest key sequence computed by hand, per dtype (others: none); measured faster
-HAND_WRITTEN_MAX_KEYS = {torch.bfloat16: 256}
+# (benchmarks/attention_speed.py). Read-only: another threshold is an argument, never an edit of this one.
+HAND_WRITTEN_MAX_KEYS: Mapping[torch.dtype, int] = MappingProxyType({torch.bfloat16: 256})
 
 
 def keep_mask(shape: torch.Size, p: float) -> torch.Tensor:
@@ -69,11 +77,13 @@ class FastDropout(nn.Dropout):
 
 
 def attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-              attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+              attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None, *,
+              hand_written_max_keys: Mapping[torch.dtype, int] = HAND_WRITTEN_MAX_KEYS,
               **kwargs: Any) -> tuple[torch.Tensor, None]:
     """transformers' attention-function contract ([batch, heads, length, dim] in, [batch, length, heads, dim]
-    out): the hand-written path for CPU training with dropout on plain bidirectional attention, else SDPA."""
-    if not _hand_written(module, query, key, attention_mask, dropout, kwargs):
+    out): the hand-written path for CPU training with dropout on plain bidirectional attention (and without
+    dropout up to `hand_written_max_keys[dtype]` keys), else SDPA."""
+    if not _hand_written(module, query, key, attention_mask, dropout, hand_written_max_keys, kwargs):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     return softmax_attention(query, key, value, attention_mask, dropout, scaling), None
@@ -95,13 +105,13 @@ def softmax_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tenso
 
 
 def _hand_written(module: nn.Module, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None,
-                  dropout: float, kwargs: dict) -> bool:
+                  dropout: float, max_keys: Mapping[torch.dtype, int], kwargs: dict) -> bool:
     """Whether `attention` computes this call itself: training on the CPU with dropout, or without it over at
-    most HAND_WRITTEN_MAX_KEYS[dtype] keys; as many key heads as query heads, and nothing SDPA's wrapper
-    handles beyond a padding mask."""
+    most max_keys[dtype] keys; as many key heads as query heads, and nothing SDPA's wrapper handles beyond a
+    padding mask."""
     if not (module.training and 0 <= dropout < 1 and query.device.type == "cpu" and torch.is_grad_enabled()):
         return False
-    if dropout == 0 and key.shape[2] > HAND_WRITTEN_MAX_KEYS.get(query.dtype, 0):
+    if dropout == 0 and key.shape[2] > max_keys.get(query.dtype, 0):
         return False
     if query.shape[1] != key.shape[1] or any(kwargs.get(name) is not None for name in _SDPA_ONLY):
         return False
@@ -111,29 +121,62 @@ def _hand_written(module: nn.Module, query: torch.Tensor, key: torch.Tensor, mas
 
 
 _SDPA_ONLY = ("position_bias", "cache", "softcap", "sliding_window", "s_aux")
-AttentionInterface.register(ATTENTION, attention)
-AttentionMaskInterface.register(ATTENTION, sdpa_mask)
 
 
-def _use_fast_attention(model: nn.Module, on: bool) -> None:
-    """Point every transformers config in `model` that uses SDPA at `attention` (or back to SDPA)."""
-    old, new = ("sdpa", ATTENTION) if on else (ATTENTION, "sdpa")
+def attention_name(hand_written_max_keys: Mapping[torch.dtype, int] = HAND_WRITTEN_MAX_KEYS) -> str:
+    """The name under which `attention` with this threshold is registered: ATTENTION for the default, else
+    ATTENTION with the threshold spelt out, so two models trained with different thresholds never share one."""
+    if dict(hand_written_max_keys) == dict(HAND_WRITTEN_MAX_KEYS):
+        return ATTENTION
+    limits = sorted((str(dtype).removeprefix("torch."), int(n)) for dtype, n in hand_written_max_keys.items())
+    return "_".join([ATTENTION, "max_keys", *(f"{dtype}_{n}" for dtype, n in limits)])
+
+
+def register_attention(hand_written_max_keys: Mapping[torch.dtype, int] = HAND_WRITTEN_MAX_KEYS) -> str:
+    """Register `attention` with this threshold, and SDPA's mask, with transformers; returns the name. Doing so
+    again is harmless: the name carries the threshold, so it is bound to an equal function. transformers has
+    no public way to unregister, so the name stays (unused once no model points at it)."""
+    name = attention_name(hand_written_max_keys)
+    limits = MappingProxyType(dict(hand_written_max_keys))
+    AttentionInterface.register(name, partial(attention, hand_written_max_keys=limits))
+    AttentionMaskInterface.register(name, sdpa_mask)
+    return name
+
+
+def _transformers_configs(model: nn.Module) -> list[PretrainedConfig]:
+    """Every transformers config of `model`'s modules and their sub-configs, each once, parents first."""
+    found: dict[int, PretrainedConfig] = {}
+
+    def add(config: Any) -> None:
+        if isinstance(config, PretrainedConfig) and id(config) not in found:
+            found[id(config)] = config
+            for key in getattr(config, "sub_configs", {}):
+                add(getattr(config, key, None))
     for module in model.modules():
-        config = getattr(module, "config", None)
-        if isinstance(config, PretrainedConfig) and config._attn_implementation == old:
-            config._attn_implementation = new
+        add(getattr(module, "config", None))
+    return list(found.values())
 
 
-def use_fast_dropout(model: nn.Module, on: bool) -> int:
-    """Swap the class of every plain nn.Dropout in `model` to FastDropout (or back), in place, and switch a
-    transformers model's SDPA attention to `attention` (or back); returns how many modules are FastDropout
-    afterwards."""
-    _use_fast_attention(model, on)
-    swapped = 0
-    for module in model.modules():
-        if on and type(module) is nn.Dropout:
-            module.__class__ = FastDropout
-        elif not on and type(module) is FastDropout:
-            module.__class__ = nn.Dropout
-        swapped += type(module) is FastDropout
-    return swapped
+def install_fast_dropout(model: nn.Module,
+                         hand_written_max_keys: Mapping[torch.dtype, int] = HAND_WRITTEN_MAX_KEYS
+                         ) -> Callable[[], None]:
+    """Swap the class of every plain nn.Dropout in `model` to FastDropout, in place, and point every
+    transformers config of `model` on SDPA at `attention` with this threshold; returns the function that puts
+    back what this call changed (those modules' class, every config's attention implementation)."""
+    configs = _transformers_configs(model)
+    before = [(config, config._attn_implementation) for config in configs]
+    name = register_attention(hand_written_max_keys)
+    for config in configs:
+        if config._attn_implementation == "sdpa":
+            config._attn_implementation = name
+    swapped = [module for module in model.modules() if type(module) is nn.Dropout]
+    for module in swapped:
+        module.__class__ = FastDropout
+
+    def undo() -> None:
+        for module in swapped:
+            if type(module) is FastDropout:
+                module.__class__ = nn.Dropout
+        for config, implementation in before:  # parents first: a parent's setter also sets its sub-configs
+            config._attn_implementation = implementation
+    return undo

@@ -9,15 +9,21 @@ the lookup's backward adds its rows into one buffer, zeroed in place before each
 `train()` call (the trainer releases it when the call returns): the same sums over the same rows, no fresh
 memory. The module also knows which rows its lookups wrote since the buffer was zeroed (a few hundred of
 30522 in a batch), as long as nothing else wrote to the buffer (its version counter says so): zeroing then
-clears those rows only, and the gradient clipping (mtl.trainers.clipping) takes the norm over those rows.
+clears those rows only, and the gradient clipping (mtl.speed.clipping) takes the norm over those rows.
+`install_grad_buffer` (through mtl.speed.SpeedKernels, for one `train()` call) swaps the class of a model's
+input embeddings in place and returns the function that frees the buffer and swaps the class back.
 
 Only for one eager process: DistributedDataParallel needs autograd to deliver every gradient (its all-reduce
 hooks fire there), and torch.compile traces the lookup itself. A caller that keeps a reference to the
 embedding's `.grad` past `zero_grad` sees it zeroed at the next backward pass.
 """
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+_STATE = ("_grad_buffer", "_rows", "_unique_rows", "_clean_version")  # kept in __dict__: no state dict entry
 
 
 class _Lookup(torch.autograd.Function):
@@ -38,7 +44,7 @@ class _Lookup(torch.autograd.Function):
 
 class GradBufferEmbedding(nn.Embedding):
     """An nn.Embedding (same parameters, same state dict) whose weight gradient is accumulated into a kept
-    buffer. Made by `use_grad_buffer`, which swaps the class of an existing embedding in place."""
+    buffer. Made by `install_grad_buffer`, which swaps the class of an existing embedding in place."""
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if not (torch.is_grad_enabled() and self.weight.requires_grad):
@@ -94,41 +100,44 @@ class GradBufferEmbedding(nn.Embedding):
         self.__dict__.update(_rows=[], _unique_rows=None, _clean_version=buffer._version)
         return buffer
 
+    def release(self) -> None:
+        """Free the buffer (as large as the embedding table, 94 MB for BERT-base); the next backward pass makes
+        a new one. A gradient that is the buffer stays the gradient, no longer reused."""
+        for name in _STATE:
+            self.__dict__.pop(name, None)
+
     def __getstate__(self) -> dict:
         """Copies and pickles leave the buffer behind (it is scratch memory, as large as the weights)."""
         state = self.__dict__.copy()
-        for name in ("_grad_buffer", "_rows", "_unique_rows", "_clean_version"):
+        for name in _STATE:
             state.pop(name, None)
         return state
 
 
-def release_grad_buffer(model: nn.Module) -> None:
-    """Free the buffer of `model`'s input embeddings (the trainer does so when train() returns: the buffer is
-    as large as the embedding table, 94 MB for BERT-base). The next backward pass makes a new one."""
-    module = _input_embeddings(model)
-    if module is not None:
-        module.__dict__.pop("_grad_buffer", None)
+def input_embeddings(model: nn.Module) -> nn.Embedding | None:
+    """The input embeddings of the first module in `model` (itself included, then its submodules in order)
+    with a `get_input_embeddings` method, as an HF model has: an mtl model's shared encoder."""
+    for module in model.modules():
+        get = getattr(module, "get_input_embeddings", None)
+        if callable(get):
+            found = get()
+            return found if isinstance(found, nn.Embedding) else None
+    return None
 
 
-def _input_embeddings(model: nn.Module) -> nn.Embedding | None:
-    get = getattr(model, "get_input_embeddings", None)
-    module = get() if callable(get) else None
-    return module if isinstance(module, nn.Embedding) else None
+def install_grad_buffer(model: nn.Module) -> Callable[[], None] | None:
+    """Put the buffer on `model`'s input embeddings (`input_embeddings`), in place; parameters, names and
+    hooks stay. Returns the function that frees the buffer and gives the module its class back, or None when
+    the embeddings were left alone: none found, another class, or options the buffer does not reproduce
+    (sparse gradients, max_norm, scale_grad_by_freq)."""
+    module = input_embeddings(model)
+    if module is None or type(module) is not nn.Embedding \
+            or module.sparse or module.max_norm is not None or module.scale_grad_by_freq:
+        return None
+    module.__class__ = GradBufferEmbedding
 
-
-def use_grad_buffer(model: nn.Module, on: bool) -> bool:
-    """Turn the buffer on or off for `model`'s input embeddings (an HF model's `get_input_embeddings()`), in
-    place; parameters, names and hooks stay. Embeddings with options the buffer does not reproduce (sparse
-    gradients, max_norm, scale_grad_by_freq) or of another class are left alone. Returns whether it is on."""
-    module = _input_embeddings(model)
-    if module is None:
-        return False
-    if not on:
+    def undo() -> None:
         if type(module) is GradBufferEmbedding:
-            module.__dict__.pop("_grad_buffer", None)
+            module.release()
             module.__class__ = nn.Embedding
-        return False
-    plain = not module.sparse and module.max_norm is None and not module.scale_grad_by_freq
-    if type(module) is nn.Embedding and plain:
-        module.__class__ = GradBufferEmbedding
-    return type(module) is GradBufferEmbedding
+    return undo

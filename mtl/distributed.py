@@ -48,11 +48,6 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def local_rank() -> int:
-    """This process's index on its machine (torchrun's LOCAL_RANK): which GPU it drives."""
-    return int(os.environ.get("LOCAL_RANK", "0"))
-
-
 def init(device: torch.device) -> bool:
     """Join the process group torchrun describes (gloo on a CPU, nccl on a GPU) unless one exists or this
     process was not launched as one of several; returns whether training is distributed."""

@@ -11,28 +11,24 @@
 No file needs pickle to load (training_state.pt is read with `weights_only=True`).
 """
 import json
-import logging
-import math
 import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
-import mtl
 from mtl.errors import MtlError
+from mtl.version import __version__
 from mtl.spec import component_spec, dotted_path
-from mtl.trainers.model import MultiTaskModel, unique_state
-
-log = logging.getLogger(__name__)
 
 BACKBONE, HEADS, LABELS, STATE, TRAINING, SPEC = "backbone", "heads.safetensors", "labels.json", \
     "trainer_state.json", "training_state.pt", "model.json"
 READER_SUPPLIED = ("vocab_path", "phase")  # a loaded model's readers get the saved tokenizer, in phase 'predict'
 
 
-def write_checkpoint(folder: Path, model: MultiTaskModel, label_names: dict[str, dict[str, list[str]]],
+def write_checkpoint(folder: Path, model: nn.Module, label_names: dict[str, dict[str, list[str]]],
                      tokenizers: dict[str, Any], state: dict, training: dict | None = None,
                      spec: dict | None = None) -> None:
     """Weights in safetensors (no pickle); optimizer/scheduler/sampler state for resuming beside them.
@@ -63,26 +59,6 @@ def check_finite(model: torch.nn.Module) -> None:
                        "The model diverged: resume from the last checkpoint with a lower lr or max_grad_norm")
 
 
-def write_trainer(folder: Path, trainer: Any, run_state: dict | None, strict: bool) -> None:
-    """Everything a MultiHeadTrainer's checkpoint holds. Without a model spec (a component whose arguments
-    are not plain values) a checkpoint still saves, with a warning; an export (`strict`) fails."""
-    model, tasks = trainer.model, trainer.tasks
-    state = {"global_step": trainer.global_step, "total_steps": trainer.total_steps,
-             "best_score": trainer.best_score if math.isfinite(trainer.best_score) else None,
-             "tasks": {t.name: {"cur_train_step": t.cur_train_step, "budget": t.budget} for t in tasks}}
-    tokenizers, tokenizer_of = tokenizer_folders(tasks)
-    try:
-        spec = model_spec(model.backbone, tasks, tokenizer_of)
-    except ValueError as error:
-        if strict:
-            raise
-        log.warning("%s: saved without %s, so mtl.load cannot rebuild it: %s", folder.name.removeprefix(".tmp-"),
-                    SPEC, error)
-        spec = None
-    labels = {t.name: (t.reader or t.dev_reader).label_names for t in tasks}
-    write_checkpoint(folder, model, labels, tokenizers, state, run_state, spec)
-
-
 def tokenizer_folders(tasks: list[Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """One `tokenizer/` for the tasks that share the first task's tokenizer, `tokenizer-<task>/` for others
     (say, a reader that does not lowercase): folder -> tokenizer, and task -> folder."""
@@ -101,7 +77,7 @@ def tokenizer_folders(tasks: list[Any]) -> tuple[dict[str, Any], dict[str, str]]
 def model_spec(backbone: Any, tasks: list[Any], tokenizer_of: dict[str, str]) -> dict:
     """model.json: the component spec of every task's reader and heads, so `mtl.load` rebuilds the model
     with no user code. Raises ValueError when a component's arguments are not plain values."""
-    return {"format": 1, "mtl_version": mtl.__version__,
+    return {"format": 1, "mtl_version": __version__,
             "backbone": {"_component_": dotted_path(type(backbone)), "folder": BACKBONE},
             "tasks": [{"name": task.name, "tokenizer": tokenizer_of[task.name],
                        "reader": component_spec(task.reader or task.dev_reader, skip=READER_SUPPLIED),
@@ -116,7 +92,7 @@ def _heads_spec(task: Any) -> dict:
     return {"heads": {name: component_spec(head) for name, head in task.heads.items()}}
 
 
-def load_weights(folder: str | Path, model: MultiTaskModel) -> dict:
+def load_weights(folder: str | Path, model: nn.Module) -> dict:
     """Load backbone and head weights into an already assembled model; returns the saved trainer state."""
     folder = Path(folder)
     if not (folder / HEADS).is_file():
@@ -149,7 +125,7 @@ def _at(names: list[str], index: int) -> str:
     return repr(names[index]) if index < len(names) else "none"
 
 
-def load_heads(model: MultiTaskModel, folder: Path) -> None:
+def load_heads(model: nn.Module, folder: Path) -> None:
     _load_exactly(model.heads, folder / HEADS)
 
 
@@ -188,3 +164,20 @@ def _load_exactly(module: torch.nn.Module, file: Path) -> None:
     if missing or result.unexpected_keys:
         raise ValueError(f"{file}: weights do not match the assembled model: missing {missing[:5]}, "
                          f"unexpected {result.unexpected_keys[:5]}")
+
+
+def unique_state(module: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The state dict with each tensor once, under its first name, and the names left out (aliases).
+
+    A head shared by two tasks (`reuse_head_with`) is one set of weights reachable under both tasks' names:
+    it is saved once (safetensors refuses a tensor twice) and tied again by the model it is loaded into."""
+    kept: dict[str, torch.Tensor] = {}
+    aliases: list[str] = []
+    seen: set[int] = set()
+    for name, tensor in module.state_dict(keep_vars=True).items():
+        if id(tensor) in seen:
+            aliases.append(name)
+            continue
+        seen.add(id(tensor))
+        kept[name] = tensor.detach()
+    return kept, aliases

@@ -1,5 +1,6 @@
-"""Print the README's results tables (markdown) from benchmarks/results/*.json: joint intent + slot filling
-(atis_joint, snips_joint) and the other tasks (conll2003_ner, mrpc, sst2, mrc_with_mlm).
+"""Print the README's and docs/multitask.md's results tables (markdown) from benchmarks/results/*.json: joint
+intent + slot filling (atis_joint, snips_joint), the joint ablation (joint_ablation), PALM's two-task form
+against the joint form (palm_two_task_vs_joint) and the other tasks (conll2003_ner, mrpc, sst2, mrc_with_mlm).
 
     python benchmarks/report.py
 """
@@ -46,6 +47,39 @@ def task_rows() -> list[str]:
     return rows
 
 
+ABLATION_LABELS = {
+    "slots_only": "slots-only model (sentence acc: with the intent-only model, as a pipeline)",
+    "intent_only": "intent-only model", "sum": "joint, summed loss (intent + slots)",
+    "slots_w2": "joint, slot loss x 2", "slots_w3": "joint, slot loss x 3", "slots_w5": "joint, slot loss x 5",
+    "uncertainty": "joint, uncertainty weighting", "dwa": "joint, DWA", "pcgrad": "joint, PCGrad",
+    "no_clip": "joint, summed, no clipping", "clip_5": "joint, summed, clip norm 5",
+    "cls_vector": "joint, summed, [CLS] vector for intent", "crf": "joint, summed, CRF slots"}
+
+
+def ablation_rows() -> list[str]:
+    """The joint ablation: one row per config, with how many seeds it has so far."""
+    result = load("joint_ablation")
+    if not result:
+        return []
+    rows = ["| ATIS, 5 epochs, dev-selected | seeds | intent acc | slot F1 | sentence acc |", "|---|---|---|---|---|"]
+    for name, config in result["configs"].items():
+        cells = [f"{config['metrics'][k]:.2f} ± {config['std'][k]:.2f}" if k in config["metrics"] else "–"
+                 for k in KEYS]
+        rows.append(f"| {ABLATION_LABELS.get(name, name)} | {len(config['seeds'])} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def two_task_rows() -> list[str]:
+    result = load("palm_two_task_vs_joint")
+    if not result:
+        return []
+    rows = ["| ATIS, same number of encoder passes | intent acc | slot F1 | sentence acc |", "|---|---|---|---|"]
+    labels = {"joint": "joint form (one batch, both heads)", "two_task": "PALM's two-task form (mix ratio 1:1)"}
+    for form, table in result["forms"].items():
+        rows.append(row(labels[form], table["metrics"], table["std"]))
+    return rows
+
+
 def main() -> None:
     print("| data / model | intent acc | slot F1 | sentence acc |\n|---|---|---|---|")
     for name in ("atis", "snips"):
@@ -62,6 +96,9 @@ def main() -> None:
                   result["baseline"]["published_jointbert_bert_base"], None))
     print("\n| task, split | MiniLM, mean ± std over seeds | command |\n|---|---|---|")
     print("\n".join(task_rows()))
+    for extra in (ablation_rows(), two_task_rows()):
+        if extra:
+            print("\n" + "\n".join(extra))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from mtl.errors import MtlError
 from mtl.safe_load import Component, ModelPlan, TaskPlan, read_model_folder
 from mtl.components.savers.checkpoint import load_heads
 from mtl.trainers.device import autocast, resolve_device, resolve_precision, to_device
-from mtl.trainers.evaluation import decode_task, merge_task
+from mtl.trainers.evaluation import decode_batch, decode_task, merge_task
 from mtl.trainers.model import MultiTaskModel
 
 
@@ -171,9 +171,5 @@ class Predictor:
                 batch = batches.get(id(task.reader))
                 if batch is None:
                     continue
-                for head_name, head in task.heads.items():
-                    predictions = head.predict(head(batch, enc), batch)
-                    names = task.label_names.get(head.label_fields[0]) if head.label_fields else None
-                    key = self.keys[(task.name, head_name)]
-                    for row, meta in enumerate(batch["meta"]):
-                        records[start + row][key] = head.decode(predictions[row], names, meta)
+                for row, decoded in enumerate(decode_batch(task.heads, batch, enc, task.label_names)):
+                    records[start + row].update({self.keys[(task.name, h)]: value for h, value in decoded.items()})

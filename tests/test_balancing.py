@@ -89,7 +89,7 @@ def _one_step_gradients(vocab_file, intent_slot_dir, slot_weight: float) -> dict
         real_zero(self, set_to_none)
     torch.optim.AdamW.zero_grad = capture
     try:
-        trainer.build_backward(mtl.optimizer.Adam(lr=1e-3, max_grad_norm=None))
+        trainer.build_backward(mtl.optimizer.Adam(lr=3e-3, max_grad_norm=None))
         trainer.train(print_steps=0, max_steps=1)
     finally:
         torch.optim.AdamW.zero_grad = real_zero

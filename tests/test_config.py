@@ -41,7 +41,7 @@ def test_missing_argument_names_key_and_component(config, tmp_path):
 
 
 @pytest.mark.parametrize("section, key, value, expected", [
-    ("trainer", "lr", "fast", "float"),
+    ("trainer", "warmup_proportion", "fast", "float"),
     ("trainer", "num_epochs", True, "float or null"),        # a bool is not a number here
     ("train", "print_steps", 2.5, "int"),
     ("saver", "keep_last", "3", "int"),

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mtl"
-TRAINING = ("mtl.trainers.multi_head", "mtl.trainers.step", "mtl.trainers.batches", "mtl.trainers.resume",
-            "mtl.trainers.logbook", "mtl.trainers.saving", "mtl.trainers.selection", "mtl.trainers.sampling",
+TRAINING = ("mtl.trainers.multi_head", "mtl.trainers.step", "mtl.trainers.batches", "mtl.trainers.rng",
+            "mtl.trainers.logbook", "mtl.trainers.selection", "mtl.trainers.sampling",
             "mtl.trainers.solo", "mtl.trainers.balancing", "mtl.trainers.separate_gradients", "mtl.speed",
             "mtl.config", "mtl.cli")
 INFERENCE = ("mtl.predictor", "mtl.serving")

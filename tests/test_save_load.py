@@ -143,3 +143,31 @@ def test_label_map_that_disagrees_with_the_checkpoint_is_refused(trained, vocab_
     with pytest.raises(mtl.MtlError, match=r"labels\.json: task 'joint' intent_ids: the checkpoint's label map "
                                            r"differs from the reader's at id 0"):
         other.load_checkpoint(folder)
+
+
+def test_the_saver_writes_and_reads_from_plain_inputs(vocab_file, intent_slot_dir, tmp_path):
+    """The Saver never sees a trainer: a model and a Snapshot are what it writes; in memory (a trainer's until
+    set_saver) it keeps the best model as a copy of its weights."""
+    mh = joint_trainer(vocab_file, intent_slot_dir)  # 3 steps
+    mh.train(print_steps=0)
+    model, snapshot = mh.model, mh._snapshot()
+    assert isinstance(snapshot, mtl.saver.Snapshot) and snapshot.run_state["global_step"] == 3
+    saver = mtl.saver.Saver(tmp_path / "run", save_steps=2, keep_last=2)
+    for step in (2, 4, 6):
+        saver.write(step, model, snapshot)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["step-4", "step-6"]
+    state = saver.load_run_state(tmp_path / "run" / "step-6", ["joint"], mh.total_steps)
+    assert state["global_step"] == 3 and saver.best is None  # no best/ in this run
+    with pytest.raises(mtl.MtlError, match="resume with the same config"):
+        saver.load_run_state(tmp_path / "run" / "step-6", ["joint"], mh.total_steps + 1)
+
+    memory = mtl.saver.Saver.in_memory()
+    assert not memory.on_disk and not memory.should_save(2)
+    with pytest.raises(RuntimeError, match="no best model"):
+        memory.load_best(model)
+    memory.keep_best(model, snapshot)
+    kept = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    with torch.no_grad():
+        model.heads["joint"]["intent"].classifier.bias.add_(1.0)
+    memory.load_best(model)
+    assert all(torch.equal(tensor, model.state_dict()[name]) for name, tensor in kept.items())

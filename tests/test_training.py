@@ -180,16 +180,39 @@ def test_decay_groups_exclude_bias_and_layer_norm(vocab_file, intent_slot_dir):
 
 
 def test_build_backward_weight_decay_reaches_the_optimizer(vocab_file, intent_slot_dir):
-    mh = joint_trainer(vocab_file, intent_slot_dir)
+    mh = joint_trainer(vocab_file, intent_slot_dir, lr=None)
     mh.build_backward(mtl.optimizer.Adam(None, 1e-3), weight_decay=0.07)
     mh.train(print_steps=0)
     assert [group["weight_decay"] for group in mh.optimizer.param_groups] == [0.07, 0.0]
 
 
+def test_the_optimizer_is_the_one_home_of_lr_and_weight_decay(vocab_file, intent_slot_dir, recwarn):
+    """The trainer's lr and weight_decay only build the default Adam; next to a given optimizer, a value that
+    differs from the optimizer's is ignored, and said so once."""
+    default = joint_trainer(vocab_file, intent_slot_dir, lr=2e-3, weight_decay=0.03)
+    default.build_backward()
+    assert (default.adam.lr, default.adam.weight_decay) == (2e-3, 0.03)
+    plain = joint_trainer(vocab_file, intent_slot_dir, lr=None)
+    plain.build_backward()
+    assert (plain.adam.lr, plain.adam.weight_decay) == (5e-5, 0.01)  # Adam's own defaults
+    same = joint_trainer(vocab_file, intent_slot_dir, lr=1e-3)
+    same.build_backward(mtl.optimizer.Adam(None, 1e-3))
+    assert not recwarn.list
+    mh = joint_trainer(vocab_file, intent_slot_dir, lr=3e-3, weight_decay=0.2)
+    with pytest.warns(UserWarning) as caught:
+        mh.build_backward(mtl.optimizer.Adam(None, 1e-3, weight_decay=0.0))
+    assert len(caught) == 1
+    assert str(caught[0].message).startswith("MultiHeadTrainer lr=0.003 (the optimizer's: 0.001), "
+                                             "weight_decay=0.2 (the optimizer's: 0.0) is not used")
+    mh.train(print_steps=0)
+    assert mh.optimizer.param_groups[0]["initial_lr"] == 1e-3
+    assert [group["weight_decay"] for group in mh.optimizer.param_groups] == [0.0, 0.0]
+
+
 def one_step_change(vocab_file, intent_slot_dir, max_grad_norm) -> float:
     """Largest parameter change after one step at constant lr 1e-2, no weight decay."""
     torch.manual_seed(0)
-    mh = joint_trainer(vocab_file, intent_slot_dir, batch_size=24)  # 24 // 24 * 1 epoch = one step
+    mh = joint_trainer(vocab_file, intent_slot_dir, batch_size=24, lr=None)  # 24 // 24 * 1 epoch = one step
     mh.build_backward(mtl.optimizer.Adam(None, 1e-2, mtl.lr_sched.ConstantScheduler(), weight_decay=0.0,
                                          max_grad_norm=max_grad_norm))
     model = mh.build_forward()

@@ -26,8 +26,6 @@ def instantiate(node: dict, key: str = "", **extra: Any) -> Any:
     args = {name: _built(value, join(key, name)) for name, value in node.items() if name != COMPONENT}
     try:
         return target(**args, **extra)
-    except ConfigError:
-        raise
     except Exception as error:
         raise ConfigError(f"{key or 'config'}: {node[COMPONENT]} failed: {type(error).__name__}: {error}") from error
 
@@ -81,10 +79,9 @@ def build_run(config: RunConfig) -> Run:
 
 def _build_task(section: TaskSection, key: str, backbone: Encoder) -> Trainer:
     reader = instantiate(section.reader, join(key, "reader"))
-    speed = {name: getattr(section, name) for name in ("max_tokens", "pad_to_multiple_of", "cache_dir")
-             if getattr(section, name) is not None}  # only when set: some readers' load_data lack them
     reader.load_data(section.train_data, section.file_format, num_epochs=None, batch_size=section.batch_size,
-                     group_by_length=section.group_by_length, **speed)
+                     group_by_length=section.group_by_length, max_tokens=section.max_tokens,
+                     pad_to_multiple_of=section.pad_to_multiple_of, cache_dir=section.cache_dir)
     if section.heads is not None:
         blocks = {name: (block, join(join(key, "heads"), name)) for name, block in section.heads.items()}
     elif section.head is not None:

@@ -1,14 +1,30 @@
-"""Evaluation and prediction of one task: decode every head's output to readable records, then score."""
+"""Evaluation and prediction of one task: decode every head's output to readable records, then score.
+
+`decode_batch` is the one decode path: the trainer's evaluate and predict and `mtl.load`'s Predictor all turn
+head outputs into records through it, so they decode identically. Imports no training module."""
 import json
 from pathlib import Path
 
 import torch
 
+from mtl import distributed
+from mtl.components.heads.base import Head
 from mtl.components.readers.base import Reader
 from mtl.metrics import frame_accuracy
 from mtl.trainers.device import autocast, to_device
 from mtl.trainers.model import MultiTaskModel
 from mtl.trainers.trainer import Task
+
+
+def decode_batch(heads: dict[str, Head], batch: dict, enc: dict, label_names: dict[str, list[str]]) -> list[dict]:
+    """Every head on one encoded batch, its predictions decoded (labels and spans, not ids): one dict per row,
+    {head name: decoded}. The one decode path: evaluation, prediction and `mtl.load`'s predictor all use it
+    (under the caller's autocast, as the encoder pass)."""
+    predictions = {name: head.predict(head(batch, enc), batch) for name, head in heads.items()}
+    names = {name: label_names.get(head.label_fields[0]) if head.label_fields else None
+             for name, head in heads.items()}
+    return [{name: head.decode(predictions[name][row], names[name], meta) for name, head in heads.items()}
+            for row, meta in enumerate(batch["meta"])]
 
 
 @torch.inference_mode()
@@ -17,22 +33,39 @@ def decode_task(model: MultiTaskModel, task: Task, reader: Reader, device: torch
     """One record per example ({"text", head: decoded, ...}) and the metas (with gold labels) beside them."""
     was_training = model.training
     model.eval()
-    names = reader.label_names
-    records, metas = [], []
+    names, records, metas = reader.label_names, [], []
     for batch in reader.iter_once():
         batch = to_device(batch, device)
         with autocast(device, precision):
-            outputs = model(task.name, batch)
-        predictions = {h: task.heads[h].predict(out, batch) for h, out in outputs.items()}
-        for row, meta in enumerate(batch["meta"]):
-            record = {"text": meta.get("text")}
-            for head_name, head in task.heads.items():
-                field_names = names.get(head.label_fields[0]) if head.label_fields else None
-                record[head_name] = head.decode(predictions[head_name][row], field_names, meta)
-            records.append(record)
-            metas.append(meta)
+            rows = decode_batch(task.heads, batch, model.backbone(batch), names)
+        records += [{"text": meta.get("text"), **row} for row, meta in zip(rows, batch["meta"])]
+        metas += batch["meta"]
     model.train(was_training)
     return records, metas
+
+
+def decode_everywhere(model: MultiTaskModel, task: Task, reader: Reader, device: torch.device,
+                      precision: str) -> tuple[list[dict], list[dict]]:
+    """`decode_task` over the whole reader, merged per example (`merge_task`). Under torch.distributed (a
+    collective) each rank decodes its shard of the examples and every rank gets all records, in order."""
+    shard = reader.shard(distributed.rank(), distributed.world_size())
+    records, metas = distributed.gather_records(*decode_task(model, task, shard, device, precision))
+    return merge_task(task, records, metas)
+
+
+def evaluate_tasks(model: MultiTaskModel, tasks: list[Task], readers: dict[str, Reader | None],
+                   device: torch.device, precision: str) -> dict[str, dict[str, float]]:
+    """Metrics per task (`score_task`) on `readers[task]`; tasks without a reader are left out."""
+    results = {}
+    for task in tasks:
+        reader = readers.get(task.name)
+        if reader is None:
+            continue
+        task.check_reader(reader)
+        results[task.name] = score_task(task, *decode_everywhere(model, task, reader, device, precision))
+    if not results:
+        raise ValueError("nothing to evaluate: give readers or set the tasks' dev readers")
+    return results
 
 
 def merge_task(task: Task, records: list[dict], metas: list[dict]) -> tuple[list[dict], list[dict]]:

@@ -54,9 +54,9 @@ class Logbook:
     def for_trainer(cls, trainer: Any, resume_step: int | None) -> "Logbook":
         """TensorBoard under the trainer's `log_dir` (or save_path/tensorboard); JSON lines in save_path
         (or log_dir); nothing without either, nor on a rank other than 0."""
-        saver = trainer.saver
-        folder = saver.save_path if saver else trainer.log_dir
-        board = trainer.log_dir or (saver.save_path / "tensorboard" if saver else None)
+        save_path = trainer.saver.save_path  # None: the trainer's saver keeps nothing on disk
+        folder = save_path or trainer.log_dir
+        board = trainer.log_dir or (save_path / "tensorboard" if save_path else None)
         if not distributed.is_main():  # under torch.distributed only rank 0 writes (every rank's numbers agree)
             folder = board = None
         return cls(folder, board, [t.name for t in trainer.tasks], resume_step)

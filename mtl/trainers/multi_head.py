@@ -1,7 +1,9 @@
 """MultiHeadTrainer: a shared backbone under several tasks; batches drawn across tasks by mix ratio."""
 import copy
 import logging
+import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -9,22 +11,21 @@ import torch
 from tqdm import tqdm
 
 from mtl.components.backbones.encoder import Encoder
-from mtl.components.lr_schedulers.schedules import TriangularScheduler
 from mtl.components.optimizers.adam import Adam
 from mtl.components.readers.base import Reader
-from mtl.components.savers.saver import Saver
+from mtl.components.savers import Saver, Snapshot
+from mtl.components.savers.checkpoint import label_names
 from mtl.errors import MtlError
 from mtl import distributed
 from mtl.speed import SpeedKernels
-from mtl.trainers import resume
+from mtl.trainers import rng
 from mtl.trainers.batches import batch_stream
 from mtl.trainers.device import resolve_device, resolve_precision
 from mtl.trainers.balancing import LossBalancer
-from mtl.trainers.evaluation import decode_task, merge_task, score_task, write_jsonl
+from mtl.trainers.evaluation import decode_everywhere, evaluate_tasks, write_jsonl
 from mtl.trainers.logbook import Logbook
 from mtl.trainers.model import MultiTaskModel
-from mtl.trainers.sampling import MixRatioSampler, TaskSampler, plan_total_steps
-from mtl.trainers.saving import CheckpointMethods
+from mtl.trainers.sampling import MixRatioSampler, TaskSampler, plan_run
 from mtl.trainers.selection import Selector
 from mtl.trainers.step import RunState, Step
 from mtl.trainers.trainer import Task, link_shared_heads
@@ -32,7 +33,7 @@ from mtl.trainers.trainer import Task, link_shared_heads
 log = logging.getLogger(__name__)
 
 
-class MultiHeadTrainer(CheckpointMethods):
+class MultiHeadTrainer:
     """Trains tasks that share one backbone. Both PALM's verbs and a direct constructor lead here:
 
         MultiHeadTrainer([Trainer("slot", reader=r1, head=h1), Trainer("intent", reader=r2, head=h2)],
@@ -46,6 +47,10 @@ class MultiHeadTrainer(CheckpointMethods):
     are those of one process; `grad_accum_steps` cuts each process's share into that many micro-batches.
     Rank 0 alone logs and saves. See docs/distributed.md.
 
+    `lr` and `weight_decay` only build the default `mtl.optimizer.Adam` (None: Adam's defaults); an optimizer
+    given to `build_backward` keeps its own (a trainer value that differs is ignored, with a warning).
+    Checkpoints go through the trainer's one `Saver` (`set_saver`; in memory until then).
+
     `compile=True` compiles the backbone with torch.compile(dynamic=True), in place, so checkpoints keep
     their names; see docs/speed.md for that and the readers' speed switches. `embedding_grad_buffer` (on by
     default) keeps the word-embedding gradient in one buffer across steps instead of a fresh vocab x hidden
@@ -56,9 +61,9 @@ class MultiHeadTrainer(CheckpointMethods):
     step is plain PyTorch, torch's clipping included.
     """
 
-    def __init__(self, trainers: list[Task], backbone: Encoder | None = None, lr: float = 5e-5,
+    def __init__(self, trainers: list[Task], backbone: Encoder | None = None, lr: float | None = None,
                  num_epochs: float | None = None, sampling_reference: str | None = None,
-                 warmup_proportion: float = 0.1, weight_decay: float = 0.01, seed: int = 0,
+                 warmup_proportion: float = 0.1, weight_decay: float | None = None, seed: int = 0,
                  precision: str = "auto", device: str | None = None, sampler: TaskSampler | None = None,
                  log_dir: str | Path | None = None, max_nonfinite_steps: int = 5, grad_accum_steps: int = 1,
                  compile: bool = False, embedding_grad_buffer: bool = True, fast_dropout: bool = True,
@@ -83,9 +88,9 @@ class MultiHeadTrainer(CheckpointMethods):
         self.compile = compile  # torch.compile the backbone (dynamic shapes: no recompile per batch width)
         self.embedding_grad_buffer, self.fast_dropout = embedding_grad_buffer, fast_dropout
         self.adam: Adam | None = None
-        self.optimizer, self.scheduler, self.saver = None, None, None
+        self.optimizer, self.scheduler, self.saver = None, None, Saver.in_memory()
         self.total_steps, self.state = 0, RunState(skipped_steps={name: 0 for name in names})
-        self.selector, self.best_folder = Selector(), None
+        self.selector = Selector()
         self._sampler_start, self._rng = None, None  # the sampler's first state; the run's RNG between calls
         self.max_nonfinite_steps, self._step = max_nonfinite_steps, None
 
@@ -117,10 +122,20 @@ class MultiHeadTrainer(CheckpointMethods):
         return self.model
 
     def build_backward(self, optimizer: Adam | None = None, weight_decay: float | None = None) -> None:
-        """Keep the optimizer settings; the torch optimizer is built once the step count is known."""
-        self.adam = optimizer or Adam(lr=self.lr, weight_decay=self.weight_decay)
+        """Keep the optimizer (the torch one is built once the step count is known); `weight_decay` is set on
+        it (PALM's verb). Without one, an Adam from this trainer's `lr` and `weight_decay`."""
+        given = {"lr": self.lr, "weight_decay": self.weight_decay}
+        if optimizer is None:
+            optimizer = Adam(**{name: value for name, value in given.items() if value is not None})
+        ignored = [f"{name}={value} (the optimizer's: {getattr(optimizer, name)})" for name, value in given.items()
+                   if value is not None and value != getattr(optimizer, name)]
+        if ignored:  # the optimizer is the one home of its settings
+            warnings.warn(f"MultiHeadTrainer {', '.join(ignored)} is not used: the optimizer given to build_backward "
+                          "has its own settings, and they win (give lr and weight_decay to mtl.optimizer.Adam)",
+                          UserWarning, stacklevel=2)
         if weight_decay is not None:
-            self.adam.weight_decay = weight_decay
+            optimizer.weight_decay = weight_decay
+        self.adam = optimizer
 
     def fit_readers_with_mixratio(self, readers: list[Reader], sampling_reference: str,
                                   num_epochs: float) -> None:
@@ -135,50 +150,28 @@ class MultiHeadTrainer(CheckpointMethods):
         """Load pretrained encoder weights from an HF folder (a no-op in effect after from_pretrained)."""
         self._ready_model().backbone.load_weights(pretrain_dir)
 
-    def set_saver(self, save_path: str | Path, save_steps: int | None = None, keep_last: int = 3) -> None:
-        self.saver = Saver(save_path, save_steps, keep_last)
-
     # ---- planning ---------------------------------------------------------------------------------------
     def _ready_model(self) -> MultiTaskModel:
         return self.model if self.model is not None else self.build_forward()
 
     def _plan(self) -> None:
         """Budgets, the exact number of steps, then optimizer and schedule bound to that number."""
-        by_name = {t.name: t for t in self.tasks}
-        if self.reference not in by_name:
-            raise ValueError(f"sampling_reference {self.reference!r} is not a task: {sorted(by_name)}")
-        for task in self.tasks:
-            if task.reader is None:
-                raise ValueError(f"task {task.name!r} has no training reader")
-        ref = by_name[self.reference].reader
-        if self.num_epochs is None:
-            self.num_epochs = ref.num_epochs  # PALM's single-task scripts give epochs to load_data
-        if self.num_epochs is None:
-            raise ValueError("num_epochs is not set (MultiHeadTrainer, fit_readers_with_mixratio or load_data)")
-        # with token-budget batches an epoch's real batch count (epoch 0's) replaces N // batch_size
-        token_budget = getattr(ref, "max_tokens", None) is not None
-        base = ref.steps_per_epoch if token_budget else max(1, ref.num_examples // ref.batch_size)
-        for task in self.tasks:
-            task.budget = int(self.num_epochs * task.mix_ratio * base)
         self.sampler = self.sampler or MixRatioSampler([t.mix_ratio for t in self.tasks], self.seed)
         self._sampler_start = self._sampler_start or copy.deepcopy(self.sampler.state_dict())
         self.sampler.load_state_dict(copy.deepcopy(self._sampler_start))  # every plan starts where the run did
-        self.total_steps = plan_total_steps(self.sampler, [t.budget for t in self.tasks],
-                                            [t.is_aux for t in self.tasks])
+        plan = plan_run(self.tasks, self.reference, self.num_epochs, self.sampler)
+        self.num_epochs, self.total_steps = plan.num_epochs, plan.total_steps
+        for task, budget in zip(self.tasks, plan.budgets):
+            task.budget = budget
         distributed.check_same("the run plan (steps, budgets, sampler state)",
-                               (self.total_steps, [t.budget for t in self.tasks], self._sampler_start))
+                               (self.total_steps, plan.budgets, self._sampler_start))
         model = self._ready_model()
         if self.adam is None:
             self.build_backward()
-        schedule = self.adam.lr_schedule or TriangularScheduler(int(self.warmup_proportion * self.total_steps))
-        schedule.bind(self.total_steps)
-        if schedule.num_train_steps != self.total_steps:
-            log.warning("the lr schedule counts %d steps but training runs %d (PALM's examples under-counted them; "
-                        "leave num_train_steps=None to use the real number)", schedule.num_train_steps, self.total_steps)
-        self.balancer.bind([f"{t.name}.{h}" for t in self.tasks for h in t.heads], base)
+        self.balancer.bind([f"{t.name}.{h}" for t in self.tasks for h in t.heads], plan.base)
         self.balancer.to(self.device)  # a parameter it made on binding
         self.optimizer = self.adam.build(model)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule.factor)
+        self.scheduler = self.adam.build_schedule(self.optimizer, self.total_steps, self.warmup_proportion)
 
     # ---- training ---------------------------------------------------------------------------------------
     def train(self, print_steps: int = 10, eval_steps: int | None = None, resume_from: str | Path | None = None,
@@ -196,10 +189,10 @@ class MultiHeadTrainer(CheckpointMethods):
                 torch.manual_seed(self.seed + distributed.rank())  # rank 0 draws as a single process does
                 self._plan()
             else:  # called again (after max_steps): the same run goes on, its dropout RNG too
-                resume.set_rng(self, self._rng)
+                rng.set_rng(self.device, self._rng)
             self.selector = selector or self.selector
             self.selector.check_tasks([t.name for t in self.tasks])
-            resumed = resume.restore(self, resume_from) if resume_from is not None else None
+            resumed = self._resume(resume_from) if resume_from is not None else None
             # on the model for this call only, undone however it ends; no gradient buffer under DDP or compile
             # (they need autograd's embedding gradient) nor with per-loss gradients (they move the encoder's)
             kernels = SpeedKernels(self.model, fast_dropout=self.fast_dropout and not self.compile,
@@ -209,15 +202,13 @@ class MultiHeadTrainer(CheckpointMethods):
                 with kernels:
                     return self._train(print_steps, eval_steps, max_steps, resumed)
             finally:
-                self._rng = resume.get_rng(self)
+                self._rng = rng.get_rng(self.device)
 
     def _train(self, print_steps: int, eval_steps: int | None, max_steps: int | None,
                resumed: int | None) -> dict[str, Any]:
         if resumed is not None and (self.global_step >= self.total_steps or self.selector.stopped):
             log.info("the checkpoint at step %d ended its run: nothing left to train", resumed)
-            return {"steps": self.global_step, "history": [], "best_score": self.best_score,
-                    "stopped_early": self.selector.stopped, "finished": True,
-                    "skipped_steps": dict(self.skipped_steps)}
+            return self._outcome([], finished=True)
         logbook = Logbook.for_trainer(self, self.global_step or None)  # a resumed run keeps its earlier logs
         self.ddp = distributed.wrap(self.model, self.ddp)  # copies rank 0's weights to every rank
         self._step = Step(self.model, self.ddp, self.optimizer, self.scheduler, self.device, self.precision,
@@ -245,20 +236,22 @@ class MultiHeadTrainer(CheckpointMethods):
                 logbook.report(self)
             if eval_steps and (self.global_step % eval_steps == 0 or self.global_step == self.total_steps):
                 history.append(self._evaluate_and_select(logbook))
-            if self.saver and self.saver.should_save(self.global_step):  # after the evaluation: it holds its verdict
+            if self.saver.should_save(self.global_step):  # after the evaluation: it holds its verdict
                 self._save(self.global_step)
         progress.close()
         finished = self.global_step >= self.total_steps or self.selector.stopped
-        if self.saver and finished:
+        if self.saver.on_disk and finished:
             self._save("final")
-        elif self.saver and not self.saver.should_save(self.global_step):
+        elif self.saver.on_disk and not self.saver.should_save(self.global_step):
             self._save(self.global_step)  # stopped at max_steps: a point to resume from
         if not (print_steps and self.global_step % print_steps == 0):
             logbook.report(self)
         logbook.end(self.global_step, self.best_score, self.selector.stopped, finished)
+        return self._outcome(history, finished)
+
+    def _outcome(self, history: list[dict], finished: bool) -> dict[str, Any]:
         return {"steps": self.global_step, "history": history, "best_score": self.best_score,
-                "stopped_early": self.selector.stopped, "finished": finished,
-                "skipped_steps": dict(self.skipped_steps)}
+                "stopped_early": self.selector.stopped, "finished": finished, "skipped_steps": dict(self.skipped_steps)}
 
     def _train_step(self, task: Task, batch: Any) -> tuple[float, dict[str, float]]:
         """3-5. forward, balanced losses, backward, clip, step: mtl.trainers.step, top to bottom."""
@@ -282,31 +275,105 @@ class MultiHeadTrainer(CheckpointMethods):
         """Metrics per task on the given readers, or on each task's dev reader. Under torch.distributed each
         rank decodes its shard of the examples and every rank scores all of them (the single-process metrics)."""
         distributed.init(self.device)
-        model, rank, world = self._ready_model(), distributed.rank(), distributed.world_size()
-        results = {}
-        for task in self.tasks:
-            reader = (readers or {}).get(task.name) if readers is not None else task.dev_reader
-            if reader is None:
-                continue
-            task.check_reader(reader)
-            records, metas = decode_task(model, task, reader.shard(rank, world), self.device, self.precision)
-            records, metas = distributed.gather_records(records, metas)  # every rank's shard, in order
-            records, metas = merge_task(task, records, metas)  # e.g. MRC windows -> one answer per question
-            results[task.name] = score_task(task, records, metas)
-        if not results:
-            raise ValueError("nothing to evaluate: give readers or set the tasks' dev readers")
-        return results
+        readers = {t.name: t.dev_reader for t in self.tasks} if readers is None else readers
+        return evaluate_tasks(self._ready_model(), self.tasks, readers, self.device, self.precision)
 
     def predict(self, task_name: str, inputs: Reader | list[str], output_file: str | Path | None = None) -> list[dict]:
         """Decoded predictions of one task (labels and spans, not ids); written as JSONL when asked."""
         task = {t.name: t for t in self.tasks}[task_name]
         reader = inputs if isinstance(inputs, Reader) else (task.reader or task.dev_reader).from_texts(inputs)
         distributed.init(self.device)
-        shard = reader.shard(distributed.rank(), distributed.world_size())
-        records, metas = decode_task(self._ready_model(), task, shard, self.device, self.precision)
-        records, metas = distributed.gather_records(records, metas)  # every rank's shard, in order
-        records, _ = merge_task(task, records, metas)  # e.g. MRC windows -> one answer per question
+        records, _ = decode_everywhere(self._ready_model(), task, reader, self.device, self.precision)
         if output_file is not None and distributed.is_main():
             write_jsonl(records, output_file)
         distributed.barrier()
         return records
+
+    def _evaluate_and_select(self, logbook: Logbook) -> dict:
+        """Score the dev readers; keep the best model overall (`best`) and, with several tasks, per task.
+        Every rank gets the same gathered metrics, so all reach the same verdict (and early stop together)."""
+        metrics = self.evaluate()
+        verdict = self.selector.update(self.global_step, metrics)
+        logbook.evaluation(verdict, metrics)
+        if verdict.improved:
+            self.saver.keep_best(self.model, self._snapshot())
+        if self.saver.on_disk and len(self.tasks) > 1:
+            for task_name in verdict.improved_tasks:
+                self._save(f"best-{task_name}")
+        return {"step": self.global_step, "score": verdict.score, "metrics": metrics, "best": verdict.improved}
+
+    @property
+    def best_score(self) -> float:
+        """The best selection score seen by dev evaluation (-inf before any)."""
+        return self.selector.best
+
+    # ---- checkpoints: the trainer says what its state is; its Saver writes and reads the folders ------------
+    def set_saver(self, save_path: str | Path, save_steps: int | None = None, keep_last: int = 3) -> None:
+        """Checkpoints under `save_path`: `step-N` every `save_steps` steps (the last `keep_last`), `best`,
+        `best-<task>`, `final`; see mtl.saver.Saver."""
+        self.saver = Saver(save_path, save_steps, keep_last)
+
+    def save(self, folder: str | Path) -> Path:
+        """Save the current model now (atomically) into `folder`, with the run state when training has started."""
+        return Saver.write_to(folder, self._ready_model(), self._snapshot())
+
+    def export(self, folder: str | Path) -> Path:
+        """A deployable folder (no training state): `mtl.load(folder)` rebuilds the model with no user code."""
+        return Saver.write_to(folder, self._ready_model(), self._snapshot(training=False, strict=True))
+
+    def load_checkpoint(self, folder: str | Path) -> None:
+        """Load a saved model's weights into these assembled components (e.g. in a fresh process); the
+        readers' label maps must be the checkpoint's, or every prediction would decode to the wrong name."""
+        Saver.restore_weights(folder, self._ready_model(), label_names(self.tasks))
+
+    def load_best(self) -> None:
+        """Restore the best model seen by dev evaluation during `train`."""
+        self.saver.load_best(self.model)
+
+    def _save(self, name: str | int) -> Path:
+        """Checkpoint `name` (an int: `step-N`, pruned to the last K) in the saver's folder."""
+        return self.saver.write(name, self._ready_model(), self._snapshot())
+
+    def _snapshot(self, training: bool = True, strict: bool = False) -> Snapshot:
+        """What a checkpoint holds besides the weights: with the run state once training has started (unless
+        `training=False`: an export). Every rank calls it alike (the run state gathers every rank's RNG)."""
+        model, tasks = self._ready_model(), self._task_steps()
+        state = {"global_step": self.global_step, "total_steps": self.total_steps, "tasks": tasks,
+                 "best_score": self.best_score if math.isfinite(self.best_score) else None}
+        run_state = self._run_state() if training and self.optimizer is not None else None
+        return Snapshot.of(model.backbone, self.tasks, state, run_state, strict)
+
+    def _task_steps(self) -> dict[str, dict[str, int]]:
+        return {t.name: {"cur_train_step": t.cur_train_step, "budget": t.budget} for t in self.tasks}
+
+    def _run_state(self) -> dict:
+        """Everything the run's future depends on, each part's own state_dict (plain containers and tensors:
+        loadable with weights_only=True), and the dropout RNG of every rank (mtl.trainers.rng)."""
+        state = {**self.state.state_dict(), "total_steps": self.total_steps, "tasks": self._task_steps(),
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "sampler": self.sampler.state_dict(), "balancer": self.balancer.state_dict(),
+                 "readers": {t.name: t.reader.state_dict() for t in self.tasks},
+                 "selector": self.selector.state_dict(), **rng.get_rng(self.device)}
+        ranks = rng.gather_rng(self.device)
+        return state if ranks is None else {**state, "rank_rng": ranks}
+
+    def _resume(self, folder: str | Path) -> int:
+        """Go on from a checkpoint of this run (after `_plan`): its weights and run state; returns its step."""
+        state = self.saver.load_run_state(folder, [t.name for t in self.tasks], self.total_steps)
+        Saver.restore_weights(folder, self.model)
+        self._load_run_state(state)
+        return self.global_step
+
+    def _load_run_state(self, state: dict) -> None:
+        """A saved run state back into this planned trainer, each part through its own load_state_dict."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.sampler.load_state_dict(state["sampler"])
+        for task in self.tasks:
+            task.reader.load_state_dict(state["readers"][task.name])
+            task.cur_train_step = int(state["tasks"][task.name]["cur_train_step"])
+        if "balancer" in state:
+            self.balancer.load_state_dict(state["balancer"])
+        self.state.load_state_dict(state)
+        self.selector.load_state_dict(state["selector"])
+        rng.restore_rng(state, self.device, self.seed, self.global_step)

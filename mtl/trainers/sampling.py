@@ -1,5 +1,8 @@
-"""Task samplers: which task trains at each step. Pure and seeded (own generator, never global state)."""
+"""Task samplers: which task trains at each step. Pure and seeded (own generator, never global state).
+And the run's plan: PALM's budgets per task and the exact number of steps the sampler will run."""
 import copy
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -94,3 +97,34 @@ def plan_total_steps(sampler: TaskSampler, budgets: list[int], auxiliary: list[b
             if remaining[index] == 0:
                 del remaining[index]
     return step
+
+
+@dataclass
+class Plan:
+    """The length of a run, fixed before its first step."""
+
+    num_epochs: float
+    base: int  # batches per epoch of the sampling reference task
+    budgets: list[int]  # each task's steps, in task order
+    total_steps: int
+
+
+def plan_run(tasks: list[Any], reference: str, num_epochs: float | None, sampler: TaskSampler) -> Plan:
+    """PALM's budgets: base = N_ref // batch_size_ref (with token-budget batches, the reference reader's real
+    batch count of an epoch), steps_t = int(num_epochs * mix_ratio_t * base); then the exact number of steps
+    (`plan_total_steps`, on a copy of `sampler`). `num_epochs` None: the reference reader's (PALM's
+    single-task scripts give epochs to load_data)."""
+    by_name = {t.name: t for t in tasks}
+    if reference not in by_name:
+        raise ValueError(f"sampling_reference {reference!r} is not a task: {sorted(by_name)}")
+    for task in tasks:
+        if task.reader is None:
+            raise ValueError(f"task {task.name!r} has no training reader")
+    ref = by_name[reference].reader
+    num_epochs = ref.num_epochs if num_epochs is None else num_epochs
+    if num_epochs is None:
+        raise ValueError("num_epochs is not set (MultiHeadTrainer, fit_readers_with_mixratio or load_data)")
+    token_budget = getattr(ref, "max_tokens", None) is not None
+    base = ref.steps_per_epoch if token_budget else max(1, ref.num_examples // ref.batch_size)
+    budgets = [int(num_epochs * task.mix_ratio * base) for task in tasks]
+    return Plan(num_epochs, base, budgets, plan_total_steps(sampler, budgets, [t.is_aux for t in tasks]))

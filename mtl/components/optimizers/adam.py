@@ -1,8 +1,12 @@
 """PALM's Adam verb: AdamW (decoupled weight decay), no decay on bias or LayerNorm, global-norm clipping."""
+import logging
+
 import torch
 from torch import nn
 
-from mtl.components.lr_schedulers.schedules import Scheduler
+from mtl.components.lr_schedulers.schedules import Scheduler, TriangularScheduler
+
+log = logging.getLogger(__name__)
 
 
 def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -22,7 +26,8 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 class Adam:
-    """Holds the optimizer's settings until the trainer knows every parameter (PALM's `build_backward`).
+    """The one home of the optimizer's settings (lr, weight decay, betas, eps, clipping, lr schedule); it holds
+    them until the trainer knows every parameter and the number of steps (PALM's `build_backward`).
 
     `loss_var` is what `build_forward` returned (the model); it may be None when the trainer supplies it.
     """
@@ -34,15 +39,24 @@ class Adam:
         self.weight_decay, self.betas, self.eps = weight_decay, betas, eps
         self.max_grad_norm, self.fused = max_grad_norm, fused
 
-    def build(self, model: nn.Module | None = None, weight_decay: float | None = None) -> torch.optim.AdamW:
+    def build(self, model: nn.Module | None = None) -> torch.optim.AdamW:
         """The torch optimizer over `model` (fused kernels where the device supports them)."""
         model = model if model is not None else self.model
         if model is None:
             raise ValueError("Adam: no parameters; pass the value build_forward returned as loss_var")
-        if weight_decay is not None:
-            self.weight_decay = weight_decay
         groups = decay_groups(model, self.weight_decay)
         return torch.optim.AdamW(groups, lr=self.lr, betas=self.betas, eps=self.eps, fused=self._fused(model))
+
+    def build_schedule(self, optimizer: torch.optim.Optimizer, total_steps: int,
+                       warmup_proportion: float) -> torch.optim.lr_scheduler.LambdaLR:
+        """The lr schedule over a run of `total_steps` (the number that really runs): `lr_schedule`, or PALM's
+        triangular one warming up over `warmup_proportion` of the steps."""
+        schedule = self.lr_schedule or TriangularScheduler(int(warmup_proportion * total_steps))
+        schedule.bind(total_steps)
+        if schedule.num_train_steps != total_steps:
+            log.warning("the lr schedule counts %d steps but training runs %d (PALM's examples under-counted them; "
+                        "leave num_train_steps=None to use the real number)", schedule.num_train_steps, total_steps)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor)
 
     def _fused(self, model: nn.Module) -> bool:
         if self.fused is not None:

@@ -11,7 +11,9 @@
 No file needs pickle to load (training_state.pt is read with `weights_only=True`).
 """
 import json
+import logging
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,25 +29,64 @@ BACKBONE, HEADS, LABELS, STATE, TRAINING, SPEC = "backbone", "heads.safetensors"
     "trainer_state.json", "training_state.pt", "model.json"
 READER_SUPPLIED = ("vocab_path", "phase")  # a loaded model's readers get the saved tokenizer, in phase 'predict'
 
+log = logging.getLogger(__name__)
 
-def write_checkpoint(folder: Path, model: nn.Module, label_names: dict[str, dict[str, list[str]]],
-                     tokenizers: dict[str, Any], state: dict, training: dict | None = None,
-                     spec: dict | None = None) -> None:
-    """Weights in safetensors (no pickle); optimizer/scheduler/sampler state for resuming beside them.
-    `tokenizers` maps a folder name (`tokenizer`, `tokenizer-<task>`) to the tokenizer saved there.
+
+@dataclass
+class Snapshot:
+    """What a checkpoint holds besides the weights, as plain values (the trainer gathers them; no trainer here).
+
+    `labels`: labels.json; `tokenizers`: folder name (`tokenizer`, `tokenizer-<task>`) -> the tokenizer saved
+    there; `trainer_state`: trainer_state.json; `spec`: model.json, or None when a component's arguments are
+    not plain values (`spec_problem` says why: the checkpoint saves, but mtl.load cannot rebuild it);
+    `run_state`: training_state.pt, None in an export or before training starts."""
+
+    labels: dict[str, dict[str, list[str]]]
+    tokenizers: dict[str, Any]
+    trainer_state: dict
+    spec: dict | None = None
+    spec_problem: str | None = None
+    run_state: dict | None = None
+
+    @classmethod
+    def of(cls, backbone: Any, tasks: list[Any], trainer_state: dict, run_state: dict | None = None,
+           strict: bool = False) -> "Snapshot":
+        """From the model's tasks (their readers and heads). `strict` (an export): a component that cannot be
+        written as a spec raises ValueError instead of leaving model.json out."""
+        tokenizers, tokenizer_of = tokenizer_folders(tasks)
+        spec, problem = None, None
+        try:
+            spec = model_spec(backbone, tasks, tokenizer_of)
+        except ValueError as error:
+            if strict:
+                raise
+            problem = str(error)
+        return cls(label_names(tasks), tokenizers, trainer_state, spec, problem, run_state)
+
+
+def label_names(tasks: list[Any]) -> dict[str, dict[str, list[str]]]:
+    """labels.json: per task, its reader's label names by id for each label field."""
+    return {t.name: (t.reader or t.dev_reader).label_names for t in tasks}
+
+
+def write_checkpoint(folder: Path, model: nn.Module, snapshot: Snapshot) -> None:
+    """Weights in safetensors (no pickle), the snapshot's files beside them (see the module docstring).
     Refuses (MtlError, nothing written) when a weight is NaN or infinite: no checkpoint holds broken weights."""
     check_finite(model)
     model.backbone.save(folder / BACKBONE)
     heads = {k: v.contiguous().cpu() for k, v in unique_state(model.heads)[0].items()}  # a shared head once
     save_file(heads, str(folder / HEADS))
-    for name, tokenizer in tokenizers.items():
+    for name, tokenizer in snapshot.tokenizers.items():
         tokenizer.save_pretrained(str(folder / name))
-    (folder / LABELS).write_text(json.dumps(label_names, indent=1, ensure_ascii=False), encoding="utf-8")
-    (folder / STATE).write_text(json.dumps(state, indent=1), encoding="utf-8")
-    if spec is not None:
-        (folder / SPEC).write_text(json.dumps(spec, indent=1, ensure_ascii=False), encoding="utf-8")
-    if training is not None:
-        torch.save(training, folder / TRAINING)
+    (folder / LABELS).write_text(json.dumps(snapshot.labels, indent=1, ensure_ascii=False), encoding="utf-8")
+    (folder / STATE).write_text(json.dumps(snapshot.trainer_state, indent=1), encoding="utf-8")
+    if snapshot.spec is not None:
+        (folder / SPEC).write_text(json.dumps(snapshot.spec, indent=1, ensure_ascii=False), encoding="utf-8")
+    else:
+        log.warning("%s: saved without %s, so mtl.load cannot rebuild it: %s", folder.name.removeprefix(".tmp-"),
+                    SPEC, snapshot.spec_problem)
+    if snapshot.run_state is not None:
+        torch.save(snapshot.run_state, folder / TRAINING)
 
 
 def check_finite(model: torch.nn.Module) -> None:

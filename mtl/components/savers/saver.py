@@ -1,22 +1,32 @@
-"""Checkpoints: every N steps, keep the last K, always a final one; each written atomically."""
+"""The Saver: where checkpoints go and when, written atomically, kept to the last K, the best one kept; and
+how a checkpoint comes back (weights, run state). The folder's format is mtl.components.savers.checkpoint."""
 import logging
 import os
 import shutil
 from pathlib import Path
 from typing import Callable
 
+import torch
+from torch import nn
+
 from mtl import distributed
+from mtl.components.savers import checkpoint
+from mtl.components.savers.checkpoint import Snapshot
 from mtl.errors import MtlError
 
 log = logging.getLogger(__name__)
 
 
 class Saver:
-    """Decides when to save and writes folders atomically: into a temp folder, then renamed into place.
+    """Checkpoints under `save_path`: `step-N` every `save_steps` steps (the last `keep_last` kept; 0 keeps
+    all), `best` (and `best-<task>`), `final`. It is given plain inputs (a model and a `Snapshot` of what goes
+    beside its weights), never the trainer. `Saver.in_memory()` has no folder: it writes nothing and keeps
+    the best model as a copy of its weights (what a trainer holds until `set_saver`).
 
-    A crash mid-save leaves the previous checkpoint intact; a reader never sees half a folder under a
-    checkpoint's name. Replacing `name` takes two renames (`name` -> `.old-name`, then `.tmp-name` -> `name`);
-    a crash between them leaves `.old-name`, which the next Saver on that folder puts back.
+    Every folder is written atomically: into a temp folder, then renamed into place. A crash mid-save leaves
+    the previous checkpoint intact; a reader never sees half a folder under a checkpoint's name. Replacing
+    `name` takes two renames (`name` -> `.old-name`, then `.tmp-name` -> `name`); a crash between them leaves
+    `.old-name`, which the next Saver on that folder puts back.
 
     Under torch.distributed every rank calls it alike and rank 0 alone writes (and prunes, and recovers);
     each call returns on every rank once the folder is in place, or raises on every rank when rank 0 failed.
@@ -29,16 +39,29 @@ class Saver:
             raise ValueError(f"save_steps must be >= 1, got {save_steps}")
         if keep_last < 0:
             raise ValueError(f"keep_last must be >= 0 (0 keeps every step checkpoint), got {keep_last}")
-        self.save_path, self.save_steps, self.keep_last = Path(save_path), save_steps, keep_last
-        if _is_main():
-            self._recover()
-        self.step_folders: list[Path] = sorted(self.save_path.glob("step-*"), key=_step_of)
+        self.save_path = None if save_path is None else Path(save_path)
+        self.save_steps, self.keep_last = save_steps, keep_last
+        self.best: Path | dict[str, torch.Tensor] | None = None  # the best model's folder, or its weights
+        self.step_folders: list[Path] = []
+        if self.save_path is not None:
+            if _is_main():
+                self._recover()
+            self.step_folders = sorted(self.save_path.glob("step-*"), key=_step_of)
+
+    @classmethod
+    def in_memory(cls) -> "Saver":
+        """A Saver without a folder: nothing is written, the best model is kept as a copy of its weights."""
+        return cls(None)  # type: ignore[arg-type]
+
+    @property
+    def on_disk(self) -> bool:
+        return self.save_path is not None
 
     def _recover(self) -> None:
         """Finish a replacement a crash interrupted: `.old-name` (an mtl checkpoint, nothing else is touched)
         goes back to `name` when that is missing, and is removed when the new `name` made it."""
         for old in self.save_path.glob(".old-*"):
-            if not (old / "heads.safetensors").is_file():
+            if not (old / checkpoint.HEADS).is_file():
                 continue
             target = self.save_path / old.name[len(".old-"):]
             if target.exists():
@@ -47,17 +70,44 @@ class Saver:
                 os.replace(old, target)
                 log.warning("%s: put back after an interrupted save", target)
 
+    # ---- writing ------------------------------------------------------------------------------------------
     def should_save(self, step: int) -> bool:
-        return self.save_steps is not None and step % self.save_steps == 0
+        return self.on_disk and self.save_steps is not None and step % self.save_steps == 0
 
-    def save(self, name: str, write: Callable[[Path], None]) -> Path:
-        """Call `write(folder)` on a temp folder, then move it to `save_path/name` in one rename."""
+    def write(self, name: str | int, model: nn.Module, snapshot: Snapshot) -> Path:
+        """Checkpoint `name` in `save_path`, atomically: an int is `step-N`, and step folders beyond
+        `keep_last` are removed."""
+        if not isinstance(name, int):
+            return self._atomic(name, lambda folder: checkpoint.write_checkpoint(folder, model, snapshot))
+        folder = self.write(f"step-{name}", model, snapshot)
+        self.step_folders = [f for f in self.step_folders if f != folder] + [folder]
+        while self.keep_last and len(self.step_folders) > self.keep_last:
+            old = self.step_folders.pop(0)
+            if _is_main():
+                shutil.rmtree(old, ignore_errors=True)
+        return folder
+
+    @classmethod
+    def write_to(cls, folder: str | Path, model: nn.Module, snapshot: Snapshot) -> Path:
+        """A checkpoint (or an export: a snapshot without run state) written atomically into any `folder`."""
+        folder = Path(folder)
+        return cls(folder.parent).write(folder.name, model, snapshot)
+
+    def keep_best(self, model: nn.Module, snapshot: Snapshot) -> None:
+        """The model is the best so far: written to `save_path/best`, or (in memory) its weights copied."""
+        if self.on_disk:
+            self.best = self.write("best", model, snapshot)
+        else:
+            self.best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def _atomic(self, name: str, write: Callable[[Path], None]) -> Path:
+        """`write(folder)` on a temp folder (rank 0 alone), then moved to `save_path/name` in one rename."""
         if not distributed.active():
-            return self._save(name, write)
+            return self._write_folder(name, write)
         failure, target = None, self.save_path / name
         if distributed.is_main():
             try:
-                self._save(name, write)
+                self._write_folder(name, write)
             except Exception as error:  # the other ranks must hear of it, not wait for a folder forever
                 failure = error
         outcomes = distributed.gather_objects(None if failure is None else f"{type(failure).__name__}: {failure}")
@@ -67,7 +117,7 @@ class Saver:
             raise MtlError(f"{target}: rank 0 could not save it: {outcomes[0]}")
         return target
 
-    def _save(self, name: str, write: Callable[[Path], None]) -> Path:
+    def _write_folder(self, name: str, write: Callable[[Path], None]) -> Path:
         target = self.save_path / name
         temp, trash = self.save_path / f".tmp-{name}", self.save_path / f".old-{name}"
         for leftover in (temp, trash):
@@ -86,15 +136,41 @@ class Saver:
         shutil.rmtree(trash, ignore_errors=True)
         return target
 
-    def save_step(self, step: int, write: Callable[[Path], None]) -> Path:
-        """A `step-N` checkpoint; older ones beyond `keep_last` are removed."""
-        folder = self.save(f"step-{step}", write)
-        self.step_folders = [f for f in self.step_folders if f != folder] + [folder]
-        while self.keep_last and len(self.step_folders) > self.keep_last:
-            old = self.step_folders.pop(0)
-            if _is_main():
-                shutil.rmtree(old, ignore_errors=True)
-        return folder
+    # ---- reading ------------------------------------------------------------------------------------------
+    def load_best(self, model: nn.Module) -> None:
+        """Put the best model seen by dev evaluation back into `model`."""
+        if self.best is None:
+            raise RuntimeError("no best model: train with eval_steps and dev readers first")
+        if isinstance(self.best, dict):
+            model.load_state_dict(self.best)
+        else:
+            self.restore_weights(self.best, model)
+
+    @staticmethod
+    def restore_weights(folder: str | Path, model: nn.Module,
+                        label_names: dict[str, dict[str, list[str]]] | None = None) -> None:
+        """A checkpoint's weights into an assembled model. With `label_names` (the readers' label maps), fails
+        first when they are not the checkpoint's: every prediction would decode to the wrong name."""
+        if label_names is not None:
+            checkpoint.check_labels(folder, label_names)
+        checkpoint.load_weights(folder, model)
+
+    def load_run_state(self, folder: str | Path, task_names: list[str], total_steps: int) -> dict:
+        """The run state of a step-N or final checkpoint, to go on from it; the best model this run kept in
+        `save_path/best`, if any, is load_best's again. MtlError when the folder has no run state, or when it
+        comes from another run plan (other tasks or another number of steps): continuing it would silently
+        train something else than either run."""
+        state = checkpoint.load_training_state(folder)
+        if state is None:
+            raise MtlError(f"{folder}: no {checkpoint.TRAINING}; only step-N and final checkpoints of a training "
+                           "run can be resumed (an exported model cannot)")
+        if sorted(state["tasks"]) != sorted(task_names) or state["total_steps"] != total_steps:
+            raise MtlError(f"{folder}: saved by a run with tasks {sorted(state['tasks'])} and "
+                           f"{state['total_steps']} steps, but this run has tasks {sorted(task_names)} and "
+                           f"{total_steps} steps; resume with the same config")
+        if self.on_disk and (self.save_path / "best" / checkpoint.HEADS).is_file():
+            self.best = self.save_path / "best"
+        return state
 
 
 def _is_main() -> bool:

@@ -1,8 +1,10 @@
-"""`mtl train|eval|predict`: the same objects as the Python API, driven by a YAML run config.
+"""`mtl train|eval|predict|serve|export`: the same objects as the Python API, driven by a YAML run config.
 
     mtl train CONFIG.yaml [--resume]        check the config, build, train; checkpoints under saver.save_path
     mtl eval CONFIG.yaml [--checkpoint DIR] [--split test|dev]
     mtl predict --model DIR --input FILE [--output FILE] [--allow-module MODULE] [--trust-code]
+    mtl serve --model DIR [--port 8000] [--max-batch-size 32] [--max-wait-ms 2]   HTTP server (docs/serving.md)
+    mtl export DIR --onnx OUT [--quantize int8]                                  one ONNX graph, encoder and heads
 
 Errors the user can fix (config, data, contracts) print one message and exit with status 2.
 """
@@ -49,17 +51,51 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--input", required=True, help="one utterance per line ('-' reads stdin)")
     predict.add_argument("--output", help="JSON lines file (default: stdout)")
     predict.add_argument("--batch-size", type=int, default=32)
-    predict.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    predict.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
-                         help="auto: bf16 where the hardware runs it fast (GPUs, CPUs with AMX/AVX512-BF16), else fp32")
-    predict.add_argument("--allow-module", action="append", default=[], metavar="MODULE",
-                         help="also admit heads/readers/encoders defined in MODULE (and its submodules), e.g. "
-                         "your own mypkg.heads; repeatable")
-    predict.add_argument("--trust-code", action="store_true",
-                         help="admit component classes from any module and let transformers run code the folder "
-                         "ships (auto_map): only for a folder whose author you trust")
+    _model_options(predict)
     predict.set_defaults(run=predict_command)
+    serve = commands.add_parser("serve", help="an HTTP server over a saved model (FastAPI + uvicorn; docs/serving.md)")
+    serve.add_argument("--model", required=True, help="an exported model or checkpoint folder, or an `mtl export "
+                       "--onnx` folder (run on onnxruntime)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8000, help="0 picks a free port (logged)")
+    serve.add_argument("--runtime", choices=("auto", "torch", "onnx"), default="auto",
+                       help="auto: onnx when the folder has model.onnx, else torch")
+    serve.add_argument("--max-batch-size", type=int, default=32,
+                       help="texts per model batch (1: no batching, one forward per request)")
+    serve.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a batch waits to fill")
+    serve.add_argument("--max-queue", type=int, default=1024, help="texts waiting before requests get 503")
+    serve.add_argument("--max-texts", type=int, default=64, help="texts per request")
+    serve.add_argument("--max-text-chars", type=int, default=2000, help="characters per text")
+    serve.add_argument("--threads", type=int, help="the model's intra-op threads (default: the runtime's)")
+    serve.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
+    _model_options(serve)
+    serve.set_defaults(run=serve_command)
+    export = commands.add_parser("export", help="one ONNX graph with the encoder and every head, beside the model")
+    export.add_argument("model", help="an exported model or checkpoint folder")
+    export.add_argument("--onnx", required=True, metavar="OUT", help="the folder to write (new or empty)")
+    export.add_argument("--quantize", choices=("int8",), help="dynamic int8 quantization of the weights")
+    export.add_argument("--opset", type=int, default=17)
+    _trust_options(export)
+    export.set_defaults(run=export_command)
     return parser
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    """How predict and serve load a model folder: device and precision, and what the folder may name."""
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="auto: bf16 where the hardware runs it fast (GPUs, CPUs with AMX/AVX512-BF16), else fp32")
+    _trust_options(parser)
+
+
+def _trust_options(parser: argparse.ArgumentParser) -> None:
+    """What a model folder may name beyond mtl's own classes (mtl.safe_load)."""
+    parser.add_argument("--allow-module", action="append", default=[], metavar="MODULE",
+                        help="also admit heads/readers/encoders defined in MODULE (and its submodules), e.g. "
+                        "your own mypkg.heads; repeatable")
+    parser.add_argument("--trust-code", action="store_true",
+                        help="admit component classes from any module and let transformers run code the folder "
+                        "ships (auto_map): only for a folder whose author you trust")
 
 
 def train_command(args: argparse.Namespace) -> int:
@@ -109,6 +145,37 @@ def predict_command(args: argparse.Namespace) -> int:
         log.info("%d predictions written to %s", len(records), args.output)
     else:
         sys.stdout.write(lines)
+    return 0
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    try:
+        from mtl.serving.engine import load_engine
+        from mtl.serving.requests import Limits
+        from mtl.serving.server import serve
+    except ImportError as error:
+        raise MtlError(f"serving needs its extra: pip install -e \".[serve]\" ({error})") from None
+    try:
+        limits = Limits(args.max_batch_size, args.max_wait_ms, args.max_queue, args.max_texts, args.max_text_chars)
+    except ValueError as error:
+        raise MtlError(str(error)) from None
+    engine = load_engine(args.model, args.runtime, args.device, args.precision, args.max_batch_size, args.threads,
+                         trust_code=args.trust_code, allowed_modules=args.allow_module)
+    log.info("loaded %s (%s runtime; tasks: %s); starting the server on %s", args.model, engine.runtime,
+             ", ".join(engine.task_names), args.host)
+    serve(engine, limits, args.host, args.port, args.access_log)
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    try:
+        from mtl.serving.onnx_export import export_onnx
+    except ImportError as error:
+        raise MtlError(f"ONNX export needs the serve extra: pip install -e \".[serve]\" ({error})") from None
+    info = export_onnx(args.model, args.onnx, args.quantize, args.opset, trust_code=args.trust_code,
+                       allowed_modules=args.allow_module)
+    log.info("wrote %s: %d inputs, %d outputs; largest difference from PyTorch %s", args.onnx, len(info["inputs"]),
+             len(info["output_names"]), ", ".join(f"{k} {v:.2e}" for k, v in info["parity"].items()))
     return 0
 
 

@@ -169,15 +169,20 @@ ITEMS = [("q1", "what is the weather", "will it rain in boston today", "rain"),
          ("q4", "set an alarm for", "set an alarm for seven am tomorrow morning", "seven am")]
 
 
-def test_train_evaluate_and_predict_mrc_end_to_end(vocab_file, tmp_path):
-    items = [(qid, q, c, (c.index(a), a)) for qid, q, c, a in ITEMS]
-    path = squad_file(tmp_path / "train.json", items)
+def tiny_mrc_trainer(vocab_file: Path, folder: Path, num_epochs: float = 3) -> "mtl.MultiHeadTrainer":
+    """MRC on ITEMS (written to folder/train.json, also the dev data) over a tiny random BERT, windows of 16
+    tokens with stride 4, trained."""
+    path = squad_file(folder / "train.json", [(qid, q, c, (c.index(a), a)) for qid, q, c, a in ITEMS])
     reader = mtl.reader.MRCReader(vocab_file, max_seqlen=16, doc_stride=4, max_query_len=5)
     reader.load_data(path, batch_size=2)
-    backbone = tiny_bert()
     task = mtl.Trainer("mrc", reader=reader, head=mtl.head.MRC(32, 0.0), dev_reader=reader.eval_reader(path))
-    trainer = mtl.MultiHeadTrainer([task], backbone=backbone, lr=3e-3, num_epochs=3, precision="fp32")
+    trainer = mtl.MultiHeadTrainer([task], backbone=tiny_bert(), lr=3e-3, num_epochs=num_epochs, precision="fp32")
     trainer.train(print_steps=0)
+    return trainer
+
+
+def test_train_evaluate_and_predict_mrc_end_to_end(vocab_file, tmp_path):
+    trainer = tiny_mrc_trainer(vocab_file, tmp_path)
     metrics = trainer.evaluate()["mrc"]
     assert {"mrc.exact_match", "mrc.f1", "score"} <= set(metrics)
     assert 0 <= metrics["mrc.exact_match"] <= metrics["mrc.f1"] <= 100

@@ -1,0 +1,118 @@
+"""A Predictor whose encoder and heads run in onnxruntime (a folder written by `mtl export DIR --onnx OUT`).
+
+It is `mtl.load`'s Predictor itself, with two parts swapped: where the Encoder stood, `OnnxGraph` runs the
+whole graph (encoder and every head) once per batch; each head's `forward` reads its outputs from the graph's
+results instead of computing them. Readers, tokenization, the one-pass grouping, `predict`, `decode`, `merge`
+(and the weights they use, a CRF's transitions) stay the same code, so decoding is identical by construction.
+"""
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from mtl.components.heads.base import Head
+from mtl.errors import MtlError
+from mtl.predictor import PredictTask, Predictor, load
+from mtl.safe_load import inside
+
+ONNX_FILE, ONNX_INFO = "model.onnx", "onnx.json"
+
+
+class OnnxGraph(nn.Module):
+    """Stands in a Predictor where the Encoder stands: called with a batch, it feeds the graph's inputs and
+    returns every output by name (`task.head.key`), which the heads then pick up."""
+
+    def __init__(self, session: Any, encoder_inputs: Sequence[str]) -> None:
+        super().__init__()
+        self.session = session
+        self.encoder_inputs = tuple(encoder_inputs)
+        self.feeds = [i.name for i in session.get_inputs()]
+        self.names = [o.name for o in session.get_outputs()]
+
+    @property
+    def input_fields(self) -> tuple[str, ...]:
+        """The encoder's input fields (what the Predictor compares to share one pass between readers)."""
+        return self.encoder_inputs
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        missing = [name for name in self.feeds if not isinstance(batch.get(name), torch.Tensor)]
+        if missing:
+            raise MtlError(f"the ONNX graph needs the batch fields {missing}, which this reader does not yield")
+        results = self.session.run(self.names, {name: batch[name].cpu().numpy() for name in self.feeds})
+        return {name: torch.from_numpy(value) for name, value in zip(self.names, results)}
+
+
+def _replayed_forward(self: Head, batch: dict, enc: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {key: enc[name] for key, name in self.onnx_outputs.items()}
+
+
+def replay(head: Head, outputs: dict[str, str]) -> Head:
+    """`head` itself, its class swapped for a subclass (same name) whose `forward` returns the graph's outputs
+    `outputs` ({key: output name}); everything else is the head's own code and weights."""
+    if getattr(head, "onnx_outputs", None) is None:
+        base = type(head)
+        head.__class__ = type(base.__name__, (base,), {"forward": _replayed_forward, "__qualname__": base.__qualname__})
+        head.onnx_outputs = dict(outputs)
+    return head
+
+
+def read_onnx_info(folder: Path) -> dict:
+    """onnx.json, checked: the graph's inputs, the encoder's inputs and each head's outputs by name."""
+    path = inside(folder.resolve(), ONNX_INFO, f"{folder}: {ONNX_INFO}", False)
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise MtlError(f"{folder / ONNX_INFO}: cannot read it: {error}") from error
+    strings = lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)  # noqa: E731
+    outputs = info.get("outputs") if isinstance(info, dict) else None
+    if not (strings(info.get("encoder_inputs")) and isinstance(outputs, dict) and all(
+            isinstance(keys, dict) and all(isinstance(n, str) for n in keys.values()) for keys in outputs.values())):
+        raise MtlError(f"{folder / ONNX_INFO}: expected encoder_inputs [names] and outputs "
+                       "{task.head: {key: output name}}; export the model again with `mtl export`")
+    return info
+
+
+def check_no_external_data(path: Path) -> None:
+    """The graph must hold its weights itself: an ONNX file may point at external data files by path, and
+    a model folder is data (mtl never writes external data)."""
+    import onnx  # the graph's proto, without loading anything it points at
+    model = onnx.load(str(path), load_external_data=False)
+    external = [t.name for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        raise MtlError(f"{path}: refused: its weights {external[:3]} live in external files; mtl exports one "
+                       "self-contained graph")
+
+
+def load_onnx(folder: str | Path, device: str | None = None, threads: int | None = None, *,
+              trust_code: bool = False, allowed_modules: Sequence[str] | None = None) -> Predictor:
+    """The folder's model (checked as `mtl.load` checks it) with its encoder and heads run by onnxruntime;
+    `threads`: onnxruntime's intra-op threads (None: its default). On `cuda` it uses CUDAExecutionProvider
+    when the installed onnxruntime has it."""
+    import onnxruntime
+    folder = Path(folder)
+    info = read_onnx_info(folder)
+    graph_file = inside(folder.resolve(), ONNX_FILE, f"{folder}: {ONNX_FILE}", False)
+    check_no_external_data(graph_file)
+    torch_model = load(folder, "cpu", "fp32", trust_code=trust_code, allowed_modules=allowed_modules)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads or 0, 1
+    providers = ["CPUExecutionProvider"]
+    if device is not None and device.startswith("cuda"):
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            raise MtlError("this onnxruntime has no CUDA provider (pip install onnxruntime-gpu), or serve on cpu")
+        providers.insert(0, "CUDAExecutionProvider")
+    session = onnxruntime.InferenceSession(str(graph_file), options, providers=providers)
+    graph = OnnxGraph(session, info["encoder_inputs"])
+    tasks = []
+    for task in torch_model.tasks:
+        heads = {}
+        for name, head in task.heads.items():
+            outputs = info["outputs"].get(f"{task.name}.{name}")
+            if outputs is None or not set(outputs.values()) <= set(graph.names):
+                raise MtlError(f"{folder / ONNX_INFO}: no graph outputs for head {task.name}.{name}; "
+                               "export the model again with `mtl export`")
+            heads[name] = replay(head, outputs)
+        tasks.append(PredictTask(task.name, task.reader, heads, task.label_names))
+    return Predictor(graph, tasks, "cpu", "fp32")

@@ -47,6 +47,7 @@ class RunStore:
 def make_balancer(name: str, task: str, seed: int) -> LossBalancer:
     return {"sum": lambda: LossBalancer(), "dwa": lambda: DynamicWeightAverage(),
             "uncertainty": lambda: UncertaintyWeighting([f"{task}.intent", f"{task}.slots"]),
+            "uncertainty_model_lr": lambda: UncertaintyWeighting([f"{task}.intent", f"{task}.slots"], lr=None),
             "pcgrad": lambda: PCGrad(seed)}[name]()
 
 

@@ -21,6 +21,7 @@ CONFIGS = {
     "slots_w2": ("joint", {"slot_loss_coef": 2.0}),
     "slots_w5": ("joint", {"slot_loss_coef": 5.0}),
     "uncertainty": ("joint", {"balancer": "uncertainty"}),
+    "uncertainty_model_lr": ("joint", {"balancer": "uncertainty_model_lr"}),
     "dwa": ("joint", {"balancer": "dwa"}),
     "pcgrad": ("joint", {"balancer": "pcgrad"}),
     "no_clip": ("joint", {"max_grad_norm": None}),

@@ -51,7 +51,8 @@ ABLATION_LABELS = {
     "slots_only": "slots-only model (sentence acc: with the intent-only model, as a pipeline)",
     "intent_only": "intent-only model", "sum": "joint, summed loss (intent + slots)",
     "slots_w2": "joint, slot loss x 2", "slots_w3": "joint, slot loss x 3", "slots_w5": "joint, slot loss x 5",
-    "uncertainty": "joint, uncertainty weighting", "dwa": "joint, DWA", "pcgrad": "joint, PCGrad",
+    "uncertainty": "joint, uncertainty weighting (log-variances at lr 0.01)",
+    "uncertainty_model_lr": "joint, uncertainty weighting (log-variances at the model's lr 1e-4)", "dwa": "joint, DWA", "pcgrad": "joint, PCGrad",
     "no_clip": "joint, summed, no clipping", "clip_5": "joint, summed, clip norm 5",
     "cls_vector": "joint, summed, [CLS] vector for intent", "crf": "joint, summed, CRF slots"}
 

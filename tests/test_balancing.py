@@ -112,7 +112,19 @@ def test_a_balancers_learnable_weights_train_without_weight_decay(vocab_file, in
     log_vars = trainer.balancer.log_vars
     assert log_vars.shape == (2,) and bool((log_vars.detach() != 0).all())  # it learned
     groups = trainer.optimizer.param_groups
-    assert any(p is log_vars for g in groups if g["weight_decay"] == 0.0 for p in g["params"])
+    own = [g for g in groups if any(p is log_vars for p in g["params"])]
+    assert len(own) == 1 and own[0]["weight_decay"] == 0.0 and own[0]["params"] == [log_vars]
+    assert own[0]["initial_lr"] == 0.01  # their own lr (the schedule scales it like the others)
+
+
+def test_uncertainty_log_variances_at_the_models_lr_barely_move(vocab_file, intent_slot_dir):
+    """Why they get their own lr: Adam moves a parameter about lr per step."""
+    moved = {}
+    for lr in (None, 0.01):
+        trainer = joint_trainer(vocab_file, intent_slot_dir, lr=1e-4, balancer=UncertaintyWeighting(lr=lr))
+        trainer.train(print_steps=0)
+        moved[lr] = float(trainer.balancer.log_vars.detach().abs().max())
+    assert moved[None] < 1e-3 < moved[0.01]
 
 
 @pytest.mark.parametrize("make", [UncertaintyWeighting, lambda: DynamicWeightAverage(period=3), PCGrad],

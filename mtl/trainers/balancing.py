@@ -47,11 +47,14 @@ class UncertaintyWeighting(LossBalancer):
     `0.5 * exp(-s_k) * L_k + 0.5 * s_k`. At the optimum `exp(s_k) = L_k`: each loss counts in proportion to
     the inverse of its own size, so a task with a small loss (a token-averaged tagger) is not drowned by
     one with a large loss. `keys`: the losses it weights (`task.head`; others keep weight 1); by default
-    every loss of the run."""
+    every loss of the run. `lr`: the log-variances' own learning rate (they must travel O(1) in a few
+    hundred steps: at a fine-tuning lr of 1e-4 they barely move and the weights stay at 0.5); None trains
+    them at the model's lr. The run's schedule (warmup, decay) applies to it too."""
 
-    def __init__(self, keys: list[str] | None = None, init_log_var: float = 0.0) -> None:
+    def __init__(self, keys: list[str] | None = None, init_log_var: float = 0.0, lr: float | None = 0.01) -> None:
         super().__init__()
-        self.keys, self.init_log_var = (list(keys) if keys is not None else None), float(init_log_var)
+        self.keys = list(keys) if keys is not None else None
+        self.init_log_var, self.param_lr = float(init_log_var), lr
         self.log_vars = nn.Parameter(torch.full((len(keys or ()),), self.init_log_var))
 
     def bind(self, keys: list[str], steps_per_epoch: int) -> None:

@@ -11,18 +11,25 @@ log = logging.getLogger(__name__)
 
 def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two parameter groups: decayed weights, and biases + normalization weights (and the parameters of a module
-    that sets `no_weight_decay`) without decay."""
-    no_decay = set()
+    that sets `no_weight_decay`) without decay. A module that sets `param_lr` (a loss balancer's learnable
+    weights, which must move much faster than the model's) gets a third group at that lr, without decay."""
+    no_decay, own_lr = set(), {}
     for module in model.modules():
         if (isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d)) or "norm" in type(module).__name__.lower()
                 or getattr(module, "no_weight_decay", False)):  # e.g. a loss balancer's learnable weights
             no_decay.update(id(p) for p in module.parameters(recurse=False))
+        if getattr(module, "param_lr", None) is not None:
+            own_lr.update({id(p): float(module.param_lr) for p in module.parameters()})
     for name, param in model.named_parameters():
         if name.endswith("bias"):
             no_decay.add(id(param))
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [{"params": [p for p in params if id(p) not in no_decay], "weight_decay": weight_decay},
-            {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0}]
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in own_lr]
+    groups = [{"params": [p for p in params if id(p) not in no_decay], "weight_decay": weight_decay},
+              {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0}]
+    for lr in sorted(set(own_lr.values())):
+        groups.append({"params": [p for p in model.parameters() if own_lr.get(id(p)) == lr and p.requires_grad],
+                       "weight_decay": 0.0, "lr": lr})
+    return groups
 
 
 class Adam:

@@ -6,12 +6,17 @@
     mtl serve --model DIR [--port 8000] [--max-batch-size 32] [--max-wait-ms 2]   HTTP server (docs/serving.md)
     mtl export DIR --onnx OUT [--quantize int8]                                  one ONNX graph, encoder and heads
 
-Errors the user can fix (config, data, contracts) print one message and exit with status 2.
+Every verb takes `--threads N` (torch's intra-op threads). Errors the user can fix (config, data, contracts,
+a model folder) print one line naming the file, the line where there is one, and the fix, and exit with
+status 2. `_component_` modules are found beside the config and in the current folder, as `python -m mtl`
+would find them (after the installed packages); `mtl predict` still imports only the modules a model folder
+may name (mtl's, and those given to --allow-module).
 """
 import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -23,40 +28,71 @@ log = logging.getLogger("mtl")
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    import torch
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()  # this process is ours: keep the output to mtl's own lines
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import_path = list(sys.path)  # the command may add folders (_import_roots): not beyond it, when called in-process
     try:
         return args.run(args)
     except (MtlError, FileNotFoundError) as error:
         print(f"mtl {args.command}: {error}", file=sys.stderr)
         return 2
+    finally:
+        sys.path[:] = import_path
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """`--help` shows each option's default, except where there is none to show (None, off, empty) or the
+    help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mtl", description="Multi-task NLP training from a config.")
+    parser = argparse.ArgumentParser(prog="mtl", description="Multi-task NLP training from a config.",
+                                     formatter_class=_Formatter)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--threads", type=_positive, metavar="N", help="torch's intra-op threads "
+                        "(torch.set_num_threads; default: torch's, one per core)")
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train the tasks of a config")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=help, parents=[common], formatter_class=_Formatter)
+
+    train = command("train", "train the tasks of a config")
     train.add_argument("config", help="run config (YAML)")
     train.add_argument("--resume", action="store_true",
                        help="continue from the latest step-N or final checkpoint in saver.save_path")
     train.set_defaults(run=train_command)
-    evaluate = commands.add_parser("eval", help="score a trained model on each task's test (or dev) data")
+    evaluate = command("eval", "score a trained model on each task's test (or dev) data")
     evaluate.add_argument("config", help="the run config it was trained with")
     evaluate.add_argument("--checkpoint", help="checkpoint folder (default: save_path/best, else save_path/final)")
-    evaluate.add_argument("--split", choices=("test", "dev"), default="test")
+    evaluate.add_argument("--split", choices=("test", "dev"), default="test", help="the data to score")
     evaluate.set_defaults(run=eval_command)
-    predict = commands.add_parser("predict", help="decoded predictions of a saved model, as JSON lines")
+    predict = command("predict", "decoded predictions of a saved model, as JSON lines")
     predict.add_argument("--model", required=True, help="an exported model or checkpoint folder (safe to load "
                          "from anyone: it may name only mtl's own classes unless you allow more)")
-    predict.add_argument("--input", required=True, help="one utterance per line ('-' reads stdin)")
+    predict.add_argument("--input", required=True, help="UTF-8 text, one utterance per line ('-' reads stdin)")
     predict.add_argument("--output", help="JSON lines file (default: stdout)")
-    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--batch-size", type=_positive, default=32, help="texts per model batch")
     _model_options(predict)
     predict.set_defaults(run=predict_command)
-    serve = commands.add_parser("serve", help="an HTTP server over a saved model (FastAPI + uvicorn; docs/serving.md)")
+    serve = command("serve", "an HTTP server over a saved model (FastAPI + uvicorn; docs/serving.md)")
     serve.add_argument("--model", required=True, help="an exported model or checkpoint folder, or an `mtl export "
                        "--onnx` folder (run on onnxruntime)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (the default is loopback only)")
     serve.add_argument("--port", type=int, default=8000, help="0 picks a free port (logged)")
     serve.add_argument("--runtime", choices=("auto", "torch", "onnx"), default="auto",
                        help="auto: onnx when the folder has model.onnx, else torch")
@@ -66,15 +102,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-queue", type=int, default=1024, help="texts waiting before requests get 503")
     serve.add_argument("--max-texts", type=int, default=64, help="texts per request")
     serve.add_argument("--max-text-chars", type=int, default=2000, help="characters per text")
-    serve.add_argument("--threads", type=int, help="the model's intra-op threads (default: the runtime's)")
     serve.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
     _model_options(serve)
     serve.set_defaults(run=serve_command)
-    export = commands.add_parser("export", help="one ONNX graph with the encoder and every head, beside the model")
+    export = command("export", "one ONNX graph with the encoder and every head, beside the model")
     export.add_argument("model", help="an exported model or checkpoint folder")
     export.add_argument("--onnx", required=True, metavar="OUT", help="the folder to write (new or empty)")
     export.add_argument("--quantize", choices=("int8",), help="dynamic int8 quantization of the weights")
-    export.add_argument("--opset", type=int, default=17)
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset")
     _trust_options(export)
     export.set_defaults(run=export_command)
     return parser
@@ -101,6 +136,7 @@ def _trust_options(parser: argparse.ArgumentParser) -> None:
 def train_command(args: argparse.Namespace) -> int:
     from mtl.config import build_run, load_config
     from mtl.components.savers.checkpoint import latest_checkpoint
+    _import_roots(Path(args.config).parent, Path.cwd())
     config = load_config(args.config)  # every key checked before anything is built
     run = build_run(config)
     resume_from = latest_checkpoint(run.save_path) if args.resume else None
@@ -118,9 +154,13 @@ def train_command(args: argparse.Namespace) -> int:
 
 
 def eval_command(args: argparse.Namespace) -> int:
-    from mtl.config import build_run, load_config
-    run = build_run(load_config(args.config))
-    folder = Path(args.checkpoint) if args.checkpoint else _default_checkpoint(run.save_path)
+    """Only what scoring needs is built: label maps from the checkpoint's labels.json, and only the split's
+    data read (not the training and dev files)."""
+    from mtl.config import build_eval_run, load_config
+    _import_roots(Path(args.config).parent, Path.cwd())
+    config = load_config(args.config)
+    folder = Path(args.checkpoint) if args.checkpoint else _default_checkpoint(Path(config.saver["save_path"]))
+    run = build_eval_run(config, folder)
     run.trainer.load_checkpoint(folder)
     readers = run.eval_readers(args.split)
     if not readers:
@@ -131,20 +171,22 @@ def eval_command(args: argparse.Namespace) -> int:
 
 
 def predict_command(args: argparse.Namespace) -> int:
+    from mtl.components.readers.files import decode_lines, read_lines
     from mtl.predictor import load
+    _import_roots(Path.cwd())  # for --allow-module's modules only: the folder still names nothing else
     predictor = load(args.model, device=args.device, precision=args.precision, trust_code=args.trust_code,
                      allowed_modules=args.allow_module)
-    source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8")
-    with source:
-        texts = [line.strip() for line in source if line.strip()]  # blank lines carry no utterance
+    lines = decode_lines(sys.stdin.buffer.read(), "<stdin>") if args.input == "-" else \
+        read_lines(args.input, "input file")  # a DataError naming the line, for a file that is not UTF-8
+    texts = [line.strip() for line in lines if line.strip()]  # blank lines carry no utterance
     records = predictor.predict(texts, args.batch_size)
-    lines = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(lines, encoding="utf-8")
+        Path(args.output).write_text(text, encoding="utf-8")
         log.info("%d predictions written to %s", len(records), args.output)
     else:
-        sys.stdout.write(lines)
+        sys.stdout.write(text)
     return 0
 
 
@@ -159,6 +201,7 @@ def serve_command(args: argparse.Namespace) -> int:
         limits = Limits(args.max_batch_size, args.max_wait_ms, args.max_queue, args.max_texts, args.max_text_chars)
     except ValueError as error:
         raise MtlError(str(error)) from None
+    _import_roots(Path.cwd())  # for --allow-module's modules only, as in predict
     engine = load_engine(args.model, args.runtime, args.device, args.precision, args.max_batch_size, args.threads,
                          trust_code=args.trust_code, allowed_modules=args.allow_module)
     log.info("loaded %s (%s runtime; tasks: %s); starting the server on %s", args.model, engine.runtime,
@@ -172,11 +215,23 @@ def export_command(args: argparse.Namespace) -> int:
         from mtl.serving.onnx_export import export_onnx
     except ImportError as error:
         raise MtlError(f"ONNX export needs the serve extra: pip install -e \".[serve]\" ({error})") from None
+    _import_roots(Path.cwd())  # for --allow-module's modules only, as in predict
     info = export_onnx(args.model, args.onnx, args.quantize, args.opset, trust_code=args.trust_code,
                        allowed_modules=args.allow_module)
     log.info("wrote %s: %d inputs, %d outputs; largest difference from PyTorch %s", args.onnx, len(info["inputs"]),
              len(info["output_names"]), ", ".join(f"{k} {v:.2e}" for k, v in info["parity"].items()))
     return 0
+
+
+def _import_roots(*folders: Path) -> None:
+    """Put `folders` on the import path (after the installed packages, so none is shadowed), as `python -m`
+    puts the current folder: a config's `_component_: myheads.Tagger` finds myheads.py beside the config or
+    where the command runs. Import errors list the folders searched (mtl.spec)."""
+    known = {os.path.abspath(path or os.curdir) for path in sys.path}  # '' is the current folder
+    for folder in map(os.path.abspath, folders):
+        if folder not in known:
+            sys.path.append(folder)
+            known.add(folder)
 
 
 def _default_checkpoint(save_path: Path) -> Path:

@@ -20,7 +20,7 @@ from torch import nn
 from mtl.components.backbones.encoder import Encoder
 from mtl.components.heads.base import Head
 from mtl.components.readers.base import Reader
-from mtl.components.savers.checkpoint import HEADS, LABELS, SPEC
+from mtl.components.savers.checkpoint import HEADS, LABELS, SPEC, labels_shape_ok
 from mtl.errors import MtlError
 from mtl.spec import COMPONENT, TRUST_HINT, locate_component
 
@@ -59,8 +59,12 @@ class ModelPlan:
 
 def read_model_folder(folder: str | Path, trust_code: bool = False,
                       allowed_modules: Sequence[str] | None = None) -> ModelPlan:
-    """The checked plan of a model folder, or MtlError; FileNotFoundError when it holds no model.json."""
+    """The checked plan of a model folder, or MtlError; FileNotFoundError when there is no such folder or it
+    holds no model.json."""
     folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: {'is a file, not' if folder.exists() else 'does not exist; give'} a model "
+                                "folder (a run's best/ or final/, a step-N/ checkpoint, or an export); check the path")
     if not (folder / SPEC).is_file():
         raise FileNotFoundError(f"{folder}: no {SPEC}; export the model with MultiHeadTrainer.export "
                                 "(or give a checkpoint folder saved by mtl >= 0.1)")
@@ -70,9 +74,7 @@ def read_model_folder(folder: str | Path, trust_code: bool = False,
     checker = _Checker(folder / SPEC, root, trust_code, _allowed(allowed_modules, trust_code))
     plan = checker.model(spec)
     labels = _read_json(inside(root, LABELS, f"{folder}: {LABELS}", trust_code), f"{folder / LABELS}")
-    if not (isinstance(labels, dict) and all(isinstance(fields, dict) and all(
-            isinstance(names, list) and all(isinstance(n, str) for n in names) for names in fields.values())
-            for fields in labels.values())):
+    if not labels_shape_ok(labels):
         raise MtlError(f"{folder / LABELS}: expected {{task: {{label field: [label name, ...]}}}}")
     return ModelPlan(plan["backbone"], plan["backbone_folder"], plan["tasks"], labels,
                      inside(root, HEADS, f"{folder}: {HEADS}", trust_code))

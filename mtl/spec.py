@@ -10,6 +10,8 @@ decides that from the string before importing anything, so an untrusted module n
 """
 import importlib
 import inspect
+import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -32,14 +34,32 @@ def locate(path: str) -> Any:
             target = importlib.import_module(module_name)
         except ModuleNotFoundError as error:
             if error.name is not None and not module_name.startswith(error.name):
-                raise  # the module exists but one of its own imports is missing: say so
+                # the module exists, but one of its own imports is missing: say which
+                raise ImportError(f"cannot import {path!r}: importing {module_name!r} failed: {error}"
+                                  f"{searched(error.name.split('.')[0])}") from error
             continue
         for depth, attribute in enumerate(parts[cut:], start=cut):
             if not hasattr(target, attribute):
                 raise ImportError(f"cannot import {path!r}: {'.'.join(parts[:depth])!r} has no attribute {attribute!r}")
             target = getattr(target, attribute)
         return target
-    raise ImportError(f"cannot import {path!r}: no module named {parts[0]!r}")
+    raise ImportError(f"cannot import {path!r}: no module named {parts[0]!r}{searched(parts[0])}")
+
+
+def searched(module: str) -> str:
+    """Where Python looked for a top-level `module` besides the installed packages, and what to do: the folders
+    on the import path that hold the user's own code (the `mtl` command adds the config's folder and the
+    current folder; `python -m` the current folder; a script its own folder)."""
+    installed = {os.path.abspath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    folders = []
+    for entry in sys.path:
+        folder = os.path.abspath(entry or os.curdir)
+        if os.path.isdir(folder) and folder not in folders and "site-packages" not in folder and not any(
+                folder == root or folder.startswith(root + os.sep) for root in installed):
+            folders.append(folder)
+    where = ", ".join(folders) if folders else "no folder of your own"
+    return (f" (searched {where} and the installed packages: put {module}.py or the {module}/ package in one of "
+            f"those folders, or pip install it)")
 
 
 def admits(module: str, allowed: Sequence[str] | None) -> bool:
@@ -104,7 +124,7 @@ def _import_prefix(path: str, parts: list[str], modules: list[str], key: str) ->
                 raise MtlError(f"{key}: cannot import {path!r}: {'.'.join(parts[:depth])!r} has no attribute "
                                f"{attribute!r}") from None
         return target
-    raise MtlError(f"{key}: cannot import {path!r}: no module named {modules[-1]!r}")
+    raise MtlError(f"{key}: cannot import {path!r}: no module named {modules[-1]!r}{searched(modules[-1])}")
 
 
 def dotted_path(cls: type) -> str:

@@ -62,6 +62,9 @@ def test_a_bad_config_fails_before_training_with_one_message(config_file, capsys
 
 def test_predict_and_eval_without_a_model_fail_clearly(config_file, tmp_path, capsys):
     assert main(["predict", "--model", str(tmp_path / "nowhere"), "--input", str(config_file)]) == 2
+    assert f"{tmp_path / 'nowhere'}: does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", "--model", str(tmp_path / "empty"), "--input", str(config_file)]) == 2
     assert "no model.json" in capsys.readouterr().err
     assert main(["eval", str(config_file)]) == 2
     assert "no best/ or final/ checkpoint" in capsys.readouterr().err
@@ -87,6 +90,7 @@ def test_a_palm_style_two_task_config(config_file, capsys):
     assert main(["train", str(config_file)]) == 0
     out = config_file.parent / "out"
     assert {"best", "best-slot", "best-intent", "final"} <= {p.name for p in out.iterdir()}
+    assert not any((out / name / "training_state.pt").exists() for name in ("best", "best-slot", "best-intent"))
     capsys.readouterr()
     assert main(["eval", str(config_file), "--checkpoint", str(out / "final")]) == 0
     metrics = json.loads(capsys.readouterr().out)["metrics"]

@@ -5,6 +5,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 
 import mtl
 from mtl.config import build_run, load_config, validate_config
@@ -179,3 +180,14 @@ def test_a_users_own_head_needs_no_registration(config, tmp_path, monkeypatch):
     run = build_run(validate_config(config, tmp_path))
     assert type(run.trainer.tasks[0].heads["intent"]).__name__ == "Intent"
     assert isinstance(run.trainer.tasks[0].heads["intent"], mtl.head.Head)
+
+
+def test_the_same_config_builds_the_same_initial_model(config, tmp_path):
+    """Heads and a from_config encoder start from `trainer.seed`, whatever the caller's RNG did before."""
+    path = write_yaml(tmp_path / "run.yaml", config)
+    states = []
+    for noise in (1, 2):
+        torch.manual_seed(noise)
+        run = build_run(load_config(path))
+        states.append(run.trainer.build_forward().state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0] if isinstance(states[0][k], torch.Tensor))

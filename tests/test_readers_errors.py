@@ -25,12 +25,15 @@ def test_token_count_mismatch_names_file_and_line(vocab_file, tmp_path):
     assert error.value.line == 2
 
 
-def test_missing_seq_out(vocab_file, tmp_path):
+def test_missing_seq_out_when_slots_are_expected(vocab_file, tmp_path):
+    """Without seq.out a training folder is intent-only (test_intent_only.py); a reader told to read slots
+    (with_slots=True, or given slot_labels) names the folder and the missing file."""
     folder = write_intent_slot(tmp_path / "train", UTTERANCES)
     (folder / "seq.out").unlink()
-    with pytest.raises(mtl.DataError) as error:
-        load_joint(vocab_file, folder)
-    assert str(folder) in str(error.value) and "seq.out" in str(error.value)
+    for options in ({"with_slots": True}, {"slot_labels": SLOT_TAGS}):
+        with pytest.raises(mtl.DataError) as error:
+            load_joint(vocab_file, folder, **options)
+        assert str(folder) in str(error.value) and "missing seq.out" in str(error.value)
 
 
 def test_line_counts_differ(vocab_file, tmp_path):

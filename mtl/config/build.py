@@ -7,12 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mtl.components.backbones.encoder import Encoder
 from mtl.components.readers.base import Reader
+from mtl.components.savers.checkpoint import LABELS, read_labels
 from mtl.config.checker import AUTO, join
 from mtl.config.schema import RunConfig, TaskSection
 from mtl.config.values import resolve_special
-from mtl.errors import ConfigError
+from mtl.errors import ConfigError, MtlError
 from mtl.spec import COMPONENT, locate, parameters
 from mtl.trainers.multi_head import MultiHeadTrainer
 from mtl.trainers.selection import Selector
@@ -54,22 +57,27 @@ class Run:
         return Path(self.config.saver["save_path"])
 
     def eval_readers(self, split: str = "test") -> dict[str, Reader]:
-        """Each task's reader over its `test_data` (or `dev_data`); tasks without that split are left out."""
+        """Each task's reader over its `test_data` (or `dev_data`), read now; tasks without that split are
+        left out."""
         if split not in ("test", "dev"):
             raise ValueError(f"split must be 'test' or 'dev', got {split!r}")
         readers = {}
         for section, task in zip(self.config.tasks, self.trainer.tasks):
             path = section.test_data if split == "test" else section.dev_data
             if path is not None:
-                readers[task.name] = task.dev_reader if split == "dev" else \
-                    task.reader.eval_reader(path, section.file_format)
+                readers[task.name] = task.reader.eval_reader(path, section.file_format, section.batch_size)
         return readers
 
 
-def build_run(config: RunConfig) -> Run:
-    """Instantiate everything a config describes; reads the training data, loads no checkpoint."""
+def build_run(config: RunConfig, labels: dict[str, dict[str, list[str]]] | None = None) -> Run:
+    """Instantiate everything a config describes; reads the training and dev data, loads no checkpoint.
+    With `labels` (a checkpoint's labels.json, see `build_eval_run`) no data is read: each reader takes its
+    task's saved label maps, and `Run.eval_readers` reads the split to score. The random initial weights
+    (heads, an encoder built from a config) come from `trainer.seed`: the same config builds the same model."""
+    torch.manual_seed(int(config.trainer.get("seed", 0)))
     backbone = instantiate(config.backbone, "backbone")
-    tasks = [_build_task(section, join("tasks", index), backbone) for index, section in enumerate(config.tasks)]
+    tasks = [_build_task(section, join("tasks", index), backbone, None if labels is None else labels[section.name])
+             for index, section in enumerate(config.tasks)]
     trainer = MultiHeadTrainer(tasks, backbone=backbone, **_built(config.trainer, "trainer"))
     if config.optimizer is not None:
         trainer.build_backward(instantiate(config.optimizer, "optimizer"))
@@ -77,11 +85,32 @@ def build_run(config: RunConfig) -> Run:
     return Run(config, trainer, Selector(**config.selection), dict(config.train))
 
 
-def _build_task(section: TaskSection, key: str, backbone: Encoder) -> Trainer:
+def build_eval_run(config: RunConfig, checkpoint: Path) -> Run:
+    """What `mtl eval` needs to score `checkpoint`: the config's components with the label maps the checkpoint
+    was trained with (its labels.json), and no training or dev data read."""
+    labels = read_labels(checkpoint)
+    missing = [section.name for section in config.tasks if section.name not in labels]
+    if missing:
+        raise MtlError(f"{Path(checkpoint) / LABELS}: no labels for task(s) {missing} (it has {sorted(labels)}): "
+                       "was this checkpoint trained with this config? Give --checkpoint the run's best/ or final/")
+    return build_run(config, labels)
+
+
+def _build_task(section: TaskSection, key: str, backbone: Encoder,
+                labels: dict[str, list[str]] | None = None) -> Trainer:
     reader = instantiate(section.reader, join(key, "reader"))
+    if labels is not None:  # scoring a checkpoint: its label maps, and no data until the split is read
+        reader.use_label_names(labels)
+        return _task(section, key, backbone, reader, None)
     reader.load_data(section.train_data, section.file_format, num_epochs=None, batch_size=section.batch_size,
                      group_by_length=section.group_by_length, max_tokens=section.max_tokens,
                      pad_to_multiple_of=section.pad_to_multiple_of, cache_dir=section.cache_dir)
+    dev = reader.eval_reader(section.dev_data, section.file_format) if section.dev_data is not None else None
+    return _task(section, key, backbone, reader, dev)
+
+
+def _task(section: TaskSection, key: str, backbone: Encoder, reader: Reader, dev: Reader | None) -> Trainer:
+    """The task's heads (after its reader knows its labels, for `num_classes: auto`) and its mtl.Trainer."""
     if section.heads is not None:
         blocks = {name: (block, join(join(key, "heads"), name)) for name, block in section.heads.items()}
     elif section.head is not None:
@@ -89,7 +118,6 @@ def _build_task(section: TaskSection, key: str, backbone: Encoder) -> Trainer:
     else:
         blocks = {}  # reuse_head_with: the other task's heads, tied by MultiHeadTrainer
     heads = {name: _build_head(block, block_key, reader, backbone) for name, (block, block_key) in blocks.items()}
-    dev = reader.eval_reader(section.dev_data, section.file_format) if section.dev_data is not None else None
     task = Trainer(section.name, reader=reader, head=heads or None, mix_ratio=section.mix_ratio, dev_reader=dev,
                    reuse_head_with=section.reuse_head_with, loss_weight=section.loss_weight)
     if section.aux:

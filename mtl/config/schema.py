@@ -14,15 +14,13 @@ An unknown key, a missing argument, a wrong type or a component path that does n
 with its key and component, all problems at once, before any model or data is loaded.
 """
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from mtl.components.savers.saver import Saver
 from mtl.config.checker import AUTO, Checker, join
+from mtl.config.yaml_file import read_yaml
 from mtl.errors import ConfigError
 from mtl.trainers.multi_head import MultiHeadTrainer
 from mtl.trainers.selection import Selector
@@ -76,33 +74,11 @@ class RunConfig:
     path: Path | None = None  # the file it came from; not a config key
 
 
-class _Loader(yaml.SafeLoader):
-    """Safe YAML with two traps removed: `1e-4` is a float (YAML 1.1 reads it as a string), and a key
-    written twice in one mapping is an error (YAML keeps the last one silently)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key != "<<" and key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice",
-                                                        key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
-    r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
-
-
 def load_config(path: str | Path, check_resources: bool = True) -> RunConfig:
     """Read and check a run config. `check_resources=False` checks only the schema and the components'
     signatures (not that data folders and model packages exist): what a test of shipped configs needs."""
     path = Path(path)
-    try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"{path}: {error}") from None
+    raw = read_yaml(path)  # ConfigError naming the file, the line and the fix
     return validate_config(raw, Path(os.path.abspath(path)).parent, check_resources, source=path)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from mtl import distributed
-from mtl.trainers.selection import Verdict
+from mtl.trainers.selection import Selector, Verdict
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -105,6 +105,28 @@ class Logbook:
             return
         with open(self.jsonl, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def evaluation_line(verdict: Verdict, selector: Selector) -> str:
+    """The console line of one evaluation: each task's selection metric (its `score` unless the selection says
+    otherwise) and whether it is that task's best so far, then, with several tasks, the weighted selection
+    score; `new best` is what `best/` now holds. E.g.
+    `dev at step 40: slot slot.f1 71.20 (new best), intent intent.accuracy 90.10 (best 91.00) | selection 80.65
+    (best 81.20 at step 20)`."""
+    parts = []
+    for task, value in verdict.task_values.items():
+        best = selector.task_best.get(task, value)
+        mark = "new best" if task in verdict.improved_tasks else f"best {best:.2f}"
+        parts.append(f"{task} {selector.metrics.get(task, 'score')} {value:.2f} ({mark})")
+    line = f"dev at step {verdict.step}: " + ", ".join(parts)
+    if len(verdict.task_values) > 1:
+        mark = "new best" if verdict.improved else f"best {selector.best:.2f} at step {selector.best_step}"
+        line += f" | selection {verdict.score:.2f} ({mark})"
+    elif not verdict.improved and verdict.task_values:
+        line += f", best at step {selector.best_step}"
+    if verdict.stop:
+        line += f"; stopping early: {selector.evals_without_gain} evaluations without a better score"
+    return line
 
 
 def _truncate(path: Path, resume_step: int | None) -> None:

@@ -23,7 +23,7 @@ from mtl.trainers.batches import batch_stream
 from mtl.trainers.device import resolve_device, resolve_precision
 from mtl.trainers.balancing import LossBalancer
 from mtl.trainers.evaluation import decode_everywhere, evaluate_tasks, write_jsonl
-from mtl.trainers.logbook import Logbook
+from mtl.trainers.logbook import Logbook, evaluation_line
 from mtl.trainers.model import MultiTaskModel
 from mtl.trainers.sampling import MixRatioSampler, TaskSampler, plan_run
 from mtl.trainers.selection import Selector
@@ -295,11 +295,15 @@ class MultiHeadTrainer:
         metrics = self.evaluate()
         verdict = self.selector.update(self.global_step, metrics)
         logbook.evaluation(verdict, metrics)
-        if verdict.improved:
-            self.saver.keep_best(self.model, self._snapshot())
-        if self.saver.on_disk and len(self.tasks) > 1:
-            for task_name in verdict.improved_tasks:
-                self._save(f"best-{task_name}")
+        if distributed.is_main():
+            log.info("%s", evaluation_line(verdict, self.selector))
+        per_task = verdict.improved_tasks if self.saver.on_disk and len(self.tasks) > 1 else []
+        if verdict.improved or per_task:  # best folders hold no run state unless the saver keeps it
+            snapshot = self._snapshot(training=self.saver.keep_best_optimizer_state)
+            if verdict.improved:
+                self.saver.keep_best(self.model, snapshot)
+            for task_name in per_task:
+                self.saver.keep_task_best(task_name, self.model, snapshot)
         return {"step": self.global_step, "score": verdict.score, "metrics": metrics, "best": verdict.improved}
 
     @property
@@ -308,10 +312,12 @@ class MultiHeadTrainer:
         return self.selector.best
 
     # ---- checkpoints: the trainer says what its state is; its Saver writes and reads the folders ------------
-    def set_saver(self, save_path: str | Path, save_steps: int | None = None, keep_last: int = 3) -> None:
+    def set_saver(self, save_path: str | Path, save_steps: int | None = None, keep_last: int = 3,
+                  keep_best_optimizer_state: bool = False) -> None:
         """Checkpoints under `save_path`: `step-N` every `save_steps` steps (the last `keep_last`), `best`,
-        `best-<task>`, `final`; see mtl.saver.Saver."""
-        self.saver = Saver(save_path, save_steps, keep_last)
+        `best-<task>`, `final`; the run state only in step-N and final (what a resume reads) unless
+        `keep_best_optimizer_state`; see mtl.saver.Saver."""
+        self.saver = Saver(save_path, save_steps, keep_last, keep_best_optimizer_state)
 
     def save(self, folder: str | Path) -> Path:
         """Save the current model now (atomically) into `folder`, with the run state when training has started."""

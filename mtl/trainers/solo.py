@@ -29,8 +29,9 @@ class Trainer(Task):
     def build_backward(self, optimizer: Any, weight_decay: float | None = None) -> None:
         self.solo.build_backward(optimizer, weight_decay)
 
-    def set_saver(self, save_path: str | Path, save_steps: int | None = None, keep_last: int = 3) -> None:
-        self.solo.set_saver(save_path, save_steps, keep_last)
+    def set_saver(self, save_path: str | Path, save_steps: int | None = None, keep_last: int = 3,
+                  keep_best_optimizer_state: bool = False) -> None:
+        self.solo.set_saver(save_path, save_steps, keep_last, keep_best_optimizer_state)
 
     def load_pretrain(self, pretrain_dir: str | Path) -> None:
         self.solo.load_pretrain(pretrain_dir)

@@ -11,7 +11,7 @@ import torch
 from mtl.components.readers.cache import cached_features
 from mtl.components.readers.feature import Feature
 from mtl.components.readers.tokenization import load_tokenizer
-from mtl.errors import DataError, check_contract
+from mtl.errors import DataError, MtlError, check_contract
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,7 @@ class Reader:
     input_fields: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")
     label_fields: tuple[str, ...] = ()
     token_label_fields: tuple[str, ...] = ()  # padded with -100 so the loss ignores them
+    label_maps: dict[str, str] = {}  # label field -> the attribute holding its {name: id} map
     default_format: str = "tsv"  # load_data's file_format when none is given
 
     def __init__(self, vocab_path: str | Path, max_seqlen: int = 128, seed: int = 0, phase: str = "train",
@@ -57,6 +58,16 @@ class Reader:
     def label_names(self) -> dict[str, list[str]]:
         """Label field -> label names by id, for decoding predictions."""
         return {}
+
+    def use_label_names(self, names: dict[str, list[str]]) -> "Reader":
+        """Take the label maps a trained model was saved with (its labels.json entry: label field -> names by
+        id) instead of building them from training data: `mtl eval` reads only the data it scores."""
+        for field, values in names.items():
+            if field not in self.label_maps:
+                raise MtlError(f"{type(self).__name__} has no label field {field!r} to take saved labels for (it "
+                               f"has {sorted(self.label_maps) or 'none'}): was the model trained with another reader?")
+            setattr(self, self.label_maps[field], {name: index for index, name in enumerate(values)})
+        return self
 
     # ---- PALM verbs -------------------------------------------------------------------------------
     def load_data(self, input_file: str | Path, file_format: str | None = None, num_epochs: int | None = None,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from mtl.components.readers.base import Feature, Reader
 from mtl.components.readers.files import load_label_map, names_of, read_tsv
-from mtl.components.readers.labels import LabelLookup
+from mtl.components.readers.labels import LabelLookup, is_auto, label_map_from
 from mtl.components.readers.tokenization import truncated_rows
 from mtl.errors import DataError
 
@@ -14,14 +14,18 @@ _ASCII_DIGITS = re.compile(r"[0-9]+")  # str.isdigit() also accepts '²', which 
 
 
 class ClassifyReader(Reader):
-    """Sentence classification. Labels are integer ids (as PALM wrote them) or names given in `label_map`."""
+    """Sentence classification. Labels are integer ids (as PALM wrote them), names given in `label_map` (a JSON
+    file, dict or list), or with `label_map="auto"` whatever the training data holds (integers in numeric order,
+    names sorted; eval readers from `eval_reader` share the map, and it is saved with the model)."""
 
     label_fields = ("label_ids",)
+    label_maps = {"label_ids": "label_map"}
 
     def __init__(self, vocab_path: str | Path, max_seqlen: int = 128, label_map=None, seed: int = 0,
                  phase: str = "train", do_lower_case: bool = True) -> None:
         super().__init__(vocab_path, max_seqlen, seed, phase, do_lower_case)
-        self.label_map = load_label_map(label_map)
+        self.auto_labels = is_auto(label_map)
+        self.label_map = None if self.auto_labels else load_label_map(label_map)
 
     @property
     def label_names(self) -> dict[str, list[str]]:
@@ -37,6 +41,9 @@ class ClassifyReader(Reader):
             if not text.strip():
                 raise DataError(path, line, "empty text_a", "write the text after the tab, or remove the line")
             examples.append({"label": label.strip(), "text": text, "line": line})
+        if self.auto_labels and self.label_map is None and self.phase != "predict":
+            self.label_map = label_map_from([ex["label"] for ex in examples], path, self.phase, "ClassifyReader",
+                                            "label<TAB>text_a")
         return examples
 
     def _examples_from_texts(self, texts: list[str]) -> list[dict]:

@@ -39,6 +39,12 @@ def read_lines(path: str | Path, what: str = "data file") -> list[str]:
     except OSError as error:
         raise DataError(str(path), None, f"cannot be read: {error.strerror or error}",
                         "check the file's permissions") from None
+    return decode_lines(raw, str(path))
+
+
+def decode_lines(raw: bytes, source: str) -> list[str]:
+    """The lines of UTF-8 bytes (a leading BOM and CRs dropped); bytes that are not UTF-8 (a Latin-1 or
+    cp1252 file) are a DataError naming `source`, the line and the byte, not a UnicodeDecodeError later."""
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     lines = raw.split(b"\n")
@@ -49,8 +55,10 @@ def read_lines(path: str | Path, what: str = "data file") -> list[str]:
         try:
             decoded.append(line.decode("utf-8").rstrip("\r"))
         except UnicodeDecodeError as error:
-            raise DataError(str(path), number, f"invalid UTF-8 at byte {error.start} of the line",
-                            "save the file as UTF-8") from None
+            encoding = "utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "latin1"
+            raise DataError(source, number, f"invalid UTF-8 at byte {error.start} of the line (0x"
+                            f"{line[error.start]:02x}: {'UTF-16' if encoding == 'utf-16' else 'Latin-1 or cp1252'} "
+                            f"text?)", f"save the file as UTF-8, e.g. iconv -f {encoding} -t utf-8") from None
     return decoded
 
 

@@ -1,11 +1,37 @@
-"""Label lookup shared by readers: strict in training, counted and logged in evaluation."""
+"""Label lookup shared by readers: strict in training, counted and logged in evaluation; label maps built
+from the training data (`label_map="auto"`)."""
 import logging
+import re
+from typing import Any
 
 from mtl.errors import DataError
 
 log = logging.getLogger(__name__)
 
 IGNORE = -100  # label id the losses skip
+AUTO = "auto"  # label_map="auto": built from the training data the reader loads first
+SHOWN_LINES = 5  # lines named in the warning about unseen labels
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+
+
+def is_auto(label_map: Any) -> bool:
+    return isinstance(label_map, str) and label_map == AUTO
+
+
+def label_map_from(labels: list[str], path: str, phase: str, reader: str, layout: str) -> dict[str, int]:
+    """`label_map="auto"`: the labels seen in training data, integer labels in numeric order (PALM's `0`, `1`
+    keep their ids), names sorted. Eval readers share the training reader's map (`eval_reader`); one with
+    nothing to share is refused. A label column holding mostly distinct values is a text column: refused."""
+    if phase != "train":
+        raise ValueError(f"{reader}(label_map='auto'): load the training data first (phase 'train'); eval readers "
+                         "share its label map")
+    names = sorted(set(labels), key=lambda name: (0, int(name), "") if _ASCII_DIGITS.fullmatch(name) else (1, 0, name))
+    if len(names) > 100 and len(names) * 2 > len(labels):
+        shown = ", ".join(repr(name[:30]) for name in names[:3])
+        raise DataError(path, None, f"{len(names)} distinct labels in {len(labels)} examples (e.g. {shown}): the "
+                        "label column holds texts; the columns look swapped", f"each line is {layout}")
+    log.info("%s: label map built from the data: %d labels", path, len(names))
+    return {name: index for index, name in enumerate(names)}
 
 
 class LabelLookup:
@@ -18,6 +44,7 @@ class LabelLookup:
     def __init__(self, label_map: dict[str, int], path: str, phase: str, what: str) -> None:
         self.label_map, self.path, self.phase, self.what = label_map, path, phase, what
         self.unknown: dict[str, int] = {}
+        self.unknown_lines: list[int] = []  # the first few lines holding one
 
     def __call__(self, label: str, line: int) -> int:
         if label in self.label_map:
@@ -25,6 +52,8 @@ class LabelLookup:
         if self.phase == "train":
             raise DataError(self.path, line, f"{self.what} {label!r} is not in the label map", self._fix(label))
         self.unknown[label] = self.unknown.get(label, 0) + 1
+        if len(self.unknown_lines) < SHOWN_LINES and line not in self.unknown_lines:
+            self.unknown_lines.append(line)
         return IGNORE
 
     def _fix(self, label: str) -> str:
@@ -40,10 +69,12 @@ class LabelLookup:
             (", ..." if len(known) > 8 else "")
 
     def report(self) -> None:
-        """One warning per file for the unknown gold labels of an eval/test set."""
+        """One warning per file for the unknown gold labels of an eval/test set, naming the first lines."""
         if self.unknown:
             count = sum(self.unknown.values())
             names = sorted(self.unknown)
-            log.warning("%s: %d gold %s%s not in the training label map (%s); kept as gold text, they count as "
-                        "errors in the metrics and are skipped in the loss", self.path, count, self.what,
-                        "" if count == 1 else "s", ", ".join(names[:10]) + (", ..." if len(names) > 10 else ""))
+            where = ", ".join(f"{self.path}:{line}" for line in self.unknown_lines)
+            log.warning("%s: %d gold %s%s not in the training label map (%s), first at %s%s; kept as gold text, they "
+                        "count as errors in the metrics and are skipped in the loss", self.path, count, self.what,
+                        "" if count == 1 else "s", ", ".join(names[:10]) + (", ..." if len(names) > 10 else ""),
+                        where, ", ..." if count > len(self.unknown_lines) else "")

@@ -6,7 +6,7 @@ from typing import Any
 
 from mtl.components.readers.base import Feature, Reader
 from mtl.components.readers.files import load_label_map, names_of, read_lines, read_tsv
-from mtl.components.readers.labels import LabelLookup
+from mtl.components.readers.labels import LabelLookup, is_auto, label_map_from
 from mtl.components.readers.tokenization import truncated_rows
 from mtl.errors import DataError
 
@@ -34,14 +34,19 @@ class MatchReader(Reader):
     """
 
     label_fields = ("label_ids",)
+    label_maps = {"label_ids": "label_map"}
 
     def __init__(self, vocab_path: str | Path, max_seqlen: int = 128, label_map=None, seed: int = 0,
                  phase: str = "train", learning_strategy: str = "pointwise", do_lower_case: bool = True) -> None:
         if learning_strategy not in STRATEGIES:
             raise ValueError(f"learning_strategy must be 'pointwise' or 'pairwise', got {learning_strategy!r}")
+        self.auto_labels = is_auto(label_map)
+        if self.auto_labels and learning_strategy == "pairwise":
+            raise ValueError("MatchReader(label_map='auto') builds the map from pointwise training labels; pairwise "
+                             "training data has none: give integer labels (1 = match) or a label_map for evaluation")
         super().__init__(vocab_path, max_seqlen, seed, phase, do_lower_case)
         self.learning_strategy = learning_strategy
-        self.label_map = load_label_map(label_map)
+        self.label_map = None if self.auto_labels else load_label_map(label_map)
 
     @property
     def label_names(self) -> dict[str, list[str]]:
@@ -68,6 +73,9 @@ class MatchReader(Reader):
                                     f"the {name} or remove the line")
             examples.append({"label": row["label"].strip() if "label" in row else None, "text_a": row["text_a"],
                              "text_b": row["text_b"], "text_b_neg": row.get("text_b_neg"), "line": line})
+        if self.auto_labels and self.label_map is None and self.phase != "predict":
+            self.label_map = label_map_from([ex["label"] for ex in examples], path, self.phase, "MatchReader",
+                                            "<TAB>".join(header))
         return examples
 
     def _examples_from_texts(self, texts: list[Any]) -> list[dict]:

@@ -4,8 +4,10 @@ from pathlib import Path
 
 from mtl.components.readers.base import Feature, Reader
 from mtl.components.readers.conll import check_known_tags, read_conll, tag_map_from
-from mtl.components.readers.files import load_label_map, names_of, path_kind, read_lines, read_tsv
+from mtl.components.readers.files import load_label_map, names_of, read_tsv
+from mtl.components.readers.intent_folder import check_tags, has_seq_out, read_intent_folder
 from mtl.components.readers.labels import LabelLookup
+from mtl.components.readers.tag_scheme import check_tag_scheme
 from mtl.components.readers.words import encode_words, start_mask, token_labels
 from mtl.errors import DataError
 
@@ -19,6 +21,7 @@ class WordTaggingReader(Reader):
 
     input_fields = Reader.input_fields + ("word_start_mask",)
     tag_field = "label_ids"
+    label_maps = {"label_ids": "tag_map"}
     tag_file: str | None = None  # inside a data folder, the file the tags come from (for error messages)
 
     def __init__(self, vocab_path: str | Path, max_seqlen: int = 128, label_map=None, seed: int = 0,
@@ -58,12 +61,6 @@ class WordTaggingReader(Reader):
         """Hook for readers that yield more than tags (the joint reader adds the intent)."""
 
 
-def _check_tags(path: str, line: int, words: list[str], tags: list[str], separator: str = "space") -> None:
-    if len(words) != len(tags):
-        raise DataError(path, line, f"{len(words)} tokens but {len(tags)} labels",
-                        f"give exactly one label per token, separated by a {separator}")
-
-
 def _check_pieces(path: str, line: int, pieces: list[str], what: str) -> None:
     """No empty token or label between \\x02 separators (a doubled, leading or trailing \\x02)."""
     for index, piece in enumerate(pieces, start=1):
@@ -101,6 +98,11 @@ class SequenceLabelReader(WordTaggingReader):
             raise ValueError(f"SequenceLabelReader reads file_format 'tsv' or 'conll', got {file_format!r}")
         examples = read_conll(path, self.tag_column) if file_format == "conll" else _read_palm_tsv(path)
         if self.tag_map is None and self.auto_labels and self.phase == "train":
+            column = (f"tag_column={self.tag_column}" + (" (the last column)" if self.tag_column == -1 else "")
+                      if file_format == "conll" else "the label column (text_a<TAB>label)")
+            fix = ("put the word in the first column and the tag in tag_column" if file_format == "conll" else
+                   "each line is text_a<TAB>label: the words, a tab, then their tags, \\x02-separated")
+            check_tag_scheme(examples, path, column, fix)
             self.tag_map = tag_map_from(examples)
             log.info("%s: label map built from the data: %d tags", path, len(self.tag_map))
         if self.tag_map is None and self.phase != "predict":
@@ -117,7 +119,7 @@ def _read_palm_tsv(path: str) -> list[dict]:
         words, tags = text.split("\x02"), [tag.strip() for tag in labels.strip().split("\x02")]
         _check_pieces(path, line, words, "token")
         _check_pieces(path, line, tags, "label")
-        _check_tags(path, line, words, tags, "\\x02")
+        check_tags(path, line, words, tags, "\\x02")
         examples.append({"words": words, "tags": tags, "line": line})
     return examples
 
@@ -125,66 +127,68 @@ def _read_palm_tsv(path: str) -> list[dict]:
 class IntentSlotReader(WordTaggingReader):
     """The ATIS/SNIPS folder format (seq.in, seq.out, label): one pass feeds an intent and a slot head.
 
-    Label maps are built from the first data loaded in phase 'train' unless given; dev/test readers made
-    with `eval_reader` share them.
+    A training folder without seq.out is read as intents only (logged): the reader then yields `intent_ids`
+    alone, for a Classify head; `with_slots` says so explicitly (None: decided by the training folder).
+    Label maps are built from the first data loaded in phase 'train' unless given (a slot map built so must
+    look like BIO/BIOES/IO tags, see mtl.components.readers.tag_scheme); dev/test readers made with
+    `eval_reader` share them.
     """
 
-    label_fields = ("intent_ids", "slot_ids")
     token_label_fields = ("slot_ids",)
     tag_field = "slot_ids"
     tag_file = "seq.out"
+    label_maps = {"intent_ids": "intent_map", "slot_ids": "tag_map"}
 
     def __init__(self, vocab_path: str | Path, max_seqlen: int = 128, intent_labels=None, slot_labels=None,
-                 seed: int = 0, phase: str = "train", do_lower_case: bool = True) -> None:
+                 seed: int = 0, phase: str = "train", do_lower_case: bool = True,
+                 with_slots: bool | None = None) -> None:
         super().__init__(vocab_path, max_seqlen, slot_labels, seed, phase, do_lower_case)
         self.intent_map = load_label_map(intent_labels)
+        self.with_slots = with_slots
+
+    @property
+    def label_fields(self) -> tuple[str, ...]:  # type: ignore[override]
+        """`intent_ids` and `slot_ids`; `intent_ids` alone for intent-only data."""
+        return ("intent_ids",) if self.with_slots is False else ("intent_ids", "slot_ids")
 
     @property
     def label_names(self) -> dict[str, list[str]]:
-        names = super().label_names
+        names = super().label_names if self.with_slots is not False else {}
         if self.intent_map:
             names["intent_ids"] = names_of(self.intent_map)
         return names
 
+    def use_label_names(self, names: dict[str, list[str]]) -> "IntentSlotReader":
+        super().use_label_names(names)
+        if self.with_slots is None:
+            self.with_slots = "slot_ids" in names  # a model saved without slot labels read intents only
+        return self
+
     def _read_examples(self, path: str, file_format: str = "tsv") -> list[dict]:
-        folder = Path(path)
-        layout = "an intent/slot folder holds seq.in, seq.out and label, one line per utterance"
-        kind = path_kind(folder)
-        if kind != "folder":
-            raise DataError(str(folder), None, "no such folder" if kind == "missing" else "not a folder", layout)
-        files = {name: folder / name for name in ("seq.in", "seq.out", "label")}
-        for name, file in files.items():
-            if path_kind(file) != "file":
-                raise DataError(str(folder), None, f"missing {name}", layout)
-        texts, tags, intents = _trim_ends({name: read_lines(file) for name, file in files.items()}, folder)
-        counts = {"seq.in": len(texts), "seq.out": len(tags), "label": len(intents)}
-        if len(set(counts.values())) > 1:
-            empty = [name for name, count in counts.items() if count == 0]
-            if empty:
-                raise DataError(str(files[empty[0]]), None, "empty file", layout)
-            raise DataError(str(folder), None, f"seq.in has {len(texts)} lines, seq.out {len(tags)}, "
-                            f"label {len(intents)}", layout)
-        examples = []
-        for line, (text, tag_line, intent) in enumerate(zip(texts, tags, intents), start=1):
-            words, word_tags = text.split(), tag_line.split()
-            if not words:
-                raise DataError(str(files["seq.in"]), line, "empty utterance", "remove the line from all three files")
-            _check_tags(str(files["seq.out"]), line, words, word_tags)
-            if not intent.strip():
-                raise DataError(str(files["label"]), line, "empty intent", "write the utterance's intent")
-            examples.append({"words": words, "tags": word_tags, "intent": intent.strip(), "line": line})
-        if not examples:
-            raise DataError(str(folder), None, "no examples: the three files are empty", layout)
-        self._build_maps(examples)
+        slots = self.with_slots if self.with_slots is not None else self._reads_slots(path)
+        examples = read_intent_folder(path, slots)
+        if self.with_slots is None and not slots:
+            log.info("%s: no seq.out: reading intents only (seq.in + label); this reader yields intent_ids alone, "
+                     "for a Classify head (add seq.out for slots)", path)
+        self.with_slots = slots  # decided once, by the first data read; eval readers inherit it
+        self._build_maps(examples, path)
         return examples
 
-    def _build_maps(self, examples: list[dict]) -> None:
+    def _reads_slots(self, path: str) -> bool:
+        """With slot labels given (or taken from a checkpoint), slots; else training data decides: a folder
+        without seq.out is intent-only (a missing folder is reported as such by the reading)."""
+        if self.tag_map is not None:
+            return True
+        return self.phase == "train" and (has_seq_out(path) or not Path(path).is_dir())
+
+    def _build_maps(self, examples: list[dict], path: str) -> None:
         if self.intent_map is None and self.phase == "train":
             self.intent_map = {name: i for i, name in enumerate(sorted({ex["intent"] for ex in examples}))}
-        if self.tag_map is None and self.phase == "train":
-            tags = sorted({tag for ex in examples for tag in ex["tags"]} - {"O"})
-            self.tag_map = {name: i for i, name in enumerate(["O"] + tags)}
-        if self.intent_map is None or self.tag_map is None:
+        if self.with_slots and self.tag_map is None and self.phase == "train":
+            check_tag_scheme(examples, str(Path(path) / "seq.out"), "seq.out",
+                             "seq.out holds one slot tag per word of seq.in (are seq.in and seq.out swapped?)")
+            self.tag_map = tag_map_from(examples)
+        if self.intent_map is None or (self.with_slots and self.tag_map is None):
             raise ValueError("IntentSlotReader: load training data first, or pass intent_labels and slot_labels")
 
     def _featurize(self, examples: list[dict]) -> list[Feature]:
@@ -199,21 +203,3 @@ class IntentSlotReader(WordTaggingReader):
             return
         fields["intent_ids"] = self._intents(example["intent"], example["line"])
         meta["gold"]["intent_ids"] = example["intent"]
-
-
-def _trim_ends(lines: dict[str, list[str]], folder: Path) -> list[list[str]]:
-    """The three files' lines, without blank lines at their ends (an editor's extra newlines) when that
-    leaves them one line per utterance; otherwise as they are, so the mismatch is reported."""
-    trimmed = {}
-    for name, values in lines.items():
-        kept = len(values)
-        while kept and not values[kept - 1].strip():
-            kept -= 1
-        trimmed[name] = values[:kept]
-    if len({len(values) for values in trimmed.values()}) > 1:
-        return list(lines.values())
-    dropped = {name: len(lines[name]) - len(trimmed[name]) for name in lines if len(lines[name]) > len(trimmed[name])}
-    if dropped:
-        log.info("%s: ignored blank lines at the end of %s", folder,
-                 ", ".join(f"{name} ({count})" for name, count in dropped.items()))
-    return list(trimmed.values())

@@ -6,7 +6,8 @@
     tokenizer/           the readers' tokenizer (tokenizer-<task>/ for a task whose tokenizer differs)
     model.json           how to rebuild it: backbone class, and per task its reader and heads as component specs
     trainer_state.json   step counters (for people; resuming reads training_state.pt)
-    training_state.pt    only in training checkpoints: optimizer, schedule, sampler, readers, RNG, best scores
+    training_state.pt    only where a resume reads it (step-N, final): optimizer, schedule, sampler, readers,
+                         RNG, best scores; `best` holds it only with the Saver's keep_best_optimizer_state
 
 No file needs pickle to load (training_state.pt is read with `weights_only=True`).
 """
@@ -142,6 +143,29 @@ def load_weights(folder: str | Path, model: nn.Module) -> dict:
     _load_exactly(model.backbone.model, backbone_file)
     load_heads(model, folder)
     return json.loads((folder / STATE).read_text(encoding="utf-8"))
+
+
+def read_labels(folder: str | Path) -> dict[str, dict[str, list[str]]]:
+    """labels.json of a checkpoint: per task, per label field, the label names by id; MtlError naming the
+    file when it is missing or not that shape."""
+    path = Path(folder) / LABELS
+    try:
+        labels = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MtlError(f"{folder}: not an mtl checkpoint (no {LABELS}); give the run's best/ or final/ "
+                       "folder") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise MtlError(f"{path}: cannot be read: {error}") from None
+    if not labels_shape_ok(labels):
+        raise MtlError(f"{path}: expected {{task: {{label field: [label name, ...]}}}}")
+    return labels
+
+
+def labels_shape_ok(labels: Any) -> bool:
+    """Whether a parsed labels.json is {task: {label field: [label name, ...]}}."""
+    return isinstance(labels, dict) and all(isinstance(fields, dict) and all(
+        isinstance(names, list) and all(isinstance(n, str) for n in names) for names in fields.values())
+        for fields in labels.values())
 
 
 def check_labels(folder: str | Path, label_names: dict[str, dict[str, list[str]]]) -> None:

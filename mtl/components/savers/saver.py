@@ -1,5 +1,6 @@
 """The Saver: where checkpoints go and when, written atomically, kept to the last K, the best one kept; and
 how a checkpoint comes back (weights, run state). The folder's format is mtl.components.savers.checkpoint."""
+import dataclasses
 import logging
 import os
 import shutil
@@ -23,6 +24,10 @@ class Saver:
     beside its weights), never the trainer. `Saver.in_memory()` has no folder: it writes nothing and keeps
     the best model as a copy of its weights (what a trainer holds until `set_saver`).
 
+    The run state (training_state.pt: the optimizer's moments, twice the model's size) goes where a resume
+    reads it, `step-N` and `final`. `best` and `best-<task>` are models to load, evaluate and serve: weights,
+    labels, tokenizer and model.json only, unless `keep_best_optimizer_state=True`.
+
     Every folder is written atomically: into a temp folder, then renamed into place. A crash mid-save leaves
     the previous checkpoint intact; a reader never sees half a folder under a checkpoint's name. Replacing
     `name` takes two renames (`name` -> `.old-name`, then `.tmp-name` -> `name`); a crash between them leaves
@@ -34,13 +39,15 @@ class Saver:
     must be a file system they all see.
     """
 
-    def __init__(self, save_path: str | Path, save_steps: int | None = None, keep_last: int = 3) -> None:
+    def __init__(self, save_path: str | Path, save_steps: int | None = None, keep_last: int = 3,
+                 keep_best_optimizer_state: bool = False) -> None:
         if save_steps is not None and save_steps < 1:
             raise ValueError(f"save_steps must be >= 1, got {save_steps}")
         if keep_last < 0:
             raise ValueError(f"keep_last must be >= 0 (0 keeps every step checkpoint), got {keep_last}")
         self.save_path = None if save_path is None else Path(save_path)
         self.save_steps, self.keep_last = save_steps, keep_last
+        self.keep_best_optimizer_state = keep_best_optimizer_state
         self.best: Path | dict[str, torch.Tensor] | None = None  # the best model's folder, or its weights
         self.step_folders: list[Path] = []
         if self.save_path is not None:
@@ -94,11 +101,20 @@ class Saver:
         return cls(folder.parent).write(folder.name, model, snapshot)
 
     def keep_best(self, model: nn.Module, snapshot: Snapshot) -> None:
-        """The model is the best so far: written to `save_path/best`, or (in memory) its weights copied."""
+        """The model is the best so far: written to `save_path/best` (without run state unless
+        `keep_best_optimizer_state`), or (in memory) its weights copied."""
         if self.on_disk:
-            self.best = self.write("best", model, snapshot)
+            self.best = self.write("best", model, self._best_snapshot(snapshot))
         else:
             self.best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def keep_task_best(self, task: str, model: nn.Module, snapshot: Snapshot) -> Path | None:
+        """The model is task `task`'s best so far: `save_path/best-<task>`, like `best` (nothing in memory)."""
+        return self.write(f"best-{task}", model, self._best_snapshot(snapshot)) if self.on_disk else None
+
+    def _best_snapshot(self, snapshot: Snapshot) -> Snapshot:
+        """What a best folder holds: nothing a resume needs (it resumes from step-N or final)."""
+        return snapshot if self.keep_best_optimizer_state else dataclasses.replace(snapshot, run_state=None)
 
     def _atomic(self, name: str, write: Callable[[Path], None]) -> Path:
         """`write(folder)` on a temp folder (rank 0 alone), then moved to `save_path/name` in one rename."""

@@ -172,3 +172,16 @@ def test_a_config_names_the_balancer_and_the_static_weights(vocab_file, intent_s
     assert task.loss_weight == 0.5 and task.heads["slots"].loss_weight == 3.0
     run.trainer.train(**run.train_options, selector=run.selector)
     assert run.trainer.balancer.steps == run.trainer.global_step  # it saw every step
+
+
+@pytest.mark.parametrize("make", [UncertaintyWeighting, lambda: DynamicWeightAverage(period=2), PCGrad],
+                         ids=["uncertainty", "dwa", "pcgrad"])
+def test_the_best_model_is_kept_and_restored_with_any_balancer(make, vocab_file, intent_slot_dir, tmp_path):
+    """In memory (no saver) and on disk: a balancer's extra state (DWA's history) does not break best-of."""
+    for saved in (False, True):
+        trainer = joint_trainer(vocab_file, intent_slot_dir, balancer=make(), num_epochs=2)
+        if saved:
+            trainer.set_saver(tmp_path / f"run-{type(trainer.balancer).__name__}")
+        trainer.train(print_steps=0, eval_steps=2)
+        trainer.load_best()
+        assert trainer.best_score > -math.inf

@@ -1,5 +1,6 @@
 """The Saver: where checkpoints go and when, written atomically, kept to the last K, the best one kept; and
 how a checkpoint comes back (weights, run state). The folder's format is mtl.components.savers.checkpoint."""
+import copy
 import dataclasses
 import logging
 import os
@@ -106,7 +107,9 @@ class Saver:
         if self.on_disk:
             self.best = self.write("best", model, self._best_snapshot(snapshot))
         else:
-            self.best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            # tensors cloned; a module's extra state (a loss balancer's history) deep-copied
+            self.best = {k: v.detach().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)
+                         for k, v in model.state_dict().items()}
 
     def keep_task_best(self, task: str, model: nn.Module, snapshot: Snapshot) -> Path | None:
         """The model is task `task`'s best so far: `save_path/best-<task>`, like `best` (nothing in memory)."""

@@ -81,7 +81,7 @@ def test_config_sections_reach_load_data_and_the_trainer(vocab_file, intent_slot
     run = build_run(load_config(write_yaml(tmp_path / "run.yaml", config)))
     reader = run.trainer.tasks[0].reader
     assert (reader.max_tokens, reader.pad_to_multiple_of, run.trainer.compile) == (64, 16, False)
-    assert len(list((tmp_path / "features").glob("*.json"))) == 2  # train and dev, beside the config
+    assert len(_entries(tmp_path / "features")) == 2  # train and dev, beside the config
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None and shutil.which("cc") is None,
@@ -99,6 +99,11 @@ def test_compiled_backbone_trains_and_keeps_parameter_names(vocab_file, intent_s
 
 
 # ---- tokenized features cached per data file -----------------------------------------------------------
+def _entries(cache):
+    """The complete cache entries (folders with their entry.json) under `cache`."""
+    return sorted(p.parent for p in cache.glob("*/entry.json"))
+
+
 def _features(reader):
     return [(f.fields, f.meta) for f in reader.features]
 
@@ -106,7 +111,7 @@ def _features(reader):
 def test_second_load_reads_the_cache_and_gives_the_same_features(vocab_file, intent_slot_dir, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     first = mtl.reader.IntentSlotReader(vocab_file, 32).load_data(intent_slot_dir / "train", cache_dir=cache)
-    entries = list(cache.glob("*.json"))
+    entries = _entries(cache)
     assert len(entries) == 1
     reader = mtl.reader.IntentSlotReader(vocab_file, 32)
     monkeypatch.setattr(reader, "_featurize", lambda examples: pytest.fail("tokenized again despite the cache"))
@@ -116,7 +121,7 @@ def test_second_load_reads_the_cache_and_gives_the_same_features(vocab_file, int
     assert list(reader.tag_map.items()) == list(first.tag_map.items())  # in their order
     monkeypatch.undo()
     dev = reader.eval_reader(intent_slot_dir / "dev")  # its own entry, tokenized with the restored maps
-    assert len(list(cache.glob("*.json"))) == 2 and dev.num_examples == 12
+    assert len(_entries(cache)) == 2 and dev.num_examples == 12
 
 
 def test_a_changed_file_or_setting_never_reads_a_stale_entry(vocab_file, intent_slot_dir, tmp_path):
@@ -128,20 +133,20 @@ def test_a_changed_file_or_setting_never_reads_a_stale_entry(vocab_file, intent_
     seq_in.write_text("\n".join(lines) + "\n", encoding="utf-8")
     reader = mtl.reader.IntentSlotReader(vocab_file, 32).load_data(intent_slot_dir / "train", cache_dir=cache)
     assert "from denver to boston" in str(reader.features[0].meta)
-    assert len(list(cache.glob("*.json"))) == 2
+    assert len(_entries(cache)) == 2
     stat = seq_in.stat()
     os.utime(seq_in, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched: a new entry
     mtl.reader.IntentSlotReader(vocab_file, 32).load_data(intent_slot_dir / "train", cache_dir=cache)
-    assert len(list(cache.glob("*.json"))) == 3
+    assert len(_entries(cache)) == 3
     mtl.reader.IntentSlotReader(vocab_file, 16).load_data(intent_slot_dir / "train", cache_dir=cache)
-    assert len(list(cache.glob("*.json"))) == 4  # another max_seqlen: another entry
+    assert len(_entries(cache)) == 4  # another max_seqlen: another entry
 
 
 def test_a_corrupt_entry_is_ignored(vocab_file, intent_slot_dir, tmp_path):
     cache = tmp_path / "cache"
     first = mtl.reader.IntentSlotReader(vocab_file, 32).load_data(intent_slot_dir / "train", cache_dir=cache)
-    entry = next(cache.glob("*.json"))
-    entry.write_text("{not json", encoding="utf-8")
+    entry = _entries(cache)[0]
+    (entry / "entry.json").write_text("{not json", encoding="utf-8")
     again = mtl.reader.IntentSlotReader(vocab_file, 32).load_data(intent_slot_dir / "train", cache_dir=cache)
     assert _features(again) == _features(first)
 
@@ -150,4 +155,4 @@ def test_a_reader_json_cannot_describe_is_not_cached(vocab_file, intent_slot_dir
     reader = mtl.reader.IntentSlotReader(vocab_file, 32)
     reader.extra_setting = (1, 2)  # a tuple: JSON would give back a list
     reader.load_data(intent_slot_dir / "train", cache_dir=tmp_path / "cache")
-    assert reader.num_examples == 24 and not list((tmp_path / "cache").glob("*.json"))
+    assert reader.num_examples == 24 and not _entries(tmp_path / "cache")

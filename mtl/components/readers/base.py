@@ -3,13 +3,13 @@ import copy
 import logging
 import operator
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Iterable, Iterator, NamedTuple
 
 import numpy as np
-import torch
-
+from mtl.components.readers.batching import budget_cuts, stack
 from mtl.components.readers.cache import cached_features
 from mtl.components.readers.feature import Feature
+from mtl.components.readers.table import FeatureTable
 from mtl.components.readers.tokenization import load_tokenizer
 from mtl.errors import DataError, MtlError, check_contract
 
@@ -36,7 +36,7 @@ class Reader:
         max_seqlen = _integer("max_seqlen", max_seqlen, 3, "[CLS], one token, [SEP]")
         self.tokenizer = load_tokenizer(vocab_path, do_lower_case)
         self.max_seqlen, self.seed, self.phase = max_seqlen, seed, phase
-        self.features: list[Feature] = []
+        self.features = FeatureTable.of([])
         self.batch_size, self.num_epochs, self.shuffle = 32, None, phase == "train"
         self.group_by_length = True
         # speed switches (see load_data): token budgets, batch widths rounded up, the features cache
@@ -44,11 +44,22 @@ class Reader:
         self.input_file: str | None = None
         self.epoch, self.position = 0, 0
 
+    @property
+    def features(self) -> FeatureTable:
+        """The tokenized examples, stored column by column (mtl.components.readers.table); `features[i]` is
+        the Feature of example i. A list of Features may be assigned: it is packed into a table."""
+        return self._features
+
+    @features.setter
+    def features(self, features: Any) -> None:
+        self._features = FeatureTable.of(features)
+
     # ---- subclass hooks -------------------------------------------------------------------------
     def _read_examples(self, path: str, file_format: str) -> list[dict]:
         raise NotImplementedError
 
-    def _featurize(self, examples: list[dict]) -> list[Feature]:
+    def _featurize(self, examples: list[dict]) -> Iterable[Feature]:
+        """Features of `examples`: a list, or a generator (packed into a table as they come)."""
         raise NotImplementedError
 
     def _examples_from_texts(self, texts: list[str]) -> list[dict]:
@@ -120,6 +131,9 @@ class Reader:
     def check_num_classes(self, field: str, num_classes: int) -> None:
         """Fail up front, naming the file and the line, when a label id of `field` is outside a head's
         `num_classes` (PALM's integer-id TSVs): torch would fail later with 'Target out of bounds'."""
+        column = self.features.scalar(field)
+        if column is not None and (column.size == 0 or not _outside(column, num_classes).any()):
+            return  # the common case, checked on the whole column at once
         for feature in self.features:
             value = feature.fields.get(field)
             ids = value if isinstance(value, list) else [value]
@@ -166,15 +180,15 @@ class Reader:
         grouped = self.group_by_length and self.shuffle
         if self.max_tokens is None and not grouped:
             return [order[i:i + size] for i in range(0, len(order), size)]
-        lengths = np.array([len(f.fields["input_ids"]) for f in self.features])
+        lengths = self.features.lengths()
         if not grouped:
-            return _budget_cuts(order, lengths, self.max_tokens, self.pad_to_multiple_of)
+            return budget_cuts(order, lengths, self.max_tokens, self.pad_to_multiple_of)
         chunk = size * 50
         parts = [part[np.argsort(-lengths[part], kind="stable")]
                  for part in (order[i:i + chunk] for i in range(0, len(order), chunk))]
         order = np.concatenate(parts)
         batches = [order[i:i + size] for i in range(0, len(order), size)] if self.max_tokens is None else \
-            [b for part in parts for b in _budget_cuts(part, lengths, self.max_tokens, self.pad_to_multiple_of)]
+            [b for part in parts for b in budget_cuts(part, lengths, self.max_tokens, self.pad_to_multiple_of)]
         shuffled = np.random.default_rng([self.seed, epoch, 1]).permutation(len(batches))
         return [batches[i] for i in shuffled]
 
@@ -237,9 +251,9 @@ class Reader:
         batch: dict[str, Any] = {}
         for name in sorted(self.fields - {"attention_mask"}):
             values = [feature.fields[name] for feature in features]
-            batch[name] = _stack(values, self._pad_value(name), self.pad_to_multiple_of, self.max_seqlen)
+            batch[name] = stack(values, self._pad_value(name), self.pad_to_multiple_of, self.max_seqlen)
         lengths = [len(feature.fields["input_ids"]) for feature in features]
-        batch["attention_mask"] = _stack([[1] * n for n in lengths], 0, self.pad_to_multiple_of, self.max_seqlen)
+        batch["attention_mask"] = stack([[1] * n for n in lengths], 0, self.pad_to_multiple_of, self.max_seqlen)
         batch["meta"] = [feature.meta for feature in features]
         return batch
 
@@ -265,6 +279,11 @@ def shard_bounds(size: int, index: int, count: int) -> tuple[int, int]:
     return start, start + base + (index < extra)
 
 
+def _outside(ids: np.ndarray, num_classes: int) -> np.ndarray:
+    """Which ids are neither -100 (ignored) nor a class id 0..num_classes-1."""
+    return (ids != -100) & ((ids < 0) | (ids >= num_classes))
+
+
 def _integer(name: str, value: Any, minimum: int, why: str = "") -> int:
     """`value` as an int >= minimum (numpy integers welcome), else a ValueError naming the argument."""
     try:
@@ -277,28 +296,3 @@ def _integer(name: str, value: Any, minimum: int, why: str = "") -> int:
         reason = f" ({why})" if why else ""
         raise ValueError(f"{name} must be an integer >= {minimum}{reason}, got {value!r}")
     return number
-
-
-def _budget_cuts(order: np.ndarray, lengths: np.ndarray, max_tokens: int, multiple: int | None) -> list[np.ndarray]:
-    """Cut `order` into consecutive batches whose rows x padded width stays within `max_tokens` (an example
-    longer than the budget alone makes a batch). Sorted input gives the fewest batches."""
-    batches, start, width = [], 0, 0
-    for i, index in enumerate(order):
-        own = -(-int(lengths[index]) // multiple) * multiple if multiple else int(lengths[index])
-        if i > start and (i - start + 1) * max(width, own) > max_tokens:
-            batches.append(order[start:i])
-            start, width = i, 0
-        width = max(width, own)
-    return batches + ([order[start:]] if start < len(order) else [])
-
-
-def _stack(values: list, pad: int, multiple: int | None = None, cap: int = 0) -> torch.Tensor:
-    """Rows padded to the longest, rounded up to `multiple` but not past `cap` (the model's max_seqlen)."""
-    if not isinstance(values[0], list):
-        return torch.tensor(values, dtype=torch.long)
-    longest = max(len(v) for v in values)
-    width = max(longest, min(-(-longest // multiple) * multiple, cap)) if multiple else longest
-    out = torch.full((len(values), width), pad, dtype=torch.long)
-    for row, value in enumerate(values):
-        out[row, :len(value)] = torch.tensor(value, dtype=torch.long)
-    return out

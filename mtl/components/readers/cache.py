@@ -1,56 +1,63 @@
 """Tokenized features cached per data file, so a file is tokenized once, not once per run.
 
-A cache entry is a JSON file (never pickle: a cache folder may be shared, and JSON cannot run code) named by
-a SHA-256 over everything that decides the features: the data's path, size, mtime and content (every file of
-a folder), the reader's class and the source of the reader modules, its settings (public attributes:
-max_seqlen, label maps, ...), its tokenizer (serialized, so vocab and lower-casing count) and mtl's version.
-A changed file or setting gives another name, so a stale entry is never read. What loading changed in the
-reader (label maps built from the training data) is stored with the features and restored on a hit.
-Features or settings that JSON would not give back exactly (tuples, numpy values) are simply not cached.
+An entry is a folder of numpy `.npy` arrays (the columns of a FeatureTable: token values and offsets, scalar
+labels, meta as UTF-8 JSON lines) and an `entry.json` describing them; it is opened memory-mapped, so a large
+file opens in about the time it takes to read the small index, and only the pages batches touch are read.
+Arrays are loaded with allow_pickle=False and meta is JSON: a cache folder may be shared, and neither can run
+code. The folder is named by a SHA-256 over everything that decides the features: the data's path, size,
+mtime and content (every file of a folder), the reader's class and the source of the reader modules, its
+settings (public attributes: max_seqlen, label maps, ...), its tokenizer (serialized, so vocab and
+lower-casing count) and mtl's version. A changed file or setting gives another name, so a stale entry is never
+read. An entry is written in a temporary folder and renamed into place, so a half-written one is never read.
+What loading changed in the reader (label maps built from the training data) is stored in entry.json and
+restored on a hit. Features or settings that JSON and flat arrays would not give back exactly (tuples, MRC's
+offsets, numpy values) are simply not cached.
 """
 import hashlib
 import inspect
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from mtl.components.readers.feature import Feature
+from mtl.components.readers.table import ZEROS, FeatureTable
 from mtl.version import __version__
 
 log = logging.getLogger(__name__)
 # set per load_data call or while reading batches: not part of what the features depend on
 RUNTIME = {"features", "epoch", "position", "input_file", "batch_size", "num_epochs", "shuffle", "group_by_length",
            "max_tokens", "pad_to_multiple_of", "cache_dir"}
-_NOT_JSON = object()
 
 
-def cached_features(reader: Any, file_format: str, cache_dir: str | Path | None, build: Callable[[], list]) -> list:
-    """`build()` (read and tokenize the reader's input file), or the cached result of an earlier call with
-    the same file, reader settings and code; the result is written to `cache_dir` when it can be."""
+def cached_features(reader: Any, file_format: str, cache_dir: str | Path | None,
+                    build: Callable[[], Any]) -> FeatureTable:
+    """`build()` (read and tokenize the reader's input file) as a FeatureTable, or the cached table of an
+    earlier call with the same file, reader settings and code; the result is written to `cache_dir` when it
+    can be."""
     if cache_dir is None or not Path(reader.input_file).exists():  # a missing file: build() says so
-        return build()
+        return FeatureTable.of(build())
     before = settings(reader)
     if before is None:
-        return build()
+        return FeatureTable.of(build())
     key = _key(reader, file_format, before)
-    path = Path(cache_dir).expanduser() / f"{type(reader).__name__}-{key}.json"
+    path = Path(cache_dir).expanduser() / f"{type(reader).__name__}-{key}"
     hit = _read(path, key)
     if hit is not None:
-        for name, value in hit["state"].items():
+        state, table = hit
+        for name, value in state.items():
             setattr(reader, name, value)
         log.info("%s: tokenized features read from the cache %s", reader.input_file, path)
-        return [_feature(item) for item in hit["features"]]
-    features = build()
+        return table
+    table = FeatureTable.of(build())
     after = settings(reader)
     changed = {name: getattr(reader, name) for name in after or {} if before.get(name) != after[name]}
     if after is not None and all(_plain(value) for value in changed.values()):  # restored as they are (order kept)
-        _write(path, {"key": key, "state": changed,
-                      "features": [{"fields": f.fields, "meta": f.meta} for f in features]})
-    return features
+        _write(path, key, changed, table)
+    return table
 
 
 def settings(reader: Any) -> dict[str, str] | None:
@@ -124,31 +131,70 @@ def _fingerprint(path: Path, digest: Any) -> None:
         digest.update(hashlib.sha256(file.read_bytes()).digest())
 
 
-def _read(path: Path, key: str) -> dict | None:
+def _read(path: Path, key: str) -> tuple[dict, FeatureTable] | None:
+    """(reader state, table) of the entry at `path`, its arrays memory-mapped; None when there is none or
+    it is unreadable (then the file is tokenized again)."""
     try:
-        entry = json.loads(path.read_text(encoding="utf-8"))
+        entry = json.loads((path / "entry.json").read_text(encoding="utf-8"))
+        if not isinstance(entry, dict) or entry.get("key") != key:
+            return None
+        if not all(isinstance(name, str) and name.isidentifier() for name in [*entry["tokens"], *entry["scalars"]]):
+            raise ValueError("a field name that is not an identifier")
+        tokens = {name: (ZEROS if kind == ZEROS else _load(path, f"tokens.{name}.values"),
+                         _load(path, f"tokens.{name}.offsets")) for name, kind in entry["tokens"].items()}
+        scalars = {name: _load(path, f"scalars.{name}") for name in entry["scalars"]}
+        table = FeatureTable(int(entry["size"]), tokens, scalars, (_load(path, "meta.bytes"), _load(path, "meta.offsets")))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, KeyError, TypeError) as error:
         log.warning("%s: unreadable cache entry (%s); tokenizing again", path, error)
         return None
-    return entry if isinstance(entry, dict) and entry.get("key") == key else None
+    return entry["state"], table
 
 
-def _write(path: Path, entry: dict) -> None:
-    """Atomically (a half-written entry is never read), and only when JSON gives the features back exactly."""
-    text = json.dumps(entry, ensure_ascii=False)
-    if json.loads(text) != entry:
-        log.debug("%s: features hold values JSON does not give back exactly; not cached", path.name)
-        return
+def _load(folder: Path, name: str) -> np.ndarray:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
+        return np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+    except ValueError:  # an empty array cannot be memory-mapped
+        return np.load(folder / f"{name}.npy", allow_pickle=False)
+
+
+def _write(path: Path, key: str, state: dict, table: FeatureTable) -> None:
+    """Atomically (written in a temporary folder, then renamed), and only when every column is a flat array
+    and the state JSON gives back exactly."""
+    arrays = _arrays(table)
+    entry = {"key": key, "state": state, "size": len(table), "scalars": sorted(table.scalars),
+             "tokens": {name: ZEROS if isinstance(column[0], str) else "array" for name, column in table.tokens.items()}}
+    text = json.dumps(entry, ensure_ascii=False)
+    if arrays is None or json.loads(text) != entry:
+        log.debug("%s: features hold values the cache does not give back exactly; not cached", path.name)
+        return
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.mkdir(parents=True, exist_ok=True)
+        for name, array in arrays.items():
+            np.save(temporary / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+        (temporary / "entry.json").write_text(text, encoding="utf-8")  # written last: marks a whole entry
+        os.rename(temporary, path)
     except OSError as error:
-        log.warning("%s: could not write the features cache (%s); training goes on without it", path, error)
+        shutil.rmtree(temporary, ignore_errors=True)
+        if not (path / "entry.json").exists():  # another process may have written the same entry first
+            log.warning("%s: could not write the features cache (%s); training goes on without it", path, error)
 
 
-def _feature(item: dict) -> Feature:
-    return Feature(item["fields"], item["meta"])
+def _arrays(table: FeatureTable) -> dict[str, np.ndarray] | None:
+    """The table's columns by file name; None when one is not a flat array (kept as Python objects)."""
+    if table.rows is not None or isinstance(table.meta, list):
+        return None
+    arrays = {"meta.bytes": table.meta[0], "meta.offsets": table.meta[1]}
+    for name, column in table.tokens.items():
+        if isinstance(column, list):
+            return None
+        if not isinstance(column[0], str):
+            arrays[f"tokens.{name}.values"] = column[0]
+        arrays[f"tokens.{name}.offsets"] = column[1]
+    for name, column in table.scalars.items():
+        if isinstance(column, list):
+            return None
+        arrays[f"scalars.{name}"] = column
+    return arrays

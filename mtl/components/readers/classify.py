@@ -2,6 +2,7 @@
 import logging
 import re
 from pathlib import Path
+from typing import Any, Iterator
 
 from mtl.components.readers.base import Feature, Reader
 from mtl.components.readers.files import load_label_map, names_of, read_tsv
@@ -10,6 +11,7 @@ from mtl.components.readers.tokenization import truncated_rows
 from mtl.errors import DataError
 
 log = logging.getLogger(__name__)
+CHUNK = 10_000  # texts tokenized at once: bounds the tokenizer's output held in memory
 _ASCII_DIGITS = re.compile(r"[0-9]+")  # str.isdigit() also accepts '²', which int() refuses
 
 
@@ -57,24 +59,30 @@ class ClassifyReader(Reader):
                             "write integer ids 0..n-1 or give ClassifyReader a label_map")
         return int(label)
 
-    def _featurize(self, examples: list[dict]) -> list[Feature]:
+    def _featurize(self, examples: list[dict]) -> Iterator[Feature]:
+        """Features one by one, tokenizing `CHUNK` texts at a time: a fast tokenizer's output for a whole
+        large file (an Encoding object per text) would take more memory than the packed features."""
         source = self.input_file or "<texts>"
-        encoded = self.tokenizer([ex["text"] for ex in examples], truncation=True, max_length=self.max_seqlen)
-        cut = truncated_rows(encoded)
+        lookup = LabelLookup(self.label_map or {}, source, self.phase, "label")
+        cut: list[int] = []
+        for first in range(0, len(examples), CHUNK):
+            chunk = examples[first:first + CHUNK]
+            encoded = self.tokenizer([ex["text"] for ex in chunk], truncation=True, max_length=self.max_seqlen)
+            cut += [first + i for i in truncated_rows(encoded)]
+            for index, example in enumerate(chunk):
+                yield self._feature(example, encoded, index, lookup)
         if cut:
             log.warning("%s: %d of %d texts were longer than max_seqlen=%d tokens and were truncated (line %s)",
                         source, len(cut), len(examples), self.max_seqlen,
                         ", ".join(str(examples[i]["line"]) for i in cut[:10]) + (", ..." if len(cut) > 10 else ""))
-        lookup = LabelLookup(self.label_map or {}, source, self.phase, "label")
-        features = []
-        for index, example in enumerate(examples):
-            ids = encoded["input_ids"][index]
-            types = encoded["token_type_ids"][index] if "token_type_ids" in encoded else [0] * len(ids)
-            fields = {"input_ids": ids, "token_type_ids": types}
-            meta = {"text": example["text"], "line": example["line"], "gold": {}}
-            if example["label"] is not None and self.phase != "predict":
-                fields["label_ids"] = self._label_id(example["label"], example["line"], lookup)
-                meta["gold"]["label_ids"] = example["label"]
-            features.append(Feature(fields, meta))
         lookup.report()
-        return features
+
+    def _feature(self, example: dict, encoded: Any, index: int, lookup: LabelLookup) -> Feature:
+        ids = encoded["input_ids"][index]
+        types = encoded["token_type_ids"][index] if "token_type_ids" in encoded else [0] * len(ids)
+        fields = {"input_ids": ids, "token_type_ids": types}
+        meta = {"text": example["text"], "line": example["line"], "gold": {}}
+        if example["label"] is not None and self.phase != "predict":
+            fields["label_ids"] = self._label_id(example["label"], example["line"], lookup)
+            meta["gold"]["label_ids"] = example["label"]
+        return Feature(fields, meta)

@@ -64,8 +64,9 @@ def ablation_rows() -> list[str]:
         return []
     rows = ["| ATIS, 5 epochs, dev-selected | seeds | intent acc | slot F1 | sentence acc |", "|---|---|---|---|---|"]
     for name, config in result["configs"].items():
-        cells = [f"{config['metrics'][k]:.2f} ± {config['std'][k]:.2f}" if k in config["metrics"] else "–"
-                 for k in KEYS]
+        one = len(config["seeds"]) == 1  # no spread to show
+        cells = [("–" if k not in config["metrics"] else f"{config['metrics'][k]:.2f}" if one
+                  else f"{config['metrics'][k]:.2f} ± {config['std'][k]:.2f}") for k in KEYS]
         rows.append(f"| {ABLATION_LABELS.get(name, name)} | {len(config['seeds'])} | " + " | ".join(cells) + " |")
     return rows
 

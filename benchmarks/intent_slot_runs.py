@@ -64,7 +64,7 @@ def train_run(data: str, mode: str, seed: int, settings: dict[str, Any]) -> dict
     heads = mtl.head.intent_slot_heads(reader, encoder.hidden_size, 0.1, use_crf=s["crf"],
                                        slot_loss_coef=s["slot_loss_coef"], sentence_vector=s["sentence_vector"])
     tasks = _tasks(data, mode, reader, dev, heads, seed, s)
-    trainer = mtl.MultiHeadTrainer(tasks, backbone=encoder, lr=s["lr"], num_epochs=s["epochs"], seed=seed,
+    trainer = mtl.MultiHeadTrainer(tasks, backbone=encoder, num_epochs=s["epochs"], seed=seed,
                                    precision=s["precision"], balancer=make_balancer(s["balancer"], data, seed))
     trainer.build_backward(mtl.optimizer.Adam(lr=s["lr"], max_grad_norm=s["max_grad_norm"]))
     selector = mtl.Selector(early_stopping_patience=s["patience"])

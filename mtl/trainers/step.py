@@ -102,8 +102,8 @@ class Step:
                 for j, name in enumerate(names):
                     if name in losses:
                         means[j] += losses[name].detach().double() * shares[i][j]
-                scaled = {f"{task.name}.{n}": loss * (shares[i][names.index(n)] * static[n])
-                          for n, loss in losses.items()}
+                scaled = {f"{task.name}.{n}": losses[n] * (shares[i][j] * static[n])
+                          for j, n in enumerate(names) if n in losses}
                 if separate is not None:
                     separate.backward(scaled)
                 else:

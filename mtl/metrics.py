@@ -2,6 +2,8 @@
 from seqeval.metrics import f1_score, precision_score, recall_score
 from seqeval.metrics.sequence_labeling import get_entities
 
+from mtl.text import word_char_offsets
+
 
 def accuracy(predicted: list, gold: list) -> float:
     return 100.0 * sum(p == g for p, g in zip(predicted, gold)) / max(len(gold), 1)
@@ -46,10 +48,18 @@ def seqeval_scores(predicted: list[list[str]], gold: list[list[str]]) -> dict[st
             "recall": 100.0 * float(recall_score(gold, predicted, zero_division=0))}
 
 
-def entity_spans(words: list[str], tags: list[str]) -> list[dict]:
-    """Decoded slot spans: text, type and word range [start, end)."""
-    return [{"text": " ".join(words[start:end + 1]), "type": kind, "start": start, "end": end + 1}
-            for kind, start, end in get_entities(tags)]
+def entity_spans(words: list[str], tags: list[str], text: str | None = None) -> list[dict]:
+    """Decoded slot spans: text, type, word range [start, end) and, given the words' source `text`, the
+    character range [char_start, end) in it (the span's text is then the source's own, spacing included)."""
+    offsets = word_char_offsets(text, words) if text is not None else None
+    spans = []
+    for kind, start, end in get_entities(tags):
+        span = {"text": " ".join(words[start:end + 1]), "type": kind, "start": start, "end": end + 1}
+        if offsets is not None:
+            span["char_start"], span["char_end"] = offsets[start][0], offsets[end][1]
+            span["text"] = text[span["char_start"]:span["char_end"]]
+        spans.append(span)
+    return spans
 
 
 def frame_accuracy(correct_per_head: list[list[bool]]) -> float:

@@ -122,7 +122,8 @@ class Predictor:
     @torch.inference_mode()
     def predict(self, texts: list[str], batch_size: int = 32) -> list[dict[str, Any]]:
         """One record per text: `{"text": ..., head: decoded, ...}`, e.g. for joint intent + slots
-        `{"intent": {"label", "prob"}, "slots": {"tags", "spans": [{"text", "type", "start", "end"}]}}`."""
+        `{"intent": {"label", "prob"}, "slots": {"tags", "spans": [{"text", "type", "start", "end", "char_start",
+        "char_end"}]}}` (word range, and character range in the text given)."""
         texts = list(texts)
         records: list[dict[str, Any]] = [{"text": text} for text in texts]
         if not texts:

@@ -81,8 +81,9 @@ def test_sequence_label_decodes_one_tag_per_word_from_sub_tokens(split_reader):
         decoded = head.decode(predictions[row], names, meta)
         assert decoded["tags"] == SPLIT_ROWS[row][1].split()
     first = head.decode(predictions[0], names, batch["meta"][0])
-    assert first["spans"][:2] == [{"text": "booking", "type": "act", "start": 0, "end": 1},
-                                  {"text": "cheaper", "type": "price", "start": 1, "end": 2}]
+    assert first["spans"][:2] == [{"text": "booking", "type": "act", "start": 0, "end": 1, "char_start": 0, "char_end": 7},
+                                  {"text": "cheaper", "type": "price", "start": 1, "end": 2, "char_start": 8,
+                                   "char_end": 15}]
 
 
 def test_truncation_drops_words_and_predicts_them_o(vocab_file, intent_slot_dir, caplog):

@@ -123,7 +123,8 @@ def test_ner_trains_and_predicts_spans(tmp_path, vocab_file):
     assert metrics["ner.f1"] > 60.0
     record = trainer.predict("ner", ["book a flight to new york"])[0]
     assert record["ner"]["tags"] == ["O", "O", "O", "O", "B-LOC", "I-LOC"]
-    assert record["ner"]["spans"] == [{"text": "new york", "type": "LOC", "start": 4, "end": 6}]
+    assert record["ner"]["spans"] == [{"text": "new york", "type": "LOC", "start": 4, "end": 6,
+                                       "char_start": 17, "char_end": 25}]
 
 
 def test_config_reads_conll_with_auto_labels_for_every_split(tmp_path, vocab_file):

@@ -58,6 +58,14 @@ def test_entity_spans():
     assert entity_spans(["a", "b"], ["O", "O"]) == []
 
 
+def test_entity_spans_with_the_source_text_give_character_offsets():
+    text = "fly to  new   york\tmonday"
+    spans = entity_spans(text.split(), ["O", "O", "B-to", "I-to", "B-date"], text)
+    assert spans == [{"text": "new   york", "type": "to", "start": 2, "end": 4, "char_start": 8, "char_end": 18},
+                     {"text": "monday", "type": "date", "start": 4, "end": 5, "char_start": 19, "char_end": 25}]
+    assert entity_spans(["New", "York"], ["B-x", "I-x"], "new york")[0].keys() == {"text", "type", "start", "end"}
+
+
 def test_frame_accuracy():
     # example 0 right for both heads; example 1 wrong slots; example 2 wrong intent and slots
     assert frame_accuracy([[True, True, False], [True, False, False]]) == pytest.approx(100 / 3)

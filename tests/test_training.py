@@ -126,7 +126,19 @@ def test_predict_decodes_labels_and_spans_and_writes_jsonl(learned, tmp_path):
     written = [json.loads(line) for line in (tmp_path / "out" / "pred.jsonl").read_text(encoding="utf-8").splitlines()]
     assert written == records
     assert records[0]["intent"]["label"] == "book_flight"
-    assert {"text": "boston", "type": "from", "start": 4, "end": 5} in records[0]["slots"]["spans"]
+    assert {"text": "boston", "type": "from", "start": 4, "end": 5, "char_start": 19, "char_end": 25} \
+        in records[0]["slots"]["spans"]
+
+
+def test_slot_spans_give_character_offsets_into_the_text_as_sent(learned):
+    """Extra spaces, tabs and leading blanks stay in the text; a span's characters are found where they are."""
+    mh, _, _ = learned
+    text = "  book a   flight from\tboston  to denver "
+    spans = mh.predict("joint", [text])[0]["slots"]["spans"]
+    assert spans, "the model learned slots, so something must be compared"
+    for span in spans:
+        assert text[span["char_start"]:span["char_end"]] == span["text"]
+        assert span["text"].split() == text.split()[span["start"]:span["end"]]
 
 
 def test_roberta_backbone_with_the_same_readers(vocab_file, intent_slot_dir):

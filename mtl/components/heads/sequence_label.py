@@ -77,7 +77,7 @@ class SequenceLabel(Head):
         ids, probs = prediction if isinstance(prediction, tuple) else (prediction, None)
         kept = [names[i] if names else str(i) for i in ids]
         tags = words_from_token_predictions(meta["word_starts"], kept, "O")
-        decoded = {"tags": tags, "spans": entity_spans(meta["words"], tags)}
+        decoded = {"tags": tags, "spans": entity_spans(meta["words"], tags, meta.get("text"))}
         if probs is not None:
             decoded["probs"] = words_from_token_predictions(meta["word_starts"], [round(p, 6) for p in probs], None)
         return decoded

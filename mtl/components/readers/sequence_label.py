@@ -34,7 +34,7 @@ class WordTaggingReader(Reader):
         return {self.tag_field: names_of(self.tag_map)} if self.tag_map else {}
 
     def _examples_from_texts(self, texts: list[str]) -> list[dict]:
-        return [{"words": text.split(), "tags": None, "line": i + 1} for i, text in enumerate(texts)]
+        return [{"words": text.split(), "tags": None, "line": i + 1, "text": text} for i, text in enumerate(texts)]
 
     def _featurize(self, examples: list[dict]) -> list[Feature]:
         source = self.input_file or "<data>"
@@ -47,7 +47,7 @@ class WordTaggingReader(Reader):
             fields = {"input_ids": enc["input_ids"], "token_type_ids": enc["token_type_ids"],
                       "word_start_mask": start_mask(enc["word_starts"], length)}
             meta = {"words": example["words"], "word_starts": enc["word_starts"], "line": example["line"],
-                    "text": " ".join(example["words"]), "gold": {}}
+                    "text": example.get("text", " ".join(example["words"])), "gold": {}}
             if example["tags"] is not None and self.phase != "predict":
                 ids = [lookup(tag, example["line"]) for tag in example["tags"]]
                 fields[self.tag_field] = token_labels(enc["word_starts"], ids, length)

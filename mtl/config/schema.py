@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mtl.components.readers.base import Reader
 from mtl.components.savers.saver import Saver
 from mtl.config.checker import AUTO, Checker, join
 from mtl.config.yaml_file import read_yaml
@@ -39,7 +40,9 @@ class TaskSection:
     another task whose heads this one shares (the same weights). Heads may say
     `num_classes: auto` (the reader's label names for the head's `label_field`) and `input_dim: auto` (the
     backbone's hidden size). `batch_size`, `file_format`, `group_by_length`,
-    `max_tokens`, `pad_to_multiple_of` and `cache_dir` go to the reader's load_data."""
+    `max_tokens`, `pad_to_multiple_of` and `cache_dir` go to the reader's load_data. `stream` (a mapping of
+    Reader.load_stream's arguments: `steps_per_epoch`, `shuffle_buffer`, `chunk_lines`, `shuffle`) trains
+    from `train_data` (a file or a folder of shards) read in a bounded window instead of loading it whole."""
 
     name: str
     reader: dict
@@ -54,6 +57,7 @@ class TaskSection:
     max_tokens: int | None = None  # token-budget batches (load_data's max_tokens)
     pad_to_multiple_of: int | None = None  # batch widths rounded up (load_data's pad_to_multiple_of)
     cache_dir: Path | None = None  # tokenized features cached there (load_data's cache_dir)
+    stream: dict | None = None  # Reader.load_stream's arguments: stream train_data instead of loading it
     mix_ratio: float = 1.0
     loss_weight: float = 1.0  # scales every head loss of the task (mtl.Trainer's loss_weight)
     aux: bool = False
@@ -123,7 +127,12 @@ def _task(checker: Checker, value: Any, key: str) -> dict:
             return node
         return {name: head(block, join(sub, name)) for name, block in node.items()}
 
+    def stream(node: Any, sub: str) -> Any:
+        return checker.call(node, Reader.load_stream, sub, "a stream (Reader.load_stream)",
+                            supplied=("self", "input_path", "batch_size"))
+
     special = {"reader": lambda node, sub: checker.component(node, sub), "head": head, "heads": heads,
+               "stream": stream,
                "train_data": data(True), "dev_data": data(False), "test_data": data(False)}
     task = checker.call(value, TaskSection, key, "a task (mtl.config.TaskSection)", special=special)
     if isinstance(value, dict) and sum(name in value for name in ("head", "heads", "reuse_head_with")) != 1:

@@ -111,8 +111,8 @@ class Plan:
 
 def plan_run(tasks: list[Any], reference: str, num_epochs: float | None, sampler: TaskSampler) -> Plan:
     """PALM's budgets: base = N_ref // batch_size_ref (with token-budget batches, the reference reader's real
-    batch count of an epoch), steps_t = int(num_epochs * mix_ratio_t * base); then the exact number of steps
-    (`plan_total_steps`, on a copy of `sampler`). `num_epochs` None: the reference reader's (PALM's
+    batch count of an epoch; streaming, the steps_per_epoch it was given), steps_t = int(num_epochs *
+    mix_ratio_t * base); then the exact number of steps (`plan_total_steps`, on a copy of `sampler`). `num_epochs` None: the reference reader's (PALM's
     single-task scripts give epochs to load_data)."""
     by_name = {t.name: t for t in tasks}
     if reference not in by_name:
@@ -124,7 +124,7 @@ def plan_run(tasks: list[Any], reference: str, num_epochs: float | None, sampler
     num_epochs = ref.num_epochs if num_epochs is None else num_epochs
     if num_epochs is None:
         raise ValueError("num_epochs is not set (MultiHeadTrainer, fit_readers_with_mixratio or load_data)")
-    token_budget = getattr(ref, "max_tokens", None) is not None
-    base = ref.steps_per_epoch if token_budget else max(1, ref.num_examples // ref.batch_size)
+    counted = getattr(ref, "max_tokens", None) is not None or getattr(ref, "streaming", False)
+    base = ref.steps_per_epoch if counted else max(1, ref.num_examples // ref.batch_size)
     budgets = [int(num_epochs * task.mix_ratio * base) for task in tasks]
     return Plan(num_epochs, base, budgets, plan_total_steps(sampler, budgets, [t.is_aux for t in tasks]))

@@ -33,6 +33,7 @@ class Encoder(nn.Module):
     """
 
     output_fields = ("sequence_output", "pooled_output", "word_embeddings")
+    default_model_type: str | None = None  # from_config's model_type when a config dict has none
 
     def __init__(self, model: PreTrainedModel) -> None:
         super().__init__()
@@ -50,9 +51,13 @@ class Encoder(nn.Module):
 
     @classmethod
     def from_config(cls, config: PretrainedConfig | dict) -> "Encoder":
-        """Random weights from a config (a PretrainedConfig or a dict with `model_type`)."""
+        """Random weights from a config (a PretrainedConfig or a dict with `model_type`; `BERT.from_config`
+        takes 'bert' when the dict has none)."""
         if isinstance(config, dict):
-            config = dict(config)
+            config = {"model_type": cls.default_model_type, **config}
+            if config["model_type"] is None:
+                raise ValueError("from_config: the config dict needs a model_type (e.g. 'bert', 'roberta'), or "
+                                 "use BERT.from_config for a BERT")
             config = AutoConfig.for_model(config.pop("model_type"), **config)
         return cls(AutoModel.from_config(config, attn_implementation="sdpa"))
 
@@ -91,6 +96,8 @@ class Encoder(nn.Module):
 
 class BERT(Encoder):
     """PALM's name for the BERT backbone; any BERT-like HF encoder loads through it."""
+
+    default_model_type = "bert"
 
 
 ERNIE = BERT

@@ -9,6 +9,7 @@ import numpy as np
 from mtl.components.readers.batching import budget_cuts, stack
 from mtl.components.readers.cache import cached_features
 from mtl.components.readers.feature import Feature
+from mtl.components.readers.stream import Stream, check_label_ids
 from mtl.components.readers.table import FeatureTable
 from mtl.components.readers.tokenization import load_tokenizer
 from mtl.errors import DataError, MtlError, check_contract
@@ -43,6 +44,7 @@ class Reader:
         self.max_tokens, self.pad_to_multiple_of, self.cache_dir = None, None, None
         self.input_file: str | None = None
         self.epoch, self.position = 0, 0
+        self._stream: Stream | None = None  # load_stream: batches from a file read in a bounded window
 
     @property
     def features(self) -> FeatureTable:
@@ -64,6 +66,10 @@ class Reader:
 
     def _examples_from_texts(self, texts: list[str]) -> list[dict]:
         raise NotImplementedError(f"{type(self).__name__} cannot predict from raw texts")
+
+    def _examples_from_lines(self, path: str, lines: list[tuple[int, str]]) -> list[dict]:
+        """Examples of (line number, text) of a one-example-per-line file, for `load_stream`."""
+        raise MtlError(f"{type(self).__name__} cannot stream (its examples are not one per line): use load_data")
 
     @property
     def label_names(self) -> dict[str, list[str]]:
@@ -107,6 +113,28 @@ class Reader:
                                         lambda: self._featurize(self._read_examples(self.input_file, file_format)))
         return self
 
+    def load_stream(self, input_path: str | Path, steps_per_epoch: int, batch_size: int = 32,
+                    shuffle_buffer: int = 10_000, chunk_lines: int = 1_000, shuffle: bool | None = None) -> "Reader":
+        """Train from a file, or a folder of shards, without holding it in memory (mtl.components.readers.stream):
+        lines are tokenized `chunk_lines` at a time into a buffer of `shuffle_buffer` examples that each batch
+        draws from at random, pass after pass. The corpus size is not known up front, so `steps_per_epoch`
+        says how many batches make an epoch of the trainer's budgets (num_epochs x mix_ratio x it). Resumes
+        exactly; under torchrun each process reads its own lines. Training only: eval readers load_data."""
+        if self.phase != "train":
+            raise ValueError("load_stream is for training readers; evaluation reads its file whole (load_data)")
+        numbers = (("steps_per_epoch", steps_per_epoch), ("batch_size", batch_size),
+                   ("shuffle_buffer", shuffle_buffer), ("chunk_lines", chunk_lines))
+        steps_per_epoch, batch_size, shuffle_buffer, chunk_lines = (_integer(n, v, 1) for n, v in numbers)
+        if shuffle is not None:
+            self.shuffle = shuffle
+        self.input_file, self.batch_size, self.num_epochs, self.max_tokens = str(input_path), batch_size, None, None
+        self._stream = Stream(self, input_path, steps_per_epoch, shuffle_buffer, chunk_lines)
+        return self
+
+    @property
+    def streaming(self) -> bool:
+        return self._stream is not None
+
     def register_with(self, backbone: Any) -> None:
         """Check up front that this reader yields every field the backbone needs."""
         check_contract(self, self.fields, backbone, tuple(backbone.input_fields))
@@ -123,7 +151,10 @@ class Reader:
 
     @property
     def steps_per_epoch(self) -> int:
-        """Batches in an epoch; with `max_tokens`, the real count of epoch 0 (later epochs differ by a few)."""
+        """Batches in an epoch; with `max_tokens`, the real count of epoch 0 (later epochs differ by a few);
+        streaming, the count given to load_stream."""
+        if self._stream is not None:
+            return self._stream.steps_per_epoch
         if self.max_tokens is not None and self.features:
             return len(self._epoch_batches(0))
         return max(1, -(-self.num_examples // self.batch_size))
@@ -131,17 +162,13 @@ class Reader:
     def check_num_classes(self, field: str, num_classes: int) -> None:
         """Fail up front, naming the file and the line, when a label id of `field` is outside a head's
         `num_classes` (PALM's integer-id TSVs): torch would fail later with 'Target out of bounds'."""
+        if self._stream is not None:  # checked chunk by chunk as the stream reads
+            self._stream.label_checks.append((field, num_classes))
+            return
         column = self.features.scalar(field)
         if column is not None and (column.size == 0 or not _outside(column, num_classes).any()):
             return  # the common case, checked on the whole column at once
-        for feature in self.features:
-            value = feature.fields.get(field)
-            ids = value if isinstance(value, list) else [value]
-            bad = [i for i in ids if i is not None and i != -100 and not 0 <= i < num_classes]
-            if bad:
-                raise DataError(self.input_file or "<data>", feature.meta.get("line"),
-                                f"{field} {bad[0]} is out of range for a head with {num_classes} classes",
-                                f"ids are 0..{num_classes - 1}; fix the label or the head's num_classes")
+        check_label_ids(self.features, [(field, num_classes)], self.input_file or "<data>")
 
     # ---- derived readers ----------------------------------------------------------------------------
     def eval_reader(self, input_file: str | Path, file_format: str | None = None,
@@ -162,7 +189,7 @@ class Reader:
 
     def _copy(self, phase: str) -> "Reader":
         other = copy.copy(self)
-        other.phase, other.features, other.epoch, other.position = phase, [], 0, 0
+        other.phase, other.features, other.epoch, other.position, other._stream = phase, [], 0, 0, None
         return other
 
     # ---- batching -------------------------------------------------------------------------------------
@@ -195,6 +222,9 @@ class Reader:
     def batches(self) -> Iterator[dict]:
         """Training batches, epoch after epoch (forever when num_epochs is None); `position` counts the
         batches already drawn in the current epoch, so a run can resume where it stopped."""
+        if self._stream is not None:
+            yield from (self.collate(features) for features in self._stream.batches(self.batch_size))
+            return
         for indices in self._batch_indices():
             yield self.collate([self.features[i] for i in indices])
 
@@ -204,13 +234,24 @@ class Reader:
         share `index` of `count` (sizes differ by at most one), cut into at most `micro_batches` parts, each
         collated on its own (a pairwise reader's rows stay with their pairs). A share with no example (a global
         batch smaller than `count`) gives one stand-in part (`real=False`) for the trainer to run with weight 0:
-        every process must take part in each step's gradient all-reduce."""
+        every process must take part in each step's gradient all-reduce. Streaming, each process reads its own
+        lines (mtl.components.readers.stream) and draws its share's rows from them."""
+        if self._stream is not None:
+            yield from self._streamed_shares(index, count, micro_batches)
+            return
         for indices in self._batch_indices():
             start, end = shard_bounds(len(indices), index, count)
             share = indices[start:end]
             parts = [Part(self.collate([self.features[i] for i in share[a:b]]), True)
                      for a, b in (shard_bounds(len(share), m, micro_batches) for m in range(micro_batches)) if b > a]
             yield parts or [Part(self.collate([self.features[indices[0]]]), False)]
+
+    def _streamed_shares(self, index: int, count: int, micro_batches: int) -> Iterator[list["Part"]]:
+        self._stream.shard(index, count)
+        start, end = shard_bounds(self.batch_size, index, count)
+        for share in self._stream.batches(max(end - start, 1)):
+            yield [Part(self.collate(share[a:b]), True)
+                   for a, b in (shard_bounds(len(share), m, micro_batches) for m in range(micro_batches)) if b > a]
 
     def _batch_indices(self) -> Iterator[np.ndarray]:
         """The example indices of each training batch, advancing `epoch` and `position` as batches are drawn."""
@@ -241,10 +282,18 @@ class Reader:
         return other
 
     def state_dict(self) -> dict:
+        if self._stream is not None:
+            return {"epoch": self.epoch, "position": self.position, "stream": self._stream.state_dict()}
         return {"epoch": self.epoch, "position": self.position}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        if ("stream" in state) != (self._stream is not None):
+            raise MtlError(f"{type(self).__name__}: the checkpoint was written by a "
+                           f"{'streamed' if 'stream' in state else 'loaded'} reader, this one is "
+                           f"{'streamed' if self._stream is not None else 'loaded'}: use the same kind to resume")
+        if self._stream is not None:
+            self._stream.load_state_dict(state["stream"])
 
     def collate(self, features: list[Feature]) -> dict:
         """Stack one batch; sequences are padded to the longest in this batch, not to max_seqlen."""

@@ -5,14 +5,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from mtl.components.readers.base import Feature, Reader
-from mtl.components.readers.files import load_label_map, names_of, read_tsv
+from mtl.components.readers.files import load_label_map, names_of, read_tsv, tsv_columns
 from mtl.components.readers.labels import LabelLookup, is_auto, label_map_from
 from mtl.components.readers.tokenization import truncated_rows
-from mtl.errors import DataError
+from mtl.errors import DataError, MtlError
 
 log = logging.getLogger(__name__)
 CHUNK = 10_000  # texts tokenized at once: bounds the tokenizer's output held in memory
 _ASCII_DIGITS = re.compile(r"[0-9]+")  # str.isdigit() also accepts '²', which int() refuses
+HEADER = ("label", "text_a")
 
 
 class ClassifyReader(Reader):
@@ -36,13 +37,7 @@ class ClassifyReader(Reader):
     def _read_examples(self, path: str, file_format: str) -> list[dict]:
         if file_format != "tsv":
             raise ValueError(f"ClassifyReader reads file_format='tsv', got {file_format!r}")
-        examples = []
-        for line, (label, text) in read_tsv(path, ("label", "text_a")):
-            if not label.strip():
-                raise DataError(path, line, "empty label", "write the label before the tab: label<TAB>text_a")
-            if not text.strip():
-                raise DataError(path, line, "empty text_a", "write the text after the tab, or remove the line")
-            examples.append({"label": label.strip(), "text": text, "line": line})
+        examples = [_example(path, line, label, text) for line, (label, text) in read_tsv(path, HEADER)]
         if self.auto_labels and self.label_map is None and self.phase != "predict":
             self.label_map = label_map_from([ex["label"] for ex in examples], path, self.phase, "ClassifyReader",
                                             "label<TAB>text_a")
@@ -50,6 +45,13 @@ class ClassifyReader(Reader):
 
     def _examples_from_texts(self, texts: list[str]) -> list[dict]:
         return [{"label": None, "text": text, "line": i + 1} for i, text in enumerate(texts)]
+
+    def _examples_from_lines(self, path: str, lines: list[tuple[int, str]]) -> list[dict]:
+        if self.label_map is None and self.auto_labels:
+            raise MtlError("ClassifyReader(label_map='auto') cannot stream: the labels are known only after the "
+                           "whole file is read; give the label_map (a JSON file, dict or list)")
+        rows = ((number, tsv_columns(path, number, text, HEADER)) for number, text in lines)
+        return [_example(path, number, *columns) for number, columns in rows if columns is not None]
 
     def _label_id(self, label: str, line: int, lookup: LabelLookup) -> int:
         if self.label_map is not None:
@@ -86,3 +88,12 @@ class ClassifyReader(Reader):
             fields["label_ids"] = self._label_id(example["label"], example["line"], lookup)
             meta["gold"]["label_ids"] = example["label"]
         return Feature(fields, meta)
+
+
+def _example(path: str, line: int, label: str, text: str) -> dict:
+    """One `label<TAB>text_a` row as an example; an empty label or text is a DataError naming the line."""
+    if not label.strip():
+        raise DataError(path, line, "empty label", "write the label before the tab: label<TAB>text_a")
+    if not text.strip():
+        raise DataError(path, line, "empty text_a", "write the text after the tab, or remove the line")
+    return {"label": label.strip(), "text": text, "line": line}

@@ -50,16 +50,20 @@ def decode_lines(raw: bytes, source: str) -> list[str]:
     lines = raw.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
-    decoded = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            decoded.append(line.decode("utf-8").rstrip("\r"))
-        except UnicodeDecodeError as error:
-            encoding = "utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "latin1"
-            raise DataError(source, number, f"invalid UTF-8 at byte {error.start} of the line (0x"
-                            f"{line[error.start]:02x}: {'UTF-16' if encoding == 'utf-16' else 'Latin-1 or cp1252'} "
-                            f"text?)", f"save the file as UTF-8, e.g. iconv -f {encoding} -t utf-8") from None
-    return decoded
+    utf16 = raw[:2] in (b"\xff\xfe", b"\xfe\xff")
+    return [decode_line(line, source, number, utf16) for number, line in enumerate(lines, start=1)]
+
+
+def decode_line(line: bytes, source: str, number: int, utf16: bool = False) -> str:
+    """One line's UTF-8 bytes as text (a trailing CR dropped); invalid bytes are a DataError naming `source`,
+    the line and the byte. `utf16`: the file began with a UTF-16 byte-order mark (said in the fix)."""
+    try:
+        return line.decode("utf-8").rstrip("\r")
+    except UnicodeDecodeError as error:
+        encoding = "utf-16" if utf16 else "latin1"
+        raise DataError(source, number, f"invalid UTF-8 at byte {error.start} of the line (0x"
+                        f"{line[error.start]:02x}: {'UTF-16' if utf16 else 'Latin-1 or cp1252'} "
+                        f"text?)", f"save the file as UTF-8, e.g. iconv -f {encoding} -t utf-8") from None
 
 
 def read_tsv(path: str | Path, header: tuple[str, ...]) -> list[tuple[int, list[str]]]:
@@ -74,19 +78,9 @@ def read_tsv(path: str | Path, header: tuple[str, ...]) -> list[tuple[int, list[
         if not line.strip():
             blank.append(number)
             continue
-        columns = line.split("\t")
-        names = tuple(c.strip() for c in columns)
-        if number == 1 and names == header:
-            continue
-        if number == 1 and set(names) <= HEADER_NAMES and len(set(names)) == len(names):
-            raise DataError(str(path), 1, f"the header is {'<TAB>'.join(names)} but this reader reads {layout}",
-                            f"write the header as {layout} and put the columns in that order")
-        if len(columns) != len(header):
-            fix = (f"a tab inside the text? replace it with a space; each line is {layout}"
-                   if len(columns) > len(header) else f"each line is {layout}, separated by one tab")
-            raise DataError(str(path), number, f"expected {len(header)} tab-separated columns "
-                            f"({', '.join(header)}), found {len(columns)}", fix)
-        rows.append((number, columns))
+        columns = tsv_columns(str(path), number, line, header)
+        if columns is not None:
+            rows.append((number, columns))
     if blank:
         log.info("%s: skipped %d blank or whitespace-only lines (line %s)", path, len(blank),
                  ", ".join(map(str, blank[:10])) + (", ..." if len(blank) > 10 else ""))
@@ -95,6 +89,25 @@ def read_tsv(path: str | Path, header: tuple[str, ...]) -> list[tuple[int, list[
                    else "only a header, no examples")
         raise DataError(str(path), None, problem, f"each example is one line: {layout}")
     return rows
+
+
+def tsv_columns(path: str, number: int, line: str, header: tuple[str, ...]) -> list[str] | None:
+    """The columns of one non-blank TSV line; None for the header (line 1 equal to `header`). A header in
+    another order, or a line with another number of columns, is a DataError naming the file and line."""
+    layout = "<TAB>".join(header)
+    columns = line.split("\t")
+    names = tuple(c.strip() for c in columns)
+    if number == 1 and names == header:
+        return None
+    if number == 1 and set(names) <= HEADER_NAMES and len(set(names)) == len(names):
+        raise DataError(path, 1, f"the header is {'<TAB>'.join(names)} but this reader reads {layout}",
+                        f"write the header as {layout} and put the columns in that order")
+    if len(columns) != len(header):
+        fix = (f"a tab inside the text? replace it with a space; each line is {layout}"
+               if len(columns) > len(header) else f"each line is {layout}, separated by one tab")
+        raise DataError(path, number, f"expected {len(header)} tab-separated columns "
+                        f"({', '.join(header)}), found {len(columns)}", fix)
+    return columns
 
 
 # ---- label maps ------------------------------------------------------------------------------------------

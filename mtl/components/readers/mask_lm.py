@@ -75,6 +75,9 @@ class MaskLMReader(Reader):
     def _examples_from_texts(self, texts: list[str]) -> list[dict]:
         return [{"text": text, "line": i + 1} for i, text in enumerate(texts)]
 
+    def _examples_from_lines(self, path: str, lines: list[tuple[int, str]]) -> list[dict]:
+        return [{"text": text, "line": number} for number, text in lines if text.strip()]
+
     def _featurize(self, examples: list[dict]) -> list[Feature]:
         """Tokenize once; split (train/eval) or truncate (predict) to `max_seqlen` with [CLS] and [SEP]."""
         width = self.max_seqlen - 2

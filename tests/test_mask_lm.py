@@ -123,6 +123,25 @@ def test_squad_contexts_once_and_long_texts_split(vocab_file, tmp_path, caplog):
     assert [len(f.fields["input_ids"]) for f in truncated.features] == [12]
 
 
+def test_tokenizing_in_chunks_changes_no_feature_nor_the_warning(vocab_file, tmp_path, caplog, monkeypatch):
+    """Large corpora are tokenized a chunk at a time (bounded memory); features, indices (mask seeds) and the
+    summary warning are those of one call over the whole file."""
+    from mtl.components.readers import mask_lm
+    texts = [" ".join(["book a flight"] * (1 + i % 5)) for i in range(20)] + ["\u200b"]
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+
+    def features():
+        reader = mtl.reader.MaskLMReader(vocab_file, max_seqlen=8).load_data(path)
+        return [(f.fields, f.meta) for f in reader.features]
+    whole = features()
+    monkeypatch.setattr(mask_lm, "CHUNK", 3)
+    caplog.clear()
+    assert features() == whole and [meta["index"] for _, meta in whole] == list(range(len(whole)))
+    assert caplog.text.count("12 of 21 texts were longer than max_seqlen=8") == 1  # once, not per chunk
+    assert "skipped 1 texts without any token" in caplog.text
+
+
 def test_bad_squad_file_names_json_path(vocab_file, tmp_path):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps({"data": [{"paragraphs": [{"qas": []}]}]}), encoding="utf-8")

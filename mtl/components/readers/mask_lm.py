@@ -7,7 +7,7 @@ position masks exactly as the run that was never stopped. Eval readers use one f
 """
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from mtl.errors import DataError
 log = logging.getLogger(__name__)
 
 FORMATS = ("text", "squad")
+CHUNK = 10_000  # texts tokenized at once: bounds the tokenizer's output held in memory
 _TRAIN, _EVAL = 0, 1  # the phase goes into the mask seed: eval masks never repeat a training epoch's masks
 
 
@@ -78,33 +79,40 @@ class MaskLMReader(Reader):
     def _examples_from_lines(self, path: str, lines: list[tuple[int, str]]) -> list[dict]:
         return [{"text": text, "line": number} for number, text in lines if text.strip()]
 
-    def _featurize(self, examples: list[dict]) -> list[Feature]:
-        """Tokenize once; split (train/eval) or truncate (predict) to `max_seqlen` with [CLS] and [SEP]."""
+    def _featurize(self, examples: list[dict]) -> Iterator[Feature]:
+        """Tokenize once; split (train/eval) or truncate (predict) to `max_seqlen` with [CLS] and [SEP].
+        Features come one by one, `CHUNK` texts tokenized at a time: a large corpus's tokenizer output whole
+        would take more memory than the packed features."""
+        counts = {"features": 0, "long": 0, "empty": []}
+        for first in range(0, len(examples), CHUNK):
+            yield from self._chunk_features(examples[first:first + CHUNK], counts)
+        if counts["empty"]:
+            _report_empty(self.input_file or "<texts>", counts["empty"], counts["features"])
+        if counts["long"]:
+            what = "truncated" if self.phase == "predict" else f"split into chunks ({counts['features']} sequences " \
+                                                               "in all)"
+            log.warning("%s: %d of %d texts were longer than max_seqlen=%d tokens and were %s",
+                        self.input_file or "<texts>", counts["long"], len(examples), self.max_seqlen, what)
+
+    def _chunk_features(self, examples: list[dict], counts: dict) -> Iterator[Feature]:
         width = self.max_seqlen - 2
         encoded = self.tokenizer([ex["text"] for ex in examples], add_special_tokens=False,
                                  return_offsets_mapping=True, verbose=False)
         cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
-        features, long_texts, empty = [], 0, []
         for example, ids, offsets in zip(examples, encoded["input_ids"], encoded["offset_mapping"]):
             if not ids and self.phase != "predict":  # [CLS] [SEP] alone: nothing to mask or learn from
-                empty.append(example["line"])
+                counts["empty"].append(example["line"])
                 continue
             starts = list(range(0, max(len(ids), 1), width))
-            long_texts += len(starts) > 1
+            counts["long"] += len(starts) > 1
             for chunk, start in enumerate(starts[:1] if self.phase == "predict" else starts):
                 piece = ids[start:start + width]
                 span = offsets[start:start + width]
                 text = example["text"][span[0][0]:span[-1][1]] if span and len(starts) > 1 else example["text"]
-                meta = {"text": text, "line": example["line"], "chunk": chunk, "index": len(features)}
-                features.append(Feature({"input_ids": [cls_id] + piece + [sep_id],
-                                         "token_type_ids": [0] * (len(piece) + 2)}, meta))
-        if empty:
-            _report_empty(self.input_file or "<texts>", empty, len(features))
-        if long_texts:
-            what = "truncated" if self.phase == "predict" else f"split into chunks ({len(features)} sequences in all)"
-            log.warning("%s: %d of %d texts were longer than max_seqlen=%d tokens and were %s",
-                        self.input_file or "<texts>", long_texts, len(examples), self.max_seqlen, what)
-        return features
+                meta = {"text": text, "line": example["line"], "chunk": chunk, "index": counts["features"]}
+                counts["features"] += 1
+                yield Feature({"input_ids": [cls_id] + piece + [sep_id], "token_type_ids": [0] * (len(piece) + 2)},
+                              meta)
 
     # ---- masking ----------------------------------------------------------------------------------
     def collate(self, features: list[Feature]) -> dict:

@@ -105,13 +105,26 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
     _model_options(serve)
     serve.set_defaults(run=serve_command)
-    export = command("export", "one ONNX graph with the encoder and every head, beside the model")
+    export = command("export", "one ONNX graph with the encoder and every head, beside the model; or a "
+                     "pretrained-model folder (BertForMaskedLM) from a model with a masked-LM head")
     export.add_argument("model", help="an exported model or checkpoint folder")
-    export.add_argument("--onnx", required=True, metavar="OUT", help="the folder to write (new or empty)")
+    target = export.add_mutually_exclusive_group(required=True)
+    target.add_argument("--onnx", metavar="OUT", help="the ONNX folder to write (new or empty)")
+    target.add_argument("--pretrained", metavar="OUT", help="a BertForMaskedLM folder with the tokenizer, for "
+                        "transformers, BERT.from_pretrained and MaskLM(pretrained=) (docs/pretraining.md)")
     export.add_argument("--quantize", choices=("int8",), help="dynamic int8 quantization of the weights")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset")
     _trust_options(export)
     export.set_defaults(run=export_command)
+    vocab = command("vocab", "train a WordPiece vocabulary (a fast tokenizer folder) from text files")
+    vocab.add_argument("files", nargs="+", help="UTF-8 text files, one text per line")
+    vocab.add_argument("--out", required=True, help="the tokenizer folder to write")
+    vocab.add_argument("--vocab-size", type=_positive, default=30_000, help="at most this many tokens")
+    vocab.add_argument("--min-frequency", type=_positive, default=2, help="a merge is kept when seen this often")
+    vocab.add_argument("--limit-alphabet", type=_positive, default=10_000,
+                       help="single characters kept (Chinese needs thousands)")
+    vocab.add_argument("--cased", action="store_true", help="keep case and accents (default: lower-case)")
+    vocab.set_defaults(run=vocab_command)
     return parser
 
 
@@ -211,6 +224,8 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def export_command(args: argparse.Namespace) -> int:
+    if args.pretrained:
+        return _export_pretrained(args)
     try:
         from mtl.serving.onnx_export import export_onnx
     except ImportError as error:
@@ -220,6 +235,30 @@ def export_command(args: argparse.Namespace) -> int:
                        allowed_modules=args.allow_module)
     log.info("wrote %s: %d inputs, %d outputs; largest difference from PyTorch %s", args.onnx, len(info["inputs"]),
              len(info["output_names"]), ", ".join(f"{k} {v:.2e}" for k, v in info["parity"].items()))
+    return 0
+
+
+def _export_pretrained(args: argparse.Namespace) -> int:
+    from mtl.components.heads.mask_lm import MaskLM
+    from mtl.components.savers.pretrained import export_masked_lm
+    from mtl.predictor import load
+    _import_roots(Path.cwd())
+    predictor = load(args.model, device="cpu", precision="fp32", trust_code=args.trust_code,
+                     allowed_modules=args.allow_module)
+    found = [(task, head) for task in predictor.tasks for head in task.heads.values() if isinstance(head, MaskLM)]
+    if len(found) != 1:
+        raise MtlError(f"{args.model}: a pretrained export needs exactly one MaskLM head, found {len(found)}")
+    task, head = found[0]
+    folder = export_masked_lm(predictor.model.backbone, head, task.reader.tokenizer, args.pretrained)
+    log.info("wrote %s (BertForMaskedLM + tokenizer) from task %r", folder, task.name)
+    return 0
+
+
+def vocab_command(args: argparse.Namespace) -> int:
+    from mtl.vocabulary import train_wordpiece
+    tokenizer = train_wordpiece(args.files, args.out, args.vocab_size, not args.cased, args.min_frequency,
+                                args.limit_alphabet)
+    log.info("wrote %s: %d tokens", args.out, len(tokenizer))
     return 0
 
 

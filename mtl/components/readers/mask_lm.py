@@ -31,6 +31,12 @@ class MaskLMReader(Reader):
     so no text is lost (counted in a log line); texts given for prediction (`from_texts`) are truncated
     instead, one sequence per text. In 'predict' phase nothing is masked at random: the [MASK] tokens written
     in the text are the positions predicted.
+
+    `whole_word_mask=True` masks whole words: the tokens of a word, a run of text between whitespace, are
+    chosen together (how many: the same 15% of the tokens, counted in whole words), so a model cannot guess a
+    masked piece from its unmasked neighbours. For Chinese, whose characters are each a token, word boundaries
+    are given by segmenting the text with spaces (`北京 天安门`): the spaces separate words, and the tokenizer
+    drops them.
     """
 
     label_fields = ("mlm_labels",)
@@ -38,8 +44,9 @@ class MaskLMReader(Reader):
     default_format = "text"  # or "squad": the paragraph contexts of a SQuAD v1.1 JSON, each once
 
     def __init__(self, vocab_path: str | Path, max_seqlen: int = 128, seed: int = 0, mask_prob: float = 0.15,
-                 phase: str = "train", do_lower_case: bool = True) -> None:
+                 phase: str = "train", do_lower_case: bool = True, whole_word_mask: bool = False) -> None:
         super().__init__(vocab_path, max_seqlen, seed, phase, do_lower_case)
+        self.whole_word_mask = bool(whole_word_mask)
         if isinstance(mask_prob, bool) or not isinstance(mask_prob, (int, float)) or not 0 < mask_prob <= 1:
             raise ValueError(f"mask_prob must be a number in (0, 1], got {mask_prob!r}")
         self.mask_prob = float(mask_prob)
@@ -110,6 +117,8 @@ class MaskLMReader(Reader):
                 span = offsets[start:start + width]
                 text = example["text"][span[0][0]:span[-1][1]] if span and len(starts) > 1 else example["text"]
                 meta = {"text": text, "line": example["line"], "chunk": chunk, "index": counts["features"]}
+                if self.whole_word_mask:
+                    meta["word_starts"] = word_starts(span)
                 counts["features"] += 1
                 yield Feature({"input_ids": [cls_id] + piece + [sep_id], "token_type_ids": [0] * (len(piece) + 2)},
                               meta)
@@ -130,7 +139,7 @@ class MaskLMReader(Reader):
         key = [self.seed, _TRAIN, self.epoch] if self.phase == "train" else [self.seed, _EVAL, 0]
         rng = np.random.default_rng(key + [int(feature.meta["index"])])
         masked, labels, chosen = mask_tokens(ids, rng, self.mask_prob, self.mask_id, self.special_ids,
-                                             self.random_ids)
+                                             self.random_ids, feature.meta.get("word_starts"))
         meta["mlm_positions"] = chosen.tolist()
         meta["gold"] = {**feature.meta.get("gold", {}), "mlm_labels": [self.vocab[i] for i in ids[chosen]]}
         fields = {**feature.fields, "input_ids": masked.tolist(), "mlm_labels": labels.tolist()}
@@ -138,11 +147,15 @@ class MaskLMReader(Reader):
 
 
 def mask_tokens(ids: np.ndarray, rng: np.random.Generator, mask_prob: float, mask_id: int,
-                special_ids: np.ndarray, random_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                special_ids: np.ndarray, random_ids: np.ndarray,
+                word_starts: list[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(masked ids, labels, chosen positions) of one sequence.
 
     The number masked is `mask_prob * n` rounded at random (so its mean is exactly mask_prob * n, also for
     short sequences), then at least one; special tokens are never chosen nor drawn as random replacements.
+    With `word_starts` (the position where each word begins) whole words are chosen, in random order, while
+    they fit in that number (at least one word). Each chosen token then becomes [MASK] (80%), a random token
+    (10%) or stays (10%).
     """
     candidates = np.flatnonzero(~np.isin(ids, special_ids))
     labels = np.full(ids.shape, -100, dtype=np.int64)
@@ -150,14 +163,36 @@ def mask_tokens(ids: np.ndarray, rng: np.random.Generator, mask_prob: float, mas
         return ids.copy(), labels, candidates
     count = int(np.floor(mask_prob * candidates.size + rng.random()))
     count = min(max(count, 1), candidates.size)
-    chosen = np.sort(rng.choice(candidates, size=count, replace=False))
+    if word_starts is None:
+        chosen = np.sort(rng.choice(candidates, size=count, replace=False))
+    else:
+        chosen = _whole_words(candidates, word_starts, count, rng)
     labels[chosen] = ids[chosen]
-    roll = rng.random(count)
+    roll = rng.random(chosen.size)
     masked = ids.copy()
     masked[chosen[roll < 0.8]] = mask_id
     swapped = chosen[(roll >= 0.8) & (roll < 0.9)]
     masked[swapped] = rng.choice(random_ids, size=swapped.size)
     return masked, labels, chosen
+
+
+def _whole_words(candidates: np.ndarray, word_starts: list[int], count: int, rng: np.random.Generator) -> np.ndarray:
+    """Positions of whole words, drawn in random order, while their tokens fit in `count` (the first always)."""
+    words = [group for group in np.split(candidates, np.searchsorted(candidates, word_starts[1:])) if group.size]
+    chosen, total = [], 0
+    for index in rng.permutation(len(words)):
+        if not chosen or total + words[index].size <= count:
+            chosen.append(words[index])
+            total += words[index].size
+        if total >= count:
+            break
+    return np.sort(np.concatenate(chosen))
+
+
+def word_starts(offsets: list[tuple[int, int]]) -> list[int]:
+    """Sequence positions ([CLS] is 0) of the tokens that begin a word: the first token, and each token with
+    whitespace (a gap in the character offsets) before it."""
+    return [1 + i for i, (start, _) in enumerate(offsets) if i == 0 or start > offsets[i - 1][1]]
 
 
 def _report_empty(source: str, lines: list, kept: int) -> None:

@@ -78,3 +78,24 @@ def run_in_child(script: str, *extra: str) -> dict:
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(extra)} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+class RunStore:
+    """results/runs/<benchmark>/<key>.json, one finished run each, written atomically: a stopped benchmark
+    loses at most the run in progress, and `--resume` skips the runs already there."""
+
+    def __init__(self, benchmark: str) -> None:
+        self.folder = RESULTS / "runs" / benchmark
+
+    def path(self, key: str) -> Path:
+        return self.folder / f"{key}.json"
+
+    def load(self, key: str) -> dict | None:
+        path = self.path(key)
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def save(self, key: str, record: dict) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        temporary = self.path(key).with_suffix(".tmp")
+        temporary.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        temporary.replace(self.path(key))

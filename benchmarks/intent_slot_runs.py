@@ -7,41 +7,19 @@ metrics and, per test utterance, whether the intent and the slots were right (so
 runs can be scored together as a pipeline). Records live in results/runs/<benchmark>/<key>.json: a stopped
 benchmark loses at most the run in progress, and `--resume` skips the runs already there.
 """
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
 import mtl
-from common import DATA, RESULTS, minilm_dir
+from common import DATA, RunStore, minilm_dir
 from mtl.trainers.balancing import DynamicWeightAverage, LossBalancer, PCGrad, UncertaintyWeighting
 
 HEADS = {"joint": ("intent", "slots"), "intent": ("intent",), "slots": ("slots",), "two_task": ("intent", "slots")}
 DEFAULTS = {"epochs": 5.0, "lr": 1e-4, "batch_size": 32, "max_seqlen": 64, "precision": "auto",
             "slot_loss_coef": 1.0, "crf": False, "sentence_vector": "pooled_output", "max_grad_norm": 1.0,
             "balancer": "sum", "patience": None}
-
-
-class RunStore:
-    """results/runs/<benchmark>/<key>.json, written atomically when a run finishes."""
-
-    def __init__(self, benchmark: str) -> None:
-        self.folder = RESULTS / "runs" / benchmark
-
-    def path(self, key: str) -> Path:
-        return self.folder / f"{key}.json"
-
-    def load(self, key: str) -> dict | None:
-        path = self.path(key)
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-    def save(self, key: str, record: dict) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        temporary = self.path(key).with_suffix(".tmp")
-        temporary.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-        temporary.replace(self.path(key))
 
 
 def make_balancer(name: str, task: str, seed: int) -> LossBalancer:

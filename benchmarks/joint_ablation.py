@@ -9,8 +9,8 @@ epoch and evaluates it on test once; each finished run is kept (results/runs/joi
 import argparse
 import logging
 
-from common import mean_std, write_result
-from intent_slot_runs import RunStore, pipeline_frame_accuracy, run_or_load
+from common import RunStore, mean_std, write_result
+from intent_slot_runs import pipeline_frame_accuracy, run_or_load
 
 # name -> (heads, settings changed from intent_slot_runs.DEFAULTS); the order is the order runs are made
 CONFIGS = {

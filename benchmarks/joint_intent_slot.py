@@ -12,8 +12,8 @@ Every finished run is kept (results/runs/<data>_joint/); `--resume` skips it. Wr
 import argparse
 import logging
 
-from common import mean_std, write_result
-from intent_slot_runs import RunStore, pipeline_frame_accuracy, run_or_load
+from common import RunStore, mean_std, write_result
+from intent_slot_runs import pipeline_frame_accuracy, run_or_load
 
 PUBLISHED = {"atis": {"intent.accuracy": 97.87, "slots.f1": 95.59, "frame_accuracy": 88.24},
              "snips": {"intent.accuracy": 99.14, "slots.f1": 96.90, "frame_accuracy": 93.00}}

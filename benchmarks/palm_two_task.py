@@ -12,8 +12,8 @@ every epoch of data and evaluate the best dev model on test once. Finished runs 
 import argparse
 import logging
 
-from common import mean_std, write_result
-from intent_slot_runs import RunStore, run_or_load
+from common import RunStore, mean_std, write_result
+from intent_slot_runs import run_or_load
 
 KEYS = ("intent.accuracy", "slots.f1", "frame_accuracy")
 

@@ -38,12 +38,14 @@ def task_rows() -> list[str]:
     if sst2:
         rows.append(f"| SST-2, dev | accuracy {cell(sst2, 'dev.accuracy')} | `{sst2['command']}` |")
     mrc = load("mrc_with_mlm")
-    labels = {"alone": "MRC alone", "mlm2": "MRC + MLM aux 2.0 (D-Net)", "mlm05": "MRC + MLM aux 0.5"}
+    labels = {"alone": "MRC alone", "mlm05": "MRC + MLM aux 0.5 (training contexts)",
+              "mlm10": "MRC + MLM aux 1.0 (training contexts)", "mlm10_eval": "MRC + MLM aux 1.0 (eval contexts)"}
     for config, result in (mrc or {}).get("configs", {}).items():
-        mean, std = result["mean"], result["std"]
-        command = next((c for c in mrc["commands"] if f"--config {config} " in c), mrc["command"])
-        rows.append(f"| SQuAD v1.1, held-out articles: {labels.get(config, config)} | EM {mean['exact_match']:.2f} ± "
-                    f"{std['exact_match']:.2f}, F1 {mean['f1']:.2f} ± {std['f1']:.2f} | `{command}` |")
+        delta = result["vs_alone"]["f1"] if result.get("vs_alone") else None
+        paired = f"; F1 vs alone {delta['mean']:+.2f} ± {delta['std']:.2f} (paired)" if delta else ""
+        rows.append(f"| SQuAD v1.1, eval articles: {labels.get(config, config)} | EM {cell(result, 'exact_match')}, "
+                    f"F1 {cell(result, 'f1')} ({len(result['seeds'])} seeds{paired}) | "
+                    f"`python benchmarks/mrc_with_mlm.py --seeds 1 2 3 --resume` |")
     return rows
 
 

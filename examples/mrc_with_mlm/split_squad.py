@@ -1,9 +1,9 @@
-"""A fixed split of SQuAD v1.1 dev BY ARTICLE (only dev is available offline): train on some articles,
-evaluate on others, so no evaluated paragraph was ever seen in training.
+"""A fixed split of SQuAD v1.1 dev BY ARTICLE (only dev is available offline), so that no evaluated paragraph
+is ever seen in training, and the whole file is used.
 
-The 48 articles in file order: the first 36 are the train articles, the last 12 the eval articles. Within each
-article, the first `per_article` questions in file order are kept (all of them with `per_article=None`),
-together with only the paragraphs that hold them. Deterministic: the same files on every run.
+The 48 articles in file order: the first 32 (two thirds) are the training pool, of which the last
+`DEV_ARTICLES` are held out as the dev slice for model selection; the last 16 articles are the eval articles,
+scored once. Every question of an article is kept. Deterministic: the same files on every run.
 
     python examples/mrc_with_mlm/split_squad.py ../shared/data/squad_v1.1/dev-v1.1.json outputs/mrc_with_mlm/data
 """
@@ -11,46 +11,40 @@ import json
 import sys
 from pathlib import Path
 
-TRAIN_ARTICLES = 36
+POOL_ARTICLES = 32  # the first two thirds of the 48 articles
+DEV_ARTICLES = 3    # the last articles of the pool: the dev slice
+PARTS = ("train", "dev", "eval")
 
 
-def first_questions(article: dict, limit: int | None) -> dict:
-    """The article with its first `limit` questions (file order) and the paragraphs that hold them."""
-    paragraphs, left = [], limit
-    for paragraph in article["paragraphs"]:
-        if left is not None and left <= 0:
-            break
-        qas = paragraph["qas"] if left is None else paragraph["qas"][:left]
-        if qas:
-            paragraphs.append({**paragraph, "qas": qas})
-            left = None if left is None else left - len(qas)
-    return {**article, "paragraphs": paragraphs}
-
-
-def split(source: str | Path, folder: str | Path, train_per_article: int | None = None,
-          eval_per_article: int | None = None) -> tuple[Path, Path]:
-    """Write `train.json` (first 36 articles) and `eval.json` (last 12) into `folder`; returns their paths."""
+def split(source: str | Path, folder: str | Path) -> dict[str, Path]:
+    """Write train.json, dev.json and eval.json into `folder`; returns {part: path}."""
     root = json.loads(Path(source).read_text(encoding="utf-8"))
     articles = root["data"]
-    if len(articles) <= TRAIN_ARTICLES:
+    if len(articles) <= POOL_ARTICLES:
         raise ValueError(f"{source}: {len(articles)} articles, expected SQuAD v1.1 dev (48 articles)")
+    cut = POOL_ARTICLES - DEV_ARTICLES
+    parts = {"train": articles[:cut], "dev": articles[cut:POOL_ARTICLES], "eval": articles[POOL_ARTICLES:]}
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    parts = {"train.json": [first_questions(a, train_per_article) for a in articles[:TRAIN_ARTICLES]],
-             "eval.json": [first_questions(a, eval_per_article) for a in articles[TRAIN_ARTICLES:]]}
     for name, part in parts.items():
         body = {"version": root.get("version", "1.1"), "data": part}
-        (folder / name).write_text(json.dumps(body, ensure_ascii=False) + "\n", encoding="utf-8")
-    return folder / "train.json", folder / "eval.json"
+        (folder / f"{name}.json").write_text(json.dumps(body, ensure_ascii=False) + "\n", encoding="utf-8")
+    return {name: folder / f"{name}.json" for name in PARTS}
 
 
-def count_questions(path: str | Path) -> int:
-    data = json.loads(Path(path).read_text(encoding="utf-8"))["data"]
-    return sum(len(p["qas"]) for a in data for p in a["paragraphs"])
+def describe(paths: dict[str, Path]) -> dict[str, dict]:
+    """Articles (titles) and questions of each part: what a results file records as the exact split."""
+    out = {}
+    for name, path in paths.items():
+        data = json.loads(path.read_text(encoding="utf-8"))["data"]
+        out[name] = {"articles": [a["title"] for a in data],
+                     "questions": sum(len(p["qas"]) for a in data for p in a["paragraphs"]),
+                     "paragraphs": sum(len(a["paragraphs"]) for a in data)}
+    return out
 
 
 if __name__ == "__main__":
     if len(sys.argv) < 3:
         sys.exit(__doc__)
-    train, evaluation = split(sys.argv[1], sys.argv[2])
-    print(f"{train}: {count_questions(train)} questions; {evaluation}: {count_questions(evaluation)} questions")
+    for part, info in describe(split(sys.argv[1], sys.argv[2])).items():
+        print(f"{part}: {len(info['articles'])} articles, {info['paragraphs']} paragraphs, {info['questions']} questions")

@@ -5,8 +5,8 @@
 Writes, under --out:
   corpus.txt          one text per line: ChnSentiCorp train reviews, MSRA NER train sentences, CMRC2018 train
                       contexts, and the questions of LCQMC's training part (below); never a dev or test text
-  lcqmc/train.tsv     LCQMC has no train split here: its dev set is split 80/20 (seeded, by question pair)
-  lcqmc/dev.tsv       into train and dev; its test set stays the test set (lcqmc/test.tsv)
+  lcqmc/train.tsv     LCQMC (PALM's `label<TAB>text_a<TAB>text_b`) has no train split here: its dev set is split
+  lcqmc/dev.tsv       80/20 (seeded, by question pair) into train and dev; its test set stays the test set
   lcqmc/test.tsv
   msra/train.tsv      MSRA NER in PALM's sequence-labelling TSV (characters and tags \\x02-joined), its train
   msra/dev.tsv        split 90/10 (seeded) into train and dev; msra/test.tsv from its test file
@@ -63,7 +63,7 @@ def lcqmc_split(data: Path, out: Path) -> list[str]:
     test = [line.split("\t") for line in (data / "lcqmc" / "test.txt").read_text(encoding="utf-8").splitlines()
             if line.count("\t") == 2]
     for name, part in (("train", rows[:cut]), ("dev", rows[cut:]), ("test", test)):
-        write_tsv(out / "lcqmc" / f"{name}.tsv", ["text_a\ttext_b\tlabel"] + ["\t".join(r) for r in part])
+        write_tsv(out / "lcqmc" / f"{name}.tsv", ["label\ttext_a\ttext_b"] + [f"{r[2]}\t{r[0]}\t{r[1]}" for r in part])
     return [q for r in rows[:cut] for q in r[:2]]
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import mtl
-from conftest import INTENTS, tiny_bert, write_classify_tsv
+from conftest import INTENTS, SLOT_TAGS, UTTERANCES, tiny_bert, write_classify_tsv, write_sequence_tsv
 from mtl.components.readers.stream import shard_files
 
 WORDS = ["book", "a", "flight", "to", "boston", "play", "some", "music", "from", "denver"]
@@ -187,3 +187,24 @@ def test_a_config_streams_its_training_data(vocab_file, classify_rows, tmp_path)
         validate_config(config, tmp_path)
     assert "tasks[0].stream.bufer: unknown key" in str(error.value)
     assert "tasks[0].stream.batch_size: is not a config key" in str(error.value)
+
+
+def test_tagging_and_matching_files_stream_too(vocab_file, tmp_path):
+    """PALM's sequence-labelling and pointwise matching TSVs stream like classification (same features as
+    load_data gives, in another order)."""
+    tagged = write_sequence_tsv(tmp_path / "tags.tsv", [(text, tags) for text, tags, _ in UTTERANCES])
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("label\ttext_a\ttext_b\n" + "".join(f"{i % 2}\t{a}\t{b}\n" for i, (a, _, _) in
+                                                          enumerate(UTTERANCES) for b in [UTTERANCES[-i][0]]))
+    for make, path in ((lambda: mtl.reader.SequenceLabelReader(vocab_file, 32, label_map=SLOT_TAGS), tagged),
+                       (lambda: mtl.reader.MatchReader(vocab_file, 32, label_map=["0", "1"]), pairs)):
+        loaded = make().load_data(path, batch_size=len(UTTERANCES))
+        streamed = make().load_stream(path, steps_per_epoch=1, batch_size=len(UTTERANCES))
+        batch = next(streamed.batches())
+        by_line = {m["line"]: i for i, m in enumerate(batch["meta"])}
+        assert sorted(by_line) == [f.meta["line"] for f in loaded.features]
+        for feature in loaded.features:
+            row = by_line[feature.meta["line"]]
+            assert batch["input_ids"][row][:len(feature.fields["input_ids"])].tolist() == feature.fields["input_ids"]
+    with pytest.raises(mtl.MtlError, match="label_map='auto'"):
+        draw(mtl.reader.SequenceLabelReader(vocab_file, 32, label_map="auto").load_stream(tagged, 1), 1)

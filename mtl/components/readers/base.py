@@ -115,7 +115,8 @@ class Reader:
 
     def load_stream(self, input_path: str | Path, steps_per_epoch: int, batch_size: int = 32,
                     shuffle_buffer: int = 10_000, chunk_lines: int = 1_000, shuffle: bool | None = None) -> "Reader":
-        """Train from a file, or a folder of shards, without holding it in memory (mtl.components.readers.stream):
+        """Train from a file, or a folder of shards, without holding it in memory (mtl.components.readers.stream;
+        readers whose examples are one per line: masked-LM text, classification, tagging and matching TSV):
         lines are tokenized `chunk_lines` at a time into a buffer of `shuffle_buffer` examples that each batch
         draws from at random, pass after pass. The corpus size is not known up front, so `steps_per_epoch`
         says how many batches make an epoch of the trainer's budgets (num_epochs x mix_ratio x it). Resumes

@@ -5,10 +5,10 @@ from pathlib import Path
 from typing import Any
 
 from mtl.components.readers.base import Feature, Reader
-from mtl.components.readers.files import load_label_map, names_of, read_lines, read_tsv
+from mtl.components.readers.files import load_label_map, names_of, read_lines, read_tsv, tsv_columns
 from mtl.components.readers.labels import LabelLookup, is_auto, label_map_from
 from mtl.components.readers.tokenization import truncated_rows
-from mtl.errors import DataError
+from mtl.errors import DataError, MtlError
 
 log = logging.getLogger(__name__)
 _ASCII_DIGITS = re.compile(r"[0-9]+")  # str.isdigit() also accepts '²', which int() refuses
@@ -64,19 +64,19 @@ class MatchReader(Reader):
         header = PAIRWISE if self.reads_triples else POINTWISE
         if self.phase == "predict" and _first_row_width(path) == len(UNLABELLED):
             header = UNLABELLED
-        examples = []
-        for line, columns in read_tsv(path, header):
-            row = dict(zip(header, columns))
-            for name in header:
-                if not row[name].strip():
-                    raise DataError(path, line, f"empty {name}", f"each line is {'<TAB>'.join(header)}; write "
-                                    f"the {name} or remove the line")
-            examples.append({"label": row["label"].strip() if "label" in row else None, "text_a": row["text_a"],
-                             "text_b": row["text_b"], "text_b_neg": row.get("text_b_neg"), "line": line})
+        examples = [_example(path, line, header, columns) for line, columns in read_tsv(path, header)]
         if self.auto_labels and self.label_map is None and self.phase != "predict":
             self.label_map = label_map_from([ex["label"] for ex in examples], path, self.phase, "MatchReader",
                                             "<TAB>".join(header))
         return examples
+
+    def _examples_from_lines(self, path: str, lines: list[tuple[int, str]]) -> list[dict]:
+        if self.label_map is None and self.auto_labels:
+            raise MtlError("MatchReader(label_map='auto') cannot stream: the labels are known only after the whole "
+                           "file is read; give the label_map (a JSON file, dict or list)")
+        header = PAIRWISE if self.reads_triples else POINTWISE
+        rows = ((number, tsv_columns(path, number, text, header)) for number, text in lines)
+        return [_example(path, number, header, columns) for number, columns in rows if columns is not None]
 
     def _examples_from_texts(self, texts: list[Any]) -> list[dict]:
         examples = []
@@ -139,6 +139,17 @@ class MatchReader(Reader):
         negatives = [Feature({"input_ids": f.fields["neg_input_ids"], "token_type_ids": f.fields["neg_token_type_ids"],
                               "label_ids": 0}, {**f.meta, "text": f.meta["negative_text"]}) for f in features]
         return super().collate(list(features) + negatives)
+
+
+def _example(path: str, line: int, header: tuple[str, ...], columns: list[str]) -> dict:
+    """One row as an example; an empty column is a DataError naming the line."""
+    row = dict(zip(header, columns))
+    for name in header:
+        if not row[name].strip():
+            raise DataError(path, line, f"empty {name}", f"each line is {'<TAB>'.join(header)}; write "
+                            f"the {name} or remove the line")
+    return {"label": row["label"].strip() if "label" in row else None, "text_a": row["text_a"],
+            "text_b": row["text_b"], "text_b_neg": row.get("text_b_neg"), "line": line}
 
 
 def _pair_fields(encoded: Any, index: int) -> dict[str, list[int]]:

@@ -4,12 +4,12 @@ from pathlib import Path
 
 from mtl.components.readers.base import Feature, Reader
 from mtl.components.readers.conll import check_known_tags, read_conll, tag_map_from
-from mtl.components.readers.files import load_label_map, names_of, read_tsv
+from mtl.components.readers.files import load_label_map, names_of, read_tsv, tsv_columns
 from mtl.components.readers.intent_folder import check_tags, has_seq_out, read_intent_folder
 from mtl.components.readers.labels import LabelLookup
 from mtl.components.readers.tag_scheme import check_tag_scheme
 from mtl.components.readers.words import encode_words, start_mask, token_labels
-from mtl.errors import DataError
+from mtl.errors import DataError, MtlError
 
 log = logging.getLogger(__name__)
 
@@ -112,16 +112,29 @@ class SequenceLabelReader(WordTaggingReader):
             check_known_tags(examples, self.tag_map, path)
         return examples
 
+    def _examples_from_lines(self, path: str, lines: list[tuple[int, str]]) -> list[dict]:
+        """Streaming reads PALM's TSV (`text_a<TAB>label`, one sentence a line); CoNLL files span lines."""
+        if self.tag_map is None:
+            raise MtlError("SequenceLabelReader(label_map='auto') cannot stream: the tags are known only after the "
+                           "whole file is read; give the label_map (a JSON file, dict or list)")
+        rows = ((number, tsv_columns(path, number, text, TSV_HEADER)) for number, text in lines)
+        return [_palm_tsv_example(path, number, *columns) for number, columns in rows if columns is not None]
+
+
+TSV_HEADER = ("text_a", "label")
+
 
 def _read_palm_tsv(path: str) -> list[dict]:
-    examples = []
-    for line, (text, labels) in read_tsv(path, ("text_a", "label")):
-        words, tags = text.split("\x02"), [tag.strip() for tag in labels.strip().split("\x02")]
-        _check_pieces(path, line, words, "token")
-        _check_pieces(path, line, tags, "label")
-        check_tags(path, line, words, tags, "\\x02")
-        examples.append({"words": words, "tags": tags, "line": line})
-    return examples
+    return [_palm_tsv_example(path, line, text, labels) for line, (text, labels) in read_tsv(path, TSV_HEADER)]
+
+
+def _palm_tsv_example(path: str, line: int, text: str, labels: str) -> dict:
+    """One `text_a<TAB>label` row (words and tags \\x02-separated), checked: no empty piece, one tag a word."""
+    words, tags = text.split("\x02"), [tag.strip() for tag in labels.strip().split("\x02")]
+    _check_pieces(path, line, words, "token")
+    _check_pieces(path, line, tags, "label")
+    check_tags(path, line, words, tags, "\\x02")
+    return {"words": words, "tags": tags, "line": line}
 
 
 class IntentSlotReader(WordTaggingReader):

@@ -29,12 +29,13 @@ def make_balancer(name: str, task: str, seed: int) -> LossBalancer:
             "pcgrad": lambda: PCGrad(seed)}[name]()
 
 
-def train_run(data: str, mode: str, seed: int, settings: dict[str, Any]) -> dict:
-    """Train, select on dev after each epoch, evaluate the best model on test once; the run's record."""
+def train_run(data: str, mode: str, seed: int, settings: dict[str, Any], model_dir: str | None = None) -> dict:
+    """Train, select on dev after each epoch, evaluate the best model on test once; the run's record.
+    `model_dir`: the pretrained encoder and its tokenizer (default MiniLM)."""
     s = {**DEFAULTS, **settings}
     folder = DATA / data
     torch.manual_seed(seed)
-    model_dir = minilm_dir()
+    model_dir = model_dir or minilm_dir()
     reader = mtl.reader.IntentSlotReader(model_dir, s["max_seqlen"], seed=seed)
     reader.load_data(folder / "train", batch_size=s["batch_size"])
     dev, test = (reader.eval_reader(folder / split, batch_size=128) for split in ("dev", "test"))

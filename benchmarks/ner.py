@@ -38,10 +38,11 @@ def subsample(reader: mtl.reader.Reader, size: int | None, seed: int = 0) -> mtl
     return reader
 
 
-def train_one(seed: int, crf: bool, settings: dict) -> dict:
-    """Train one model, select on valid after each epoch, return test metrics of the best."""
+def train_one(seed: int, crf: bool, settings: dict, model_dir: str | None = None) -> dict:
+    """Train one model, select on valid after each epoch, return test metrics of the best. `model_dir`: the
+    pretrained encoder and its tokenizer (default MiniLM)."""
     torch.manual_seed(seed)
-    model_dir = minilm_dir()
+    model_dir = model_dir or minilm_dir()
     reader = mtl.reader.SequenceLabelReader(model_dir, settings["max_seqlen"], label_map="auto", seed=seed)
     reader.load_data(CONLL / "train.txt", file_format="conll", batch_size=settings["batch_size"])
     valid = subsample(reader.eval_reader(CONLL / "valid.txt", "conll", batch_size=128), settings["dev_subsample"])

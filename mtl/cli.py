@@ -105,12 +105,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
     _model_options(serve)
     serve.set_defaults(run=serve_command)
-    export = command("export", "one ONNX graph with the encoder and every head, beside the model; or a "
-                     "pretrained-model folder (BertForMaskedLM) from a model with a masked-LM head")
+    export = command("export", "one ONNX graph with the encoder and every head, beside the model; or, from a "
+                     "model with a masked-LM head, a pretrained-model folder (BERT with its MLM head)")
     export.add_argument("model", help="an exported model or checkpoint folder")
     target = export.add_mutually_exclusive_group(required=True)
     target.add_argument("--onnx", metavar="OUT", help="the ONNX folder to write (new or empty)")
-    target.add_argument("--pretrained", metavar="OUT", help="a BertForMaskedLM folder with the tokenizer, for "
+    target.add_argument("--pretrained", metavar="OUT", help="a BERT checkpoint folder (MLM head, tokenizer) for "
                         "transformers, BERT.from_pretrained and MaskLM(pretrained=) (docs/pretraining.md)")
     export.add_argument("--quantize", choices=("int8",), help="dynamic int8 quantization of the weights")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset")
@@ -250,7 +250,7 @@ def _export_pretrained(args: argparse.Namespace) -> int:
         raise MtlError(f"{args.model}: a pretrained export needs exactly one MaskLM head, found {len(found)}")
     task, head = found[0]
     folder = export_masked_lm(predictor.model.backbone, head, task.reader.tokenizer, args.pretrained)
-    log.info("wrote %s (BertForMaskedLM + tokenizer) from task %r", folder, task.name)
+    log.info("wrote %s (BERT with its MLM head, and the tokenizer) from task %r", folder, task.name)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Pretraining with mtl: a WordPiece vocabulary trained from text (CJK characters one token each), whole-word
 masking, an MLM run from a config with an encoder built from scratch, and the result exported as a
-BertForMaskedLM folder that plain transformers and mtl load."""
+BERT checkpoint folder that plain transformers and mtl load."""
 import numpy as np
 import pytest
 import torch
@@ -99,6 +99,8 @@ def test_pretraining_from_a_config_exports_a_folder_transformers_loads(corpus, t
     head = mtl.head.MaskLM(len(vocab), 32, pretrained=str(tmp_path / "zh-bert"))
     assert torch.equal(encoder.model.embeddings.word_embeddings.weight, theirs.bert.embeddings.word_embeddings.weight)
     assert torch.equal(head.bias, theirs.cls.predictions.bias)
+    trained = ours.model.backbone.model
+    assert torch.equal(encoder.model.pooler.dense.weight, trained.pooler.dense.weight)  # the pooler is kept
 
 
 def test_a_pretrained_export_needs_a_masked_lm_head(tmp_path, vocab_file, intent_slot_dir):

@@ -1,12 +1,12 @@
 """A pretrained-model folder from an mtl model with a masked-LM head: what continued or from-scratch
 pretraining hands to fine-tuning.
 
-The folder is a plain transformers BertForMaskedLM checkpoint (config.json, model.safetensors with `bert.*`
-and `cls.predictions.*`, the output layer tied to the word embeddings) plus the tokenizer: transformers'
-AutoModel/AutoModelForMaskedLM and AutoTokenizer load it, and so do `mtl.backbone.BERT.from_pretrained(folder)`,
-`mtl.head.MaskLM(..., pretrained=folder)` and every reader's `vocab_path=folder`. BertForMaskedLM has no
-pooler, so a head on `pooled_output` starts that layer from random weights (a `cls` sentence vector does not
-need it).
+The folder is a plain transformers BertForPreTraining checkpoint (config.json, model.safetensors with `bert.*`
+including the pooler, and `cls.predictions.*`, the output layer tied to the word embeddings) plus the
+tokenizer: transformers' AutoModel, AutoModelForMaskedLM and AutoTokenizer load it, and so do
+`mtl.backbone.BERT.from_pretrained(folder)`, `mtl.head.MaskLM(..., pretrained=folder)` and every reader's
+`vocab_path=folder`. The pooler is the backbone's own (trained by whatever trained it; an MLM-only run leaves
+it as it started); the next-sentence head (`cls.seq_relationship`) is untrained: mtl never trains NSP.
 """
 import shutil
 import tempfile
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import BertForMaskedLM
+from transformers import BertForPreTraining
 
 from mtl.errors import MtlError
 
@@ -24,13 +24,13 @@ def export_masked_lm(backbone: Any, head: Any, tokenizer: Any, folder: str | Pat
     `folder`, atomically: a crash leaves no half-written folder under that name."""
     config = backbone.config
     if config.model_type != "bert":
-        raise MtlError(f"a pretrained export writes BertForMaskedLM; this backbone is {config.model_type!r}")
-    model = BertForMaskedLM(config)
+        raise MtlError(f"a pretrained export writes a BERT checkpoint; this backbone is {config.model_type!r}")
+    model = BertForPreTraining(config)
     problems = model.bert.load_state_dict(backbone.model.state_dict(), strict=False)
-    unexpected = [key for key in problems.unexpected_keys if not key.startswith("pooler.")]
-    if problems.missing_keys or unexpected:
-        raise MtlError(f"the backbone's weights do not fit BertForMaskedLM: missing {problems.missing_keys[:3]}, "
-                       f"unexpected {unexpected[:3]}")
+    missing = [key for key in problems.missing_keys if not key.startswith("pooler.")]  # a backbone without one
+    if missing or problems.unexpected_keys:
+        raise MtlError(f"the backbone's weights do not fit BERT: missing {missing[:3]}, "
+                       f"unexpected {problems.unexpected_keys[:3]}")
     predictions = model.cls.predictions
     with torch.no_grad():
         predictions.transform.dense.load_state_dict(head.transform.dense.state_dict())

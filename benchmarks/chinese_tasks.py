@@ -1,0 +1,109 @@
+"""Chinese tasks over the encoder pretrained here (benchmarks/pretrain_zh.py) against the same architecture from
+random initialisation, with the same fine-tuning budget: ChnSentiCorp (accuracy), MSRA NER (character-level
+entity F1), LCQMC (accuracy), each alone and the three as one multi-task model (examples/chinese/tasks.yaml).
+
+Every run selects on dev after each epoch of its reference task and scores test once. Each finished run is
+kept (results/runs/chinese_tasks/<init>-<tasks>-seed<N>.json; `--resume` skips it); results/chinese_tasks.json
+holds per-seed figures, pretrained minus random per task, and multi-task minus single-task, beside the
+published ERNIE 1.0 anchors (110M parameters, large corpora; not measured here).
+
+    python benchmarks/chinese_tasks.py --seeds 1 2 3 --resume
+"""
+import argparse
+import dataclasses
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from common import RunStore, mean_std, write_result
+from mtl.config import build_run, load_config
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "chinese"
+PRETRAINED = EXAMPLE / "outputs" / "zh-bert"
+TASKS = ("sentiment", "ner", "lcqmc")
+METRIC = {"sentiment": "sentiment.accuracy", "ner": "ner.f1", "lcqmc": "lcqmc.accuracy"}
+ERNIE = {"sentiment": 95.4, "ner": 93.8, "lcqmc": 87.4}  # ERNIE 1.0 test figures as published
+
+
+def run_config(init: str, tasks: tuple[str, ...], seed: int, save_path: Path):
+    """tasks.yaml cut to `tasks`, its encoder pretrained or built from the pretrained one's config (random)."""
+    config = load_config(EXAMPLE / "tasks.yaml")
+    config = dataclasses.replace(config, tasks=[t for t in config.tasks if t.name in tasks],
+                                 trainer={**config.trainer, "seed": seed,
+                                          "sampling_reference": "ner" if "ner" in tasks else tasks[0]},
+                                 saver={**config.saver, "save_path": str(save_path)})
+    if init == "random":
+        settings = json.loads((PRETRAINED / "config.json").read_text(encoding="utf-8"))
+        size = {k: settings[k] for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                                         "intermediate_size", "max_position_embeddings")}
+        config = dataclasses.replace(config, backbone={"_component_": "mtl.backbone.BERT.from_config",
+                                                       "config": size})
+    return config
+
+
+def train_one(init: str, tasks: tuple[str, ...], seed: int) -> dict:
+    with tempfile.TemporaryDirectory() as scratch:
+        run = build_run(run_config(init, tasks, seed, Path(scratch)))
+        reference = next(t.reader for t in run.trainer.tasks if t.name == run.trainer.reference)
+        started = time.perf_counter()
+        result = run.trainer.train(print_steps=0, eval_steps=reference.steps_per_epoch * len(tasks),
+                                   selector=run.selector)
+        seconds = time.perf_counter() - started
+        run.trainer.load_best()
+        test = run.trainer.evaluate(run.eval_readers("test"))
+    scores = {name: round(test[name][METRIC[name]], 2) for name in tasks}
+    print(f"{init} {'+'.join(tasks)} seed {seed}: {scores}; {seconds:.0f}s", flush=True)
+    return {"init": init, "tasks": list(tasks), "seed": seed, "test": scores, "all_test_metrics": test,
+            "steps": result["steps"], "train_seconds": round(seconds, 1),
+            "dev_history": [{"step": h["step"], "metrics": h["metrics"]} for h in result["history"]]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--resume", action="store_true", help="skip the runs already kept")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    if not (PRETRAINED / "config.json").is_file():
+        raise SystemExit(f"{PRETRAINED}: no pretrained encoder yet; run benchmarks/pretrain_zh.py until it finishes")
+    store, runs = RunStore("chinese_tasks"), {}
+    layouts = [(task,) for task in TASKS] + [TASKS]
+    for seed in args.seeds:
+        for init in ("pretrained", "random"):
+            for tasks in layouts:
+                key = f"{init}-{'+'.join(tasks)}-seed{seed}"
+                record = store.load(key) if args.resume else None
+                if record is None:
+                    record = train_one(init, tasks, seed)
+                    store.save(key, record)
+                runs.setdefault((init, "multi" if len(tasks) > 1 else "single"), []).append(record)
+    table = {}
+    for task in TASKS:
+        cells = {f"{init}.{form}": [r["test"][task] for r in runs[(init, form)] if task in r["test"]]
+                 for init in ("pretrained", "random") for form in ("single", "multi")}
+        table[task] = {name: {"mean": round(mean_std(v)[0], 2), "std": round(mean_std(v)[1], 2), "per_seed": v}
+                       for name, v in cells.items()}
+        table[task]["pretrained_minus_random"] = round(table[task]["pretrained.single"]["mean"]
+                                                       - table[task]["random.single"]["mean"], 2)
+        table[task]["multi_minus_single"] = round(table[task]["pretrained.multi"]["mean"]
+                                                  - table[task]["pretrained.single"]["mean"], 2)
+    path = write_result("chinese_tasks", {
+        "model": f"BERT pretrained here ({PRETRAINED.name}, examples/chinese/pretrain.yaml) vs the same config "
+                 "from random initialisation", "data": "ChnSentiCorp, MSRA NER, LCQMC (examples/chinese/make_corpus.py)",
+        "settings": {"config": "examples/chinese/tasks.yaml", "threads": args.threads}, "seeds": args.seeds,
+        "tasks": table, "published_ernie_1_0": ERNIE})
+    for task, row in table.items():
+        print(f"{task:<10} pretrained {row['pretrained.single']['mean']:.2f} ± {row['pretrained.single']['std']:.2f}"
+              f" | random {row['random.single']['mean']:.2f} | multi {row['pretrained.multi']['mean']:.2f}"
+              f" | ERNIE 1.0 {ERNIE[task]}")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

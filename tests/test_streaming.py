@@ -148,6 +148,10 @@ def test_stream_errors_name_the_file_and_line(vocab_file, tmp_path):
         draw(mtl.reader.ClassifyReader(vocab_file, 32, label_map="auto").load_stream(bad, 1), 1)
     with pytest.raises(mtl.MtlError, match="cannot stream"):
         draw(mtl.reader.MRCReader(vocab_file, 128).load_stream(bad, 1), 1)
+    header_only = tmp_path / "header.tsv"
+    header_only.write_text("label\ttext_a\n\n", encoding="utf-8")
+    with pytest.raises(mtl.DataError, match=r"header\.tsv: no example in the data"):
+        draw(mtl.reader.ClassifyReader(vocab_file, 32, label_map=["a"]).load_stream(header_only, 1), 1)
     with pytest.raises(mtl.DataError, match="no such file or folder"):
         shard_files(tmp_path / "missing")
     (tmp_path / "empty").mkdir()

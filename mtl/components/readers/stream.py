@@ -110,6 +110,7 @@ class Stream:
 
     def _start_pass(self, number: int) -> None:
         self.pass_number, self.cursor, self.buffer, self.exhausted = number, START, [], False
+        self.pass_features = 0  # features read in this pass: none at the end of it means no data
         self.rng = np.random.default_rng([self.reader.seed, number, self.rank, self.world])
         self._lines: Iterator | None = None
 
@@ -127,8 +128,9 @@ class Stream:
         while True:
             self._fill()
             if not self.buffer:
-                if self.cursor == START:
-                    raise DataError(self.path, None, "no example in the data", "give a file with examples")
+                if not self.pass_features:
+                    where = f" for process {self.rank} of {self.world}" if self.world > 1 else ""
+                    raise DataError(self.path, None, f"no example in the data{where}", "give a file with examples")
                 self._start_pass(self.pass_number + 1)
                 continue
             picked = self._draw(min(size, len(self.buffer)))
@@ -137,14 +139,17 @@ class Stream:
             yield picked
 
     def _draw(self, count: int) -> list[Feature]:
-        """`count` rows from the buffer: each a seeded uniform pick, swapped with the last and removed."""
-        picked = []
+        """`count` rows from the buffer: each a seeded uniform pick, swapped with the last and removed (without
+        shuffling: the first `count`, in file order)."""
+        if not self.reader.shuffle:
+            picked, self.buffer = self.buffer[:count], self.buffer[count:]
+            return [feature for feature, _ in picked]
+        features = []
         for _ in range(count):
-            index = int(self.rng.integers(len(self.buffer))) if self.reader.shuffle else 0
-            if self.reader.shuffle:
-                self.buffer[index], self.buffer[-1] = self.buffer[-1], self.buffer[index]
-            picked.append(self.buffer.pop() if self.reader.shuffle else self.buffer.pop(0))
-        return [feature for feature, _ in picked]
+            index = int(self.rng.integers(len(self.buffer)))
+            self.buffer[index], self.buffer[-1] = self.buffer[-1], self.buffer[index]
+            features.append(self.buffer.pop()[0])
+        return features
 
     def _fill(self) -> None:
         while not self.exhausted and len(self.buffer) < self.buffer_size:
@@ -163,7 +168,9 @@ class Stream:
                     break
         else:
             self.exhausted = True
-        self.buffer += self._featurize(taken)
+        features = self._featurize(taken)
+        self.buffer += features
+        self.pass_features += len(features)
         self.chunks_read += 1
 
     def _featurize(self, lines: list[tuple[Cursor, str]]) -> list[tuple[Feature, tuple]]:
@@ -193,7 +200,8 @@ class Stream:
     def state_dict(self) -> dict:
         keys = torch.tensor([key for _, key in self.buffer], dtype=torch.long).reshape(-1, 5)
         return {"pass": self.pass_number, "cursor": list(self.cursor), "buffer": keys, "exhausted": self.exhausted,
-                "rng": self.rng.bit_generator.state, "rank": self.rank, "world": self.world, "drawn": self.drawn}
+                "rng": self.rng.bit_generator.state, "rank": self.rank, "world": self.world, "drawn": self.drawn,
+                "pass_features": self.pass_features}
 
     def load_state_dict(self, state: dict) -> None:
         self.rank, self.world = int(state["rank"]), int(state["world"])
@@ -202,6 +210,7 @@ class Stream:
         self.rng.bit_generator.state = state["rng"]
         self.drawn, self.chunks_read = int(state["drawn"]), 1
         self.buffer = self._reread([tuple(row) for row in state["buffer"].tolist()])
+        self.pass_features = int(state["pass_features"])
 
     def _reread(self, keys: list[tuple]) -> list[tuple[Feature, tuple]]:
         """The buffer as it was: each key's line read again at its offset and tokenized, in the saved order."""

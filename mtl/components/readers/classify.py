@@ -1,11 +1,12 @@
 """PALM's ClassifyReader: TSV `label<TAB>text_a`."""
 import logging
 import re
+from itertools import islice
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from mtl.components.readers.base import Feature, Reader
-from mtl.components.readers.files import load_label_map, names_of, read_tsv, tsv_columns
+from mtl.components.readers.files import iter_tsv, load_label_map, names_of, tsv_columns
 from mtl.components.readers.labels import LabelLookup, is_auto, label_map_from
 from mtl.components.readers.tokenization import truncated_rows
 from mtl.errors import DataError, MtlError
@@ -34,14 +35,15 @@ class ClassifyReader(Reader):
     def label_names(self) -> dict[str, list[str]]:
         return {"label_ids": names_of(self.label_map)} if self.label_map else {}
 
-    def _read_examples(self, path: str, file_format: str) -> list[dict]:
+    def _read_examples(self, path: str, file_format: str) -> Iterator[dict]:
+        """The file's examples, read row by row as featurizing asks for them (with `label_map="auto"`, a first
+        pass reads the labels alone and checks every row)."""
         if file_format != "tsv":
             raise ValueError(f"ClassifyReader reads file_format='tsv', got {file_format!r}")
-        examples = [_example(path, line, label, text) for line, (label, text) in read_tsv(path, HEADER)]
-        if self.auto_labels and self.label_map is None and self.phase != "predict":
-            self.label_map = label_map_from([ex["label"] for ex in examples], path, self.phase, "ClassifyReader",
-                                            "label<TAB>text_a")
-        return examples
+        if self.auto_labels and self.label_map is None and self.phase != "predict":  # a first pass: labels only
+            labels = [_example(path, line, label, text)["label"] for line, (label, text) in iter_tsv(path, HEADER)]
+            self.label_map = label_map_from(labels, path, self.phase, "ClassifyReader", "label<TAB>text_a")
+        return (_example(path, line, label, text) for line, (label, text) in iter_tsv(path, HEADER))  # row by row
 
     def _examples_from_texts(self, texts: list[str]) -> list[dict]:
         return [{"label": None, "text": text, "line": i + 1} for i, text in enumerate(texts)]
@@ -61,22 +63,23 @@ class ClassifyReader(Reader):
                             "write integer ids 0..n-1 or give ClassifyReader a label_map")
         return int(label)
 
-    def _featurize(self, examples: list[dict]) -> Iterator[Feature]:
-        """Features one by one, tokenizing `CHUNK` texts at a time: a fast tokenizer's output for a whole
-        large file (an Encoding object per text) would take more memory than the packed features."""
+    def _featurize(self, examples: Iterable[dict]) -> Iterator[Feature]:
+        """Features one by one, tokenizing `CHUNK` texts at a time as the examples come (a file is read row by
+        row): neither the file's rows nor a fast tokenizer's output for all of it (an Encoding object per
+        text) is ever held whole, only the packed features."""
         source = self.input_file or "<texts>"
         lookup = LabelLookup(self.label_map or {}, source, self.phase, "label")
-        cut: list[int] = []
-        for first in range(0, len(examples), CHUNK):
-            chunk = examples[first:first + CHUNK]
+        cut, total, rows = [], 0, iter(examples)
+        while chunk := list(islice(rows, CHUNK)):
             encoded = self.tokenizer([ex["text"] for ex in chunk], truncation=True, max_length=self.max_seqlen)
-            cut += [first + i for i in truncated_rows(encoded)]
+            cut += [chunk[i]["line"] for i in truncated_rows(encoded)]
+            total += len(chunk)
             for index, example in enumerate(chunk):
                 yield self._feature(example, encoded, index, lookup)
         if cut:
             log.warning("%s: %d of %d texts were longer than max_seqlen=%d tokens and were truncated (line %s)",
-                        source, len(cut), len(examples), self.max_seqlen,
-                        ", ".join(str(examples[i]["line"]) for i in cut[:10]) + (", ..." if len(cut) > 10 else ""))
+                        source, len(cut), total, self.max_seqlen,
+                        ", ".join(map(str, cut[:10])) + (", ..." if len(cut) > 10 else ""))
         lookup.report()
 
     def _feature(self, example: dict, encoded: Any, index: int, lookup: LabelLookup) -> Feature:
@@ -97,3 +100,4 @@ def _example(path: str, line: int, label: str, text: str) -> dict:
     if not text.strip():
         raise DataError(path, line, "empty text_a", "write the text after the tab, or remove the line")
     return {"label": label.strip(), "text": text, "line": line}
+

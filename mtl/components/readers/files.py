@@ -2,7 +2,7 @@
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from mtl.errors import DataError
 
@@ -34,12 +34,24 @@ def read_lines(path: str | Path, what: str = "data file") -> list[str]:
 
     Lines are split on '\\n' only: other Unicode line breaks (U+2028, \\x85, \\x0b...) stay inside a line.
     """
+    return [text for _, text in iter_lines(path, what)]
+
+
+def iter_lines(path: str | Path, what: str = "data file") -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line of a UTF-8 file, read one line at a time (a large file is never held
+    whole); the rules of `read_lines`."""
+    path = check_file(path, what)
     try:
-        raw = check_file(path, what).read_bytes()
+        handle = open(path, "rb")
     except OSError as error:
         raise DataError(str(path), None, f"cannot be read: {error.strerror or error}",
                         "check the file's permissions") from None
-    return decode_lines(raw, str(path))
+    with handle:
+        utf16 = False
+        for number, raw in enumerate(handle, start=1):
+            if number == 1:
+                utf16, raw = raw[:2] in (b"\xff\xfe", b"\xfe\xff"), raw.removeprefix(b"\xef\xbb\xbf")
+            yield number, decode_line(raw[:-1] if raw.endswith(b"\n") else raw, str(path), number, utf16)
 
 
 def decode_lines(raw: bytes, source: str) -> list[str]:
@@ -71,24 +83,29 @@ def read_tsv(path: str | Path, header: tuple[str, ...]) -> list[tuple[int, list[
 
     Blank and whitespace-only lines are skipped (logged at INFO with their numbers).
     """
-    rows, blank = [], []
-    layout = "<TAB>".join(header)
-    lines = read_lines(path)
-    for number, line in enumerate(lines, start=1):
+    return list(iter_tsv(path, header))
+
+
+def iter_tsv(path: str | Path, header: tuple[str, ...]) -> Iterator[tuple[int, list[str]]]:
+    """`read_tsv` one row at a time (a large file is never held whole); a file without a row is a DataError
+    when the iteration reaches its end."""
+    rows, blank, lines = 0, [], 0
+    for number, line in iter_lines(path):
+        lines = number
         if not line.strip():
             blank.append(number)
             continue
         columns = tsv_columns(str(path), number, line, header)
         if columns is not None:
-            rows.append((number, columns))
+            rows += 1
+            yield number, columns
     if blank:
         log.info("%s: skipped %d blank or whitespace-only lines (line %s)", path, len(blank),
                  ", ".join(map(str, blank[:10])) + (", ..." if len(blank) > 10 else ""))
     if not rows:
-        problem = ("empty file" if not lines else "only blank lines" if len(blank) == len(lines)
+        problem = ("empty file" if not lines else "only blank lines" if len(blank) == lines
                    else "only a header, no examples")
-        raise DataError(str(path), None, problem, f"each example is one line: {layout}")
-    return rows
+        raise DataError(str(path), None, problem, f"each example is one line: {'<TAB>'.join(header)}")
 
 
 def tsv_columns(path: str, number: int, line: str, header: tuple[str, ...]) -> list[str] | None:

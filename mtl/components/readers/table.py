@@ -115,15 +115,19 @@ class _Builder:
         self.tokens: dict[str, Any] = {}  # name -> [array values, array offsets] or a list fallback
         self.scalars: dict[str, Any] = {}
         self.meta_bytes, self.meta_offsets, self.meta_list = bytearray(), array("q", [0]), None
+        self.names: set[str] = set()  # every field name seen so far
 
     def add(self, feature: Feature) -> None:
-        for name in set(self.tokens) | set(self.scalars) | set(feature.fields):
-            value = feature.fields.get(name, _MISSING)
+        fields = feature.fields
+        names = self.names if fields.keys() == self.names else self.names | fields.keys()
+        for name in names:
+            value = fields.get(name, _MISSING)
             if name in self.scalars or (name not in self.tokens and not isinstance(value, list)):
                 self._add_scalar(name, value)
             else:
                 self._add_tokens(name, value)
         self._add_meta(feature.meta)
+        self.names = names
         self.size += 1
 
     def _add_tokens(self, name: str, value: Any) -> None:
@@ -131,8 +135,7 @@ class _Builder:
         if column is None:
             column = self.tokens[name] = [array("q"), array("q", [0])] if self.size == 0 else \
                 [_MISSING] * self.size
-        if isinstance(column, list) and isinstance(column[0], array) and _int_list(value):
-            column[0].extend(value)
+        if isinstance(column, list) and isinstance(column[0], array) and _extended(column[0], value):
             column[1].append(len(column[0]))
             return
         if isinstance(column, list) and isinstance(column[0], array):  # not an int list: keep rows as they are
@@ -182,8 +185,17 @@ class _Builder:
         return FeatureTable(self.size, tokens, scalars, meta)
 
 
-def _int_list(value: Any) -> bool:
-    return isinstance(value, list) and all(type(v) is int for v in value)
+def _extended(values: array, value: Any) -> bool:
+    """Append int list `value` to `values` at C speed; False (and `values` unchanged) when it is not one."""
+    if not isinstance(value, list):
+        return False
+    size = len(values)
+    try:
+        values.extend(value)  # refuses floats, strings and ints beyond int64
+    except (TypeError, OverflowError):
+        del values[size:]
+        return False
+    return True
 
 
 def _packed(values: array) -> np.ndarray:

@@ -28,6 +28,8 @@ CONFIGS = {
     "clip_5": ("joint", {"max_grad_norm": 5.0}),
     "cls_vector": ("joint", {"sentence_vector": "cls"}),
     "crf": ("joint", {"crf": True}),
+    "cls_w3": ("joint", {"sentence_vector": "cls", "slot_loss_coef": 3.0}),
+    "cls_crf": ("joint", {"sentence_vector": "cls", "crf": True}),
 }
 KEYS = ("intent.accuracy", "slots.f1", "frame_accuracy")
 

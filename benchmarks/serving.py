@@ -2,12 +2,13 @@
 utterances, over loopback with a bounded load generator (a fixed number of requests, one utterance each,
 sent by `concurrency` clients that each wait for their answer before the next request).
 
-Servers, each in its own process with `--threads` intra-op threads: (a) `mtl serve` on torch; (b) `mtl serve`
-on onnxruntime (`mtl export --onnx`); (c) the same server with batching off (`--max-batch-size 1`: one forward
-per request); (d) two HF `pipeline`s (intent classification + token classification, each its own MiniLM)
-behind FastAPI (benchmarks/serving_pipelines.py). Each at concurrency 1, 8 and 32.
-In process: the offline ceiling (`Predictor.predict` over all test utterances in batches of 32), torch eager
-against onnxruntime at batch 1 and 32, and test accuracy of torch, onnx fp32 and onnx int8.
+Servers, each in its own process with `--threads` intra-op threads: (a) `mtl serve` on torch, at `--precision`
+and in fp32; (b) `mtl serve` on onnxruntime (`mtl export --onnx`); (c) the same server with batching off
+(`--max-batch-size 1`: one forward per request); (d) two HF `pipeline`s (intent classification + token
+classification, each its own MiniLM) behind FastAPI (benchmarks/serving_pipelines.py). Each at concurrency
+1, 8 and 32. In process: the offline ceiling (`Predictor.predict` over all test utterances in batches of 32),
+torch eager (at `--precision` and in fp32) against onnxruntime at batch 1 and 32, and test accuracy of torch,
+onnx fp32 and onnx int8.
 The model: `--model DIR` (an exported mtl joint model), else MiniLM trained `--train-epochs` on ATIS train
 (kept in results/runs/serving/). The load generator shares the machine with the server: say so when quoting.
 
@@ -98,11 +99,12 @@ def utterances_per_second(predictor: mtl.Predictor, texts: list[str], batch: int
 
 
 def in_process(args: argparse.Namespace, model: Path, onnx: Path, texts: list[str]) -> dict[str, float]:
-    """Offline ceiling (every test utterance in batches of 32) and batch 1 / batch 32 speed, torch and onnx."""
-    torch_model = mtl.load(model, precision=args.precision)
-    onnx_model = load_onnx(onnx, threads=args.threads)
+    """Offline ceiling (every test utterance in batches of 32) and batch 1 / batch 32 speed: torch at
+    `--precision` and in fp32, and onnxruntime."""
+    predictors = {"torch": mtl.load(model, precision=args.precision), "torch_fp32": mtl.load(model, precision="fp32"),
+                  "onnx": load_onnx(onnx, threads=args.threads)}
     out = {}
-    for name, predictor in (("torch", torch_model), ("onnx", onnx_model)):
+    for name, predictor in predictors.items():
         predictor.predict(texts[:64], 32)
         started = time.perf_counter()
         predictor.predict(texts, 32)
@@ -137,6 +139,7 @@ async def load(url: str, texts: list[str], concurrency: int, requests: int) -> d
 def servers(args: argparse.Namespace, model: Path, onnx: Path) -> dict[str, list[str]]:
     threads = ["--threads", str(args.threads), "--max-queue", "4096"]
     return {"mtl_torch": serve_command(model, "--runtime", "torch", "--precision", args.precision, *threads),
+            "mtl_torch_fp32": serve_command(model, "--runtime", "torch", "--precision", "fp32", *threads),
             "mtl_onnx": serve_command(onnx, *threads),
             "no_batching": serve_command(model, "--runtime", "torch", "--precision", args.precision,
                                          "--max-batch-size", "1", "--max-wait-ms", "0", *threads),
@@ -173,8 +176,9 @@ def aims(m: dict[str, float]) -> tuple[dict[str, float], dict[str, dict]]:
                "onnx_vs_torch_batch32": (">=", 1.5)}
     checks = {k: {"target": f"{op} {t}", "measured": ratio[k], "met": ratio[k] >= t if op == ">=" else ratio[k] <= t}
               for k, (op, t) in targets.items()}
-    p50 = m["mtl_torch.c1.p50_ms"]
-    checks["c1_p50_ms"] = {"target": "<= 15", "measured": p50, "met": p50 <= 15}
+    for name in ("mtl_torch", "mtl_torch_fp32", "mtl_onnx"):
+        p50 = m[f"{name}.c1.p50_ms"]
+        checks[f"{name}.c1_p50_ms"] = {"target": "<= 15", "measured": p50, "met": p50 <= 15}
     return ratio, checks
 
 
@@ -213,7 +217,7 @@ def main() -> None:
                   "no_batching: mtl serve --max-batch-size 1 --max-wait-ms 0 (one forward per request)",
                   "the load generator runs on the same machine as the server, over loopback"]})
     print(f"{'server':<18}" + "".join(f"{f'c{c} utt/s':>12}{f'c{c} p50':>10}{f'c{c} p99':>10}" for c in CONCURRENCY))
-    for name in ("mtl_torch", "mtl_onnx", "no_batching", "hf_two_pipelines"):
+    for name in servers(args, model, onnx):
         row = [measured[f"{name}.c{c}.{key}"] for c in CONCURRENCY for key in ("utt_per_s", "p50_ms", "p99_ms")]
         print(f"{name:<18}" + "".join(f"{v:>12.1f}" if i % 3 == 0 else f"{v:>10.1f}" for i, v in enumerate(row)))
     for key, check in checks.items():

@@ -196,3 +196,10 @@ def test_a_field_that_stops_being_integers_is_kept_row_by_row_exactly():
     assert [f.fields for f in table] == [f.fields for f in rows]
     assert [type(v) for v in table[1].fields["weights"]] == [int, float]
     assert table.tokens["input_ids"][0].dtype == np.uint8  # the integer field stays packed
+
+
+def test_a_token_value_beyond_int32_widens_its_column():
+    rows = [mtl.reader.Feature({"input_ids": [1, 2]}, {}), mtl.reader.Feature({"input_ids": [2 ** 40, -3]}, {})]
+    table = FeatureTable.build(rows)
+    assert table.tokens["input_ids"][0].dtype == np.int64
+    assert [f.fields for f in table] == [f.fields for f in rows]

@@ -108,7 +108,8 @@ class FeatureTable:
 
 
 class _Builder:
-    """Appends features into compact buffers (array('q') and bytearray), then packs them as numpy arrays."""
+    """Appends features into compact buffers (array('i') for tokens, widened to 'q' when a value needs it;
+    bytearray for meta), then packs them as numpy arrays."""
 
     def __init__(self) -> None:
         self.size = 0
@@ -133,9 +134,10 @@ class _Builder:
     def _add_tokens(self, name: str, value: Any) -> None:
         column = self.tokens.get(name)
         if column is None:
-            column = self.tokens[name] = [array("q"), array("q", [0])] if self.size == 0 else \
+            column = self.tokens[name] = [array("i"), array("q", [0])] if self.size == 0 else \
                 [_MISSING] * self.size
-        if isinstance(column, list) and isinstance(column[0], array) and _extended(column[0], value):
+        if isinstance(column, list) and isinstance(column[0], array) and (
+                _extended(column[0], value) or _widened(column, value)):
             column[1].append(len(column[0]))
             return
         if isinstance(column, list) and isinstance(column[0], array):  # not an int list: keep rows as they are
@@ -180,8 +182,9 @@ class _Builder:
                 tokens[name] = column
         for name, column in self.scalars.items():
             scalars[name] = _packed(column) if isinstance(column, array) else column
-        meta = self.meta_list if self.meta_list is not None else \
-            (np.frombuffer(bytes(self.meta_bytes), dtype=np.uint8), np.frombuffer(self.meta_offsets, dtype=np.int64).copy())
+        meta = self.meta_list if self.meta_list is not None else (
+            np.frombuffer(bytes(self.meta_bytes), dtype=np.uint8),
+            np.frombuffer(self.meta_offsets, dtype=np.int64).copy())
         return FeatureTable(self.size, tokens, scalars, meta)
 
 
@@ -198,9 +201,21 @@ def _extended(values: array, value: Any) -> bool:
     return True
 
 
+def _widened(column: list, value: Any) -> bool:
+    """Token values are gathered as int32 (half the memory of int64 while a file is read); a value beyond
+    int32 turns the column's values to int64 and appends there."""
+    if column[0].typecode == "q":
+        return False
+    wide = array("q", column[0])
+    if not _extended(wide, value):
+        return False
+    column[0] = wide
+    return True
+
+
 def _packed(values: array) -> np.ndarray:
     """The smallest of uint8, int16, uint16, int32 and int64 that holds every value exactly."""
-    data = np.frombuffer(values, dtype=np.int64) if len(values) else np.zeros(0, dtype=np.int64)
+    data = np.frombuffer(values, dtype=values.typecode) if len(values) else np.zeros(0, dtype=np.int64)
     low, high = (int(data.min()), int(data.max())) if data.size else (0, 0)
     for dtype in (np.uint8, np.int16, np.uint16, np.int32):
         info = np.iinfo(dtype)

@@ -16,6 +16,7 @@ from intent_slot_runs import pipeline_frame_accuracy, run_or_load
 CONFIGS = {
     "slots_only": ("slots", {}),
     "intent_only": ("intent", {}),
+    "intent_only_cls": ("intent", {"sentence_vector": "cls"}),
     "sum": ("joint", {}),
     "slots_w3": ("joint", {"slot_loss_coef": 3.0}),
     "slots_w2": ("joint", {"slot_loss_coef": 2.0}),
@@ -35,14 +36,14 @@ KEYS = ("intent.accuracy", "slots.f1", "frame_accuracy")
 
 
 def summarize(runs: dict[str, list[dict]]) -> dict[str, dict]:
-    """Mean, std and per-seed test figures per config; single-task sentence accuracy from the pipeline."""
-    table = {}
-    pipeline = [pipeline_frame_accuracy(i, s) for i, s in zip(runs.get("intent_only", []), runs.get("slots_only", []))
-                if i["seed"] == s["seed"]]
+    """Mean, std and per-seed test figures per config; an intent-only row's sentence accuracy is that of the
+    pipeline of it and the slots-only model of the same seed."""
+    table, slots = {}, {r["seed"]: r for r in runs.get("slots_only", [])}
     for name, records in runs.items():
         values = {k: [r["test"][k] for r in records if k in r["test"]] for k in KEYS}
-        if name == "slots_only":
-            values["frame_accuracy"] = pipeline  # the pipeline of the two single-task models
+        if CONFIGS[name][0] == "intent":
+            values["frame_accuracy"] = [pipeline_frame_accuracy(r, slots[r["seed"]]) for r in records
+                                        if r["seed"] in slots]
         values = {k: v for k, v in values.items() if v}
         table[name] = {"seeds": [r["seed"] for r in records],
                        "metrics": {k: round(mean_std(v)[0], 2) for k, v in values.items()},

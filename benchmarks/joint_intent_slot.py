@@ -44,11 +44,14 @@ def main() -> None:
     parser.add_argument("--lrs", type=float, nargs="+", default=[5e-5, 1e-4, 2e-4])
     parser.add_argument("--slot-loss-coef", type=float, default=3.0,
                         help="the slot head's loss weight (3.0 is intent_slot_heads' default, from the ablation)")
+    parser.add_argument("--sentence-vector", choices=("cls", "pooled_output"), default="cls",
+                        help="what the intent head reads (cls is intent_slot_heads' default, from the ablation)")
     parser.add_argument("--resume", action="store_true", help="skip the runs already kept")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     store = RunStore(f"{args.data}_joint")
-    settings = {"epochs": args.epochs, "patience": args.patience, "slot_loss_coef": args.slot_loss_coef}
+    settings = {"epochs": args.epochs, "patience": args.patience, "slot_loss_coef": args.slot_loss_coef,
+                "sentence_vector": args.sentence_vector}
     lr, lr_scores = pick_lr(store, args, settings)
     runs = {mode: [run_or_load(store, f"{mode}-lr{lr:g}-seed{seed}", args.data, mode, seed,
                                {**settings, "lr": lr}, args.resume) for seed in args.seeds]

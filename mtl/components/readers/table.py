@@ -136,8 +136,7 @@ class _Builder:
         if column is None:
             column = self.tokens[name] = [array("i"), array("q", [0])] if self.size == 0 else \
                 [_MISSING] * self.size
-        if isinstance(column, list) and isinstance(column[0], array) and (
-                _extended(column[0], value) or _widened(column, value)):
+        if isinstance(column, list) and isinstance(column[0], array) and _appended(column, value):
             column[1].append(len(column[0]))
             return
         if isinstance(column, list) and isinstance(column[0], array):  # not an int list: keep rows as they are
@@ -188,29 +187,23 @@ class _Builder:
         return FeatureTable(self.size, tokens, scalars, meta)
 
 
-def _extended(values: array, value: Any) -> bool:
-    """Append int list `value` to `values` at C speed; False (and `values` unchanged) when it is not one."""
+def _appended(column: list, value: Any) -> bool:
+    """Append int list `value` to the column's values at C speed; False (values unchanged) when it is not one.
+    Values are gathered as int32 (half the memory of int64 while a file is read) and the column turns to
+    int64 when a value needs it."""
+    values = column[0]
     if not isinstance(value, list):
         return False
     size = len(values)
     try:
-        values.extend(value)  # refuses floats, strings and ints beyond int64
-    except (TypeError, OverflowError):
+        values.extend(value)  # refuses floats, strings and ints beyond the type
+        return True
+    except (TypeError, OverflowError) as error:
         del values[size:]
-        return False
-    return True
-
-
-def _widened(column: list, value: Any) -> bool:
-    """Token values are gathered as int32 (half the memory of int64 while a file is read); a value beyond
-    int32 turns the column's values to int64 and appends there."""
-    if column[0].typecode == "q":
-        return False
-    wide = array("q", column[0])
-    if not _extended(wide, value):
-        return False
-    column[0] = wide
-    return True
+        if isinstance(error, TypeError) or values.typecode == "q":
+            return False
+    column[0] = array("q", values)
+    return _appended(column, value)
 
 
 def _packed(values: array) -> np.ndarray:

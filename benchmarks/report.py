@@ -97,8 +97,9 @@ def main() -> None:
         result = json.loads(path.read_text(encoding="utf-8"))
         epochs, seeds = result["settings"]["epochs"], len(result["seeds"])
         single = result["baseline"]["single_task"]
-        print(row(f"{name.upper()}: mtl joint, MiniLM, {epochs:g} epochs, {seeds} seeds", result["metrics"],
-                  result["std"]))
+        budget = (f"lr {result['chosen_lr']:g} and epoch chosen on dev (up to {epochs:g})" if "chosen_lr" in result
+                  else f"{epochs:g} epochs")
+        print(row(f"{name.upper()}: mtl joint, MiniLM, {budget}, {seeds} seeds", result["metrics"], result["std"]))
         print(row(f"{name.upper()}: two single-task MiniLM models, same budget", single["mean"], single["std"]))
         print(row(f"{name.upper()}: JointBERT, BERT-base (published)",
                   result["baseline"]["published_jointbert_bert_base"], None))

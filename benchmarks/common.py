@@ -71,10 +71,12 @@ def write_result(name: str, payload: dict) -> Path:
     return path
 
 
-def run_in_child(script: str, *extra: str) -> dict:
+def run_in_child(script: str, *extra: str, env: dict[str, str] | None = None) -> dict:
     """Run `script` in a fresh Python process with this process's arguments plus `extra` (one measured run,
-    inheriting no heap, threads or compiled code from another); its result is its last stdout line (JSON)."""
-    done = subprocess.run([sys.executable, script, *sys.argv[1:], *extra], capture_output=True, text=True)
+    inheriting no heap, threads or compiled code from another), `env` added to its environment; its result
+    is its last stdout line (JSON)."""
+    done = subprocess.run([sys.executable, script, *sys.argv[1:], *extra], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(extra)} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

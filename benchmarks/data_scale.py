@@ -2,15 +2,16 @@
 fast tokenizer's own batch time and HF `datasets` (load_dataset + map(batched=True), same tokenizer); the
 reload time from the memory-mapped features cache; the first epoch's batches per second (reader and collate,
 no model); and a masked-LM corpus larger than the others streamed (Reader.load_stream) through a training
-run, its resident memory sampled every 25 steps.
+run, its resident memory sampled every 25 steps (with glibc's allocator as it comes, then with a fixed mmap
+threshold).
 
 Lines are `label<TAB>text`, texts of 4 to 24 words drawn (seeded) from the real SNIPS training words, labels
 from its intents (the streamed corpus: the same texts without labels). Each measurement runs in a fresh child
 process; peak RSS is the child's high-water mark (VmHWM) minus its resident size just before the measured step
 (after imports and the tokenizer's loading).
 
-    python benchmarks/data_scale.py                      # 100k and 500k lines; 10M streamed for 1000 steps
-    python benchmarks/data_scale.py --sizes 100000 500000 2000000 --stream-lines 10000000 --stream-steps 1000
+    python benchmarks/data_scale.py                      # 100k, 500k and 2M lines; 10M streamed for 1000 steps
+    python benchmarks/data_scale.py --sizes 100000 --stream-lines 1000000 --stream-steps 300   # a quick look
 """
 import argparse
 import json
@@ -25,7 +26,10 @@ import numpy as np
 from common import DATA, minilm_dir, run_in_child, write_result
 
 PHASES = ("tokenizer", "hf_datasets", "hf_reload", "load", "cache_write", "cache_read", "first_epoch")
-STREAM_PHASES = ("stream_reader", "stream_train")  # the reader alone, then a model training on it
+STREAM_PHASES = ("stream_reader", "stream_train", "stream_train_fixed_mmap")  # the reader alone, then training
+# glibc raises its mmap threshold each time a large block is freed, so the tensors of a different shape every
+# batch settle in a heap that fragments; a fixed threshold keeps blocks of 1 MiB and more out of the heap
+FIXED_MMAP = {"MALLOC_MMAP_THRESHOLD_": str(1024 * 1024)}
 WARMUP_STEPS = 100  # streaming: RSS after these steps is the reference for "flat"
 
 
@@ -141,7 +145,7 @@ def train_on_stream(reader) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 500_000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 500_000, 2_000_000])
     parser.add_argument("--stream-lines", type=int, default=10_000_000, help="0: no streaming run")
     parser.add_argument("--stream-steps", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
@@ -151,7 +155,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     if args.child:
-        result = stream_child(Path(args.file), args.stream_steps, args.child == "stream_train") \
+        result = stream_child(Path(args.file), args.stream_steps, args.child != "stream_reader") \
             if args.child in STREAM_PHASES else child(args.child, Path(args.file), Path(args.cache))
         print(json.dumps(result), flush=True)
         return
@@ -188,7 +192,8 @@ def main() -> None:
         "data": "synthetic label<TAB>text lines, 4-24 words each drawn from SNIPS train words and intents",
         "settings": {"sizes": args.sizes, "stream_lines": args.stream_lines, "stream_steps": args.stream_steps,
                      "stream_model": "BERT from config, 2 layers, hidden 128, max_seqlen 64, batch 32, MLM head",
-                     "stream_reader": "MaskLMReader.load_stream, shuffle_buffer 10000, chunk_lines 1000"},
+                     "stream_reader": "MaskLMReader.load_stream, shuffle_buffer 10000, chunk_lines 1000",
+                     "stream_train_fixed_mmap_env": FIXED_MMAP},
         "metrics": metrics, "baseline": baseline, "ratio": ratio,
         "stream_rss_samples": {phase: got["rss_samples"] for phase, got in (stream or {}).items()},
         "notes": ["peak RSS is above the child's RSS before the step (after imports and tokenizer loading)",
@@ -208,11 +213,13 @@ def measure_size(scratch: Path, size: int, seed: int) -> dict[str, dict]:
 
 
 def measure_stream(scratch: Path, args: argparse.Namespace) -> dict[str, dict]:
-    """The streamed corpus drawn by the reader alone, then trained on, each in a fresh child."""
+    """The streamed corpus drawn by the reader alone, then trained on (with glibc's defaults, then with a fixed
+    mmap threshold), each in a fresh child."""
     path = scratch / "corpus.txt"
     write_lines(path, args.stream_lines, args.seed, labels=False)
     return {phase: run_in_child(__file__, "--child", phase, "--file", str(path), "--stream-steps",
-                                str(args.stream_steps)) for phase in STREAM_PHASES}
+                                str(args.stream_steps), env=FIXED_MMAP if phase.endswith("mmap") else None)
+            for phase in STREAM_PHASES}
 
 
 if __name__ == "__main__":

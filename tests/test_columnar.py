@@ -203,3 +203,17 @@ def test_a_token_value_beyond_int32_widens_its_column():
     table = FeatureTable.build(rows)
     assert table.tokens["input_ids"][0].dtype == np.int64
     assert [f.fields for f in table] == [f.fields for f in rows]
+
+
+@pytest.mark.parametrize("lossy", [{"offsets": (0, 3)}, {"spans": [[0, 1], (2, 3)]}, {"by_id": {1: "a"}},
+                                   {"score": float("nan")}, {"score": [float("inf")]}, {"count": np.int64(3)},
+                                   {"gold": {"label": True, "nested": [{"deep": (1,)}]}}])
+def test_meta_that_json_would_change_is_kept_as_it_is(lossy):
+    """Meta JSON gives back exactly is stored as JSON lines; any row it would change (a tuple, a non-str key,
+    NaN, a numpy int), at any depth, keeps every row's meta as the object the reader made."""
+    exact = {"text": "play jazz", "line": 1, "words": ["play", "jazz"], "gold": {"label": None, "p": 0.5}}
+    table = FeatureTable.build([mtl.reader.Feature({"input_ids": [1]}, exact)])
+    assert not isinstance(table.meta, list) and table[0].meta == exact
+    rows = [mtl.reader.Feature({"input_ids": [1]}, exact), mtl.reader.Feature({"input_ids": [2]}, lossy)]
+    table = FeatureTable.build(rows)
+    assert isinstance(table.meta, list) and table[1].meta is lossy and table[0].meta == exact

@@ -71,7 +71,8 @@ class ClassifyReader(Reader):
         lookup = LabelLookup(self.label_map or {}, source, self.phase, "label")
         cut, total, rows = [], 0, iter(examples)
         while chunk := list(islice(rows, CHUNK)):
-            encoded = self.tokenizer([ex["text"] for ex in chunk], truncation=True, max_length=self.max_seqlen)
+            encoded = self.tokenizer([ex["text"] for ex in chunk], truncation=True, max_length=self.max_seqlen,
+                                     return_attention_mask=False, return_token_type_ids=False)  # made at collate
             cut += [chunk[i]["line"] for i in truncated_rows(encoded)]
             total += len(chunk)
             for index, example in enumerate(chunk):

@@ -104,7 +104,8 @@ class MaskLMReader(Reader):
     def _chunk_features(self, examples: list[dict], counts: dict) -> Iterator[Feature]:
         width = self.max_seqlen - 2
         encoded = self.tokenizer([ex["text"] for ex in examples], add_special_tokens=False,
-                                 return_offsets_mapping=True, verbose=False)
+                                 return_offsets_mapping=True, verbose=False, return_attention_mask=False,
+                                 return_token_type_ids=False)
         cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
         for example, ids, offsets in zip(examples, encoded["input_ids"], encoded["offset_mapping"]):
             if not ids and self.phase != "predict":  # [CLS] [SEP] alone: nothing to mask or learn from

@@ -93,7 +93,8 @@ class MatchReader(Reader):
     def _encode(self, examples: list[dict], second: str) -> Any:
         """Tokenize (text_a, `second`) pairs; log how many were cut to max_seqlen."""
         encoded = self.tokenizer([ex["text_a"] for ex in examples], [ex[second] for ex in examples],
-                                 truncation="longest_first", max_length=self.max_seqlen)
+                                 truncation="longest_first", max_length=self.max_seqlen,
+                                 return_attention_mask=False)  # made at collate
         cut = truncated_rows(encoded)
         if cut:
             lines = ", ".join(str(examples[i]["line"]) for i in cut[:10]) + (", ..." if len(cut) > 10 else "")

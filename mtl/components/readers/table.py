@@ -9,6 +9,7 @@ reader made), so readers, heads and collate keep working on features; batching o
 Meta that JSON would not give back exactly (MRC's offset tuples) is kept as it is, one dict per row.
 """
 import json
+import math
 from array import array
 from typing import Any, Iterable, Iterator
 
@@ -18,6 +19,8 @@ from mtl.components.readers.feature import Feature
 
 ZEROS = "zeros"  # a token field that is 0 at every position of every row: made on demand, not stored
 _MISSING = object()
+_PLAIN = {str, int, bool, type(None)}  # types JSON gives back as they are
+_STR = {str}
 
 
 class FeatureTable:
@@ -158,12 +161,12 @@ class _Builder:
     def _add_meta(self, meta: dict) -> None:
         if self.meta_list is None:
             try:
-                text = json.dumps(meta, ensure_ascii=False)
-                if json.loads(text) == meta:  # JSON gives it back exactly (no tuples, no int keys)
+                if _json_exact(meta):
+                    text = json.dumps(meta, ensure_ascii=False)
                     self.meta_bytes += text.encode("utf-8")  # a lone surrogate cannot be encoded
                     self.meta_offsets.append(len(self.meta_bytes))
                     return
-            except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
+            except UnicodeEncodeError:
                 pass
             self.meta_list = [self._meta(i) for i in range(self.size)]
         self.meta_list.append(meta)
@@ -185,6 +188,22 @@ class _Builder:
             np.frombuffer(bytes(self.meta_bytes), dtype=np.uint8),
             np.frombuffer(self.meta_offsets, dtype=np.int64).copy())
         return FeatureTable(self.size, tokens, scalars, meta)
+
+
+def _json_exact(value: Any) -> bool:
+    """Whether JSON gives `value` back equal and of the same types: no tuples, no keys other than str, no NaN
+    or infinity, no subclass (numpy ints, enums). Cheaper than a round trip through json.loads and a
+    comparison: the types of a dict's or list's items are gathered at C speed, and only containers recurse."""
+    kind = type(value)
+    if kind is dict:
+        if not set(map(type, value)) <= _STR:
+            return False
+        items = value.values()
+    elif kind is list:
+        items = value
+    else:
+        return kind in _PLAIN or (kind is float and math.isfinite(value))
+    return set(map(type, items)) <= _PLAIN or all(type(item) in _PLAIN or _json_exact(item) for item in items)
 
 
 def _appended(column: list, value: Any) -> bool:

@@ -17,7 +17,8 @@ def encode_words(tokenizer: PreTrainedTokenizerFast, sentences: list[list[str]],
     or the word has no sub-token at all (only control or zero-width characters); such words are predicted
     'O', skipped in the loss, and counted in the log (one warning for each cause).
     """
-    encoded = tokenizer(sentences, is_split_into_words=True, truncation=True, max_length=max_seqlen)
+    encoded = tokenizer(sentences, is_split_into_words=True, truncation=True, max_length=max_seqlen,
+                        return_attention_mask=False, return_token_type_ids=False)  # both made at collate
     cut = set(truncated_rows(encoded))
     out, beyond, empty = [], 0, 0
     for index, words in enumerate(sentences):

@@ -74,7 +74,9 @@ def summary(runs: list[dict]) -> dict:
     return {"seeds": [r["seed"] for r in runs],
             "metrics": {k: round(mean_std([r["metrics"][k] for r in runs])[0], 2) for k in keys},
             "std": {k: round(mean_std([r["metrics"][k] for r in runs])[1], 2) for k in keys},
-            "mean_best_dev_f1": round(mean_std([r["best_dev_f1"] for r in runs])[0], 2), "per_seed": runs}
+            "mean_best_dev_f1": round(mean_std([r["best_dev_f1"] for r in runs])[0], 2),
+            "precisions": sorted({r["precision"] for r in runs}),  # "auto" resolves per machine: runs may differ
+            "per_seed": runs}
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ runs can be scored together as a pipeline). Records live in results/runs/<benchm
 benchmark loses at most the run in progress, and `--resume` skips the runs already there.
 """
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,9 +30,11 @@ def make_balancer(name: str, task: str, seed: int) -> LossBalancer:
             "pcgrad": lambda: PCGrad(seed)}[name]()
 
 
-def train_run(data: str, mode: str, seed: int, settings: dict[str, Any], model_dir: str | None = None) -> dict:
+def train_run(data: str, mode: str, seed: int, settings: dict[str, Any], model_dir: str | None = None,
+              export_to: Path | None = None) -> dict:
     """Train, select on dev after each epoch, evaluate the best model on test once; the run's record.
-    `model_dir`: the pretrained encoder and its tokenizer (default MiniLM)."""
+    `model_dir`: the pretrained encoder and its tokenizer (default MiniLM); `export_to`: where to export the
+    best model (a folder `mtl.load` reads), if anywhere."""
     s = {**DEFAULTS, **settings}
     folder = DATA / data
     torch.manual_seed(seed)
@@ -52,6 +55,8 @@ def train_run(data: str, mode: str, seed: int, settings: dict[str, Any], model_d
     result = trainer.train(print_steps=0, eval_steps=every, selector=selector)
     seconds = time.perf_counter() - started
     trainer.load_best()
+    if export_to is not None:
+        trainer.export(export_to)
     records = _merged_predictions(trainer, tasks, test)
     metrics = _test_metrics(trainer, tasks, test, records, data)
     golds = [f.meta["gold"] for f in test.features]

@@ -1,6 +1,7 @@
 """Serving: `mtl serve` against what users run today, on an exported ATIS joint model and real ATIS test
 utterances, over loopback with a bounded load generator (a fixed number of requests, one utterance each,
-sent by `concurrency` clients that each wait for their answer before the next request).
+sent by `concurrency` clients that each wait for their answer before the next request, each on its own
+keep-alive connection; a minimal HTTP/1.1 client, so the senders take little of the cores they share).
 
 Servers, each in its own process with `--threads` intra-op threads: (a) `mtl serve` on torch, at `--precision`
 (and in fp32 when that resolves to another); (b) `mtl serve` on onnxruntime (`mtl export --onnx`); (c) the same
@@ -26,7 +27,6 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import torch
 
@@ -119,23 +119,60 @@ def in_process(args: argparse.Namespace, model: Path, exports: dict[str, Path], 
     return out
 
 
+class Connection:
+    """One keep-alive HTTP/1.1 connection that POSTs JSON and reads the answer: the load generator's client.
+    Deliberately minimal (a request line, three headers, a Content-Length body): a full client such as
+    httpx spends a millisecond or more of CPU per request, which on a shared 2-core machine throttled the
+    senders and starved the server of concurrent requests (batches of 3.6 texts on average at 32 clients)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
+        self.reader, self.writer, self.host = reader, writer, host
+
+    @classmethod
+    async def open(cls, url: str) -> "Connection":
+        host, port = url.removeprefix("http://").rstrip("/").split(":")
+        assert host == "127.0.0.1", "loopback only"
+        return cls(*await asyncio.open_connection(host, int(port)), f"{host}:{port}")
+
+    async def post(self, path: str, payload: dict) -> bytes:
+        body = json.dumps(payload).encode()
+        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+                          f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        head = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        status = int(head[0].split()[1])
+        headers = {name.lower(): value for name, value in (line.split(": ", 1) for line in head[1:] if ": " in line)}
+        if "content-length" not in headers:
+            raise RuntimeError(f"{path} answered without Content-Length; this client reads only such answers")
+        answer = await self.reader.readexactly(int(headers["content-length"]))
+        if status != 200:
+            raise RuntimeError(f"{path} answered {status}: {answer[:200]!r}")
+        return answer
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 async def load(url: str, texts: list[str], concurrency: int, requests: int) -> dict[str, float]:
-    """`requests` POSTs of one utterance by `concurrency` clients (after a warm-up of 2 per client)."""
-    assert url.startswith("http://127.0.0.1:"), "loopback only"
+    """`requests` POSTs of one utterance by `concurrency` clients, each on its own keep-alive connection and
+    waiting for its answer before the next request (after a warm-up of 2 requests per client)."""
     latencies: list[float] = []
-    async with httpx.AsyncClient(base_url=url, timeout=300, limits=httpx.Limits(max_connections=concurrency)) as client:
-        async def client_loop(numbers: itertools.count, total: int, record: bool) -> None:
-            while (index := next(numbers)) < total:
-                started = time.perf_counter()
-                response = await client.post("/predict", json={"texts": [texts[index % len(texts)]]})
-                response.raise_for_status()
-                if record:
-                    latencies.append(time.perf_counter() - started)
+    connections = [await Connection.open(url) for _ in range(concurrency)]
+
+    async def client_loop(connection: Connection, numbers: itertools.count, total: int, record: bool) -> None:
+        while (index := next(numbers)) < total:
+            started = time.perf_counter()
+            await connection.post("/predict", {"texts": [texts[index % len(texts)]]})
+            if record:
+                latencies.append(time.perf_counter() - started)
+    try:
         warm = itertools.count()
-        await asyncio.gather(*(client_loop(warm, 2 * concurrency, False) for _ in range(concurrency)))
+        await asyncio.gather(*(client_loop(c, warm, 2 * concurrency, False) for c in connections))
         numbers, started = itertools.count(), time.perf_counter()
-        await asyncio.gather(*(client_loop(numbers, requests, True) for _ in range(concurrency)))
+        await asyncio.gather(*(client_loop(c, numbers, requests, True) for c in connections))
         wall = time.perf_counter() - started
+    finally:
+        for connection in connections:
+            connection.close()
     return {"utt_per_s": round(requests / wall, 1), "p50_ms": round(1000 * float(np.percentile(latencies, 50)), 2),
             "p99_ms": round(1000 * float(np.percentile(latencies, 99)), 2)}
 

@@ -16,7 +16,7 @@ from tiny_runs import TEXTS, two_task_trainer
 from mtl.cli import main
 from mtl.errors import MtlError
 from mtl.serving.onnx_export import export_onnx
-from mtl.serving.onnx_runtime import load_onnx
+from mtl.serving.onnx_runtime import OnnxGraph, load_onnx
 
 FIXED = TEXTS + [row[0] for row in UTTERANCES] + ["", "unknownword booking flights", "jazz " * 20]
 
@@ -78,6 +78,22 @@ def test_onnx_predictor_decodes_the_same_labels(joint_model, tmp_path):
     assert labels_of(ours) == labels_of(theirs)
     probs = [(a["intent"]["prob"], b["intent"]["prob"]) for a, b in zip(ours, theirs)]
     assert max(abs(a - b) for a, b in probs) < 1e-3
+
+
+def test_torch_decodes_on_one_thread_beside_onnxruntime_and_gets_its_count_back(joint_model, tmp_path,
+                                                                                monkeypatch):
+    export_onnx(joint_model, tmp_path / "out")
+    predictor = load_onnx(tmp_path / "out")
+    seen, forward = [], OnnxGraph.forward
+    monkeypatch.setattr(OnnxGraph, "forward", lambda self, batch: seen.append(torch.get_num_threads())
+                        or forward(self, batch))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert len(predictor.predict(FIXED, batch_size=4)) == len(FIXED)
+        assert seen and set(seen) == {1} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_two_tasks_share_one_graph_run(vocab_file, intent_slot_dir, tmp_path):

@@ -71,8 +71,8 @@ class Engine:
     def _subset(self, names: tuple[str, ...]) -> Predictor:
         """A Predictor over some of the tasks, sharing the encoder and heads (no weight is copied)."""
         full = self.predictor
-        return Predictor(full.model.backbone, [t for t in full.tasks if t.name in names], str(full.device),
-                         full.precision)
+        return type(full)(full.model.backbone, [t for t in full.tasks if t.name in names], str(full.device),
+                          full.precision)
 
     def metadata(self) -> dict[str, Any]:
         """Tasks with their heads (record key, class, label field, label names), runtime, version, checksum."""

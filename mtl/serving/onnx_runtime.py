@@ -44,6 +44,22 @@ class OnnxGraph(nn.Module):
         return {name: torch.from_numpy(value) for name, value in zip(self.names, results)}
 
 
+class OnnxPredictor(Predictor):
+    """A Predictor whose encoder and heads run in onnxruntime. While it predicts, torch (left only the
+    decoding: softmax, argmax, Viterbi over small tensors) runs on one thread: torch's idle intra-op workers
+    spin beside onnxruntime's pool, and on 2 cores that made one utterance 2.2x slower (15.6 vs 6.9 ms).
+    torch's thread count is the process's, so it is put back after each call."""
+
+    @torch.inference_mode()
+    def predict(self, texts: list, batch_size: int = 32) -> list[dict[str, Any]]:
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return super().predict(texts, batch_size)
+        finally:
+            torch.set_num_threads(before)
+
+
 def _replayed_forward(self: Head, batch: dict, enc: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {key: enc[name] for key, name in self.onnx_outputs.items()}
 
@@ -115,4 +131,4 @@ def load_onnx(folder: str | Path, device: str | None = None, threads: int | None
                                "export the model again with `mtl export`")
             heads[name] = replay(head, outputs)
         tasks.append(PredictTask(task.name, task.reader, heads, task.label_names))
-    return Predictor(graph, tasks, "cpu", "fp32")
+    return OnnxPredictor(graph, tasks, "cpu", "fp32")

@@ -47,7 +47,7 @@ class OnnxGraph(nn.Module):
 class OnnxPredictor(Predictor):
     """A Predictor whose encoder and heads run in onnxruntime. While it predicts, torch (left only the
     decoding: softmax, argmax, Viterbi over small tensors) runs on one thread: torch's idle intra-op workers
-    spin beside onnxruntime's pool, and on 2 cores that made one utterance 2.2x slower (15.6 vs 6.9 ms).
+    spin beside onnxruntime's pool, and on 2 cores that made a batch-1 prediction more than twice as slow.
     torch's thread count is the process's, so it is put back after each call."""
 
     @torch.inference_mode()

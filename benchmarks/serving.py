@@ -100,11 +100,16 @@ def utterances_per_second(predictor: mtl.Predictor, texts: list[str], batch: int
             return done / (time.perf_counter() - started)
 
 
+def fp32_differs(args: argparse.Namespace) -> bool:
+    """Whether `--precision` resolves to something other than fp32 here (only then is fp32 measured apart)."""
+    return resolve_precision(args.precision, torch.device("cpu")) != "fp32"
+
+
 def in_process(args: argparse.Namespace, model: Path, exports: dict[str, Path], texts: list[str]) -> dict[str, float]:
     """Offline ceiling (every test utterance in batches of 32) and batch 1 / batch 32 speed: torch at
     `--precision` (and in fp32 when that is another), and onnxruntime on every export."""
     predictors = {"torch": mtl.load(model, precision=args.precision)}
-    if predictors["torch"].precision != "fp32":
+    if fp32_differs(args):
         predictors["torch_fp32"] = mtl.load(model, precision="fp32")
     predictors.update({name: load_onnx(path, threads=args.threads) for name, path in exports.items()})
     out = {}
@@ -180,8 +185,8 @@ async def load(url: str, texts: list[str], concurrency: int, requests: int) -> d
 def servers(args: argparse.Namespace, model: Path, onnx: Path) -> dict[str, list[str]]:
     """Each server's command; `mtl_torch_fp32` only where `--precision` resolves to something else."""
     threads = ["--threads", str(args.threads), "--max-queue", "4096"]
-    fp32 = {} if resolve_precision(args.precision, torch.device("cpu")) == "fp32" else {
-        "mtl_torch_fp32": serve_command(model, "--runtime", "torch", "--precision", "fp32", *threads)}
+    fp32 = {"mtl_torch_fp32": serve_command(model, "--runtime", "torch", "--precision", "fp32", *threads)
+            } if fp32_differs(args) else {}
     return {"mtl_torch": serve_command(model, "--runtime", "torch", "--precision", args.precision, *threads),
             **fp32,
             "mtl_onnx": serve_command(onnx, *threads),

@@ -50,7 +50,6 @@ class OnnxPredictor(Predictor):
     spin beside onnxruntime's pool, and on 2 cores that made a batch-1 prediction more than twice as slow.
     torch's thread count is the process's, so it is put back after each call."""
 
-    @torch.inference_mode()
     def predict(self, texts: list, batch_size: int = 32) -> list[dict[str, Any]]:
         before = torch.get_num_threads()
         torch.set_num_threads(1)

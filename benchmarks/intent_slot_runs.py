@@ -66,6 +66,7 @@ def train_run(data: str, mode: str, seed: int, settings: dict[str, Any], model_d
     record = {"data": data, "mode": mode, "seed": seed, "settings": s, "test": metrics, "dev_curve": curve,
               "best_epoch": best["epoch"], "best_dev": best, "steps": result["steps"],
               "stopped_early": result["stopped_early"], "train_seconds": round(seconds, 1),
+              "precision": trainer.precision,  # what "auto" resolved to on this machine
               "intent_right": _bits(r["intent"]["label"] == g["intent_ids"] for r, g in zip(records, golds))
               if "intent" in HEADS[mode] else None,
               "slots_right": _bits(r["slots"]["tags"] == g["slot_ids"] for r, g in zip(records, golds))

@@ -73,7 +73,8 @@ def main() -> None:
         "baseline": {"single_task": {"mean": base_mean, "std": base_std, "per_seed": single},
                      "published_jointbert_bert_base": PUBLISHED[args.data]},
         "ratio": {k: metrics[k] / base_mean[k] for k in metrics},
-        "train_seconds": {mode: [r["train_seconds"] for r in rs] for mode, rs in runs.items()}})
+        "train_seconds": {mode: [r["train_seconds"] for r in rs] for mode, rs in runs.items()},
+        "precisions": {mode: [r.get("precision", "not recorded") for r in rs] for mode, rs in runs.items()}})
     print(f"lr {lr:g} (dev scores {lr_scores})")
     print(f"{'metric':<18}{'joint':>16}{'single-task':>16}{'JointBERT':>12}")
     for key in metrics:

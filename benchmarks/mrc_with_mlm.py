@@ -72,7 +72,8 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
                        "dev_curves": [r["dev_curve"] for r in records],
                        "mrc_steps": [r["steps"]["mrc"] for r in records],
                        "mlm_steps": [r["steps"].get("mlm", 0) for r in records],
-                       "train_seconds": [r["train_seconds"] for r in records]}
+                       "train_seconds": [r["train_seconds"] for r in records],
+                       "precisions": [r.get("precision", "not recorded") for r in records]}
     return table
 
 

@@ -99,7 +99,8 @@ def run(s: Settings, seed: int, mlm_ratio: float, mlm_source: str = "train", pri
               "dev_exact_match": h["metrics"]["mrc"]["mrc.exact_match"]} for h in result["history"]]
     return {"seed": seed, "exact_match": metrics["mrc.exact_match"], "f1": metrics["mrc.f1"],
             "dev_curve": curve, "best_step": max(curve, key=lambda p: p["dev_f1"])["step"] if curve else None,
-            "train_seconds": round(seconds, 1), "steps": {t.name: t.cur_train_step for t in tasks},
+            "train_seconds": round(seconds, 1), "precision": trainer.precision,  # what "auto" resolved to
+            "steps": {t.name: t.cur_train_step for t in tasks},
             "train_windows": mrc_reader.num_examples, "eval_windows": eval_reader.num_examples,
             "mlm_sequences": tasks[1].reader.num_examples if len(tasks) > 1 else 0, "split": describe(files)}
 

@@ -155,6 +155,9 @@ def test_a_predictions_file_is_scored_over_every_question_of_the_squad_file(tmp_
     scored = mtl.head.MRC.score_predictions({"q1": "rain", "q2": "boston to denver", "q9": "x"}, path)
     assert scored["exact_match"] == pytest.approx(25.0)  # q1 right; q3, q4 unanswered count as wrong
     assert scored["f1"] == pytest.approx(100 * (1 + 0.5) / 4)  # q2: 1 of 3 predicted tokens, the gold's 1
+    (tmp_path / "bad.json").write_text('{"data": [{"paragraphs": [{"qas": [{"question": "no id"}]}]}]}')
+    with pytest.raises(ValueError, match=r"bad\.json: not a SQuAD v1\.1 file .*'id'"):
+        mtl.head.MRC.score_predictions({}, tmp_path / "bad.json")
 
 
 def test_squad_em_and_f1_take_the_best_gold():

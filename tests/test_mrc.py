@@ -8,6 +8,7 @@ import torch
 
 import mtl
 from conftest import WORDS, tiny_bert
+from mtl.errors import DataError
 from mtl.metrics import normalize_answer, squad_exact_match, squad_f1, squad_scores
 from mtl.trainers.evaluation import merge_task
 
@@ -152,12 +153,12 @@ def test_squad_normalisation(text, normal):
 
 def test_a_predictions_file_is_scored_over_every_question_of_the_squad_file(tmp_path):
     path = squad_file(tmp_path / "eval.json", [(qid, q, c, (c.index(a), a)) for qid, q, c, a in ITEMS])
-    scored = mtl.head.MRC.score_predictions({"q1": "rain", "q2": "boston to denver", "q9": "x"}, path)
+    scored = mtl.reader.score_squad_predictions({"q1": "rain", "q2": "boston to denver", "q9": "x"}, path)
     assert scored["exact_match"] == pytest.approx(25.0)  # q1 right; q3, q4 unanswered count as wrong
     assert scored["f1"] == pytest.approx(100 * (1 + 0.5) / 4)  # q2: 1 of 3 predicted tokens, the gold's 1
-    (tmp_path / "bad.json").write_text('{"data": [{"paragraphs": [{"qas": [{"question": "no id"}]}]}]}')
-    with pytest.raises(ValueError, match=r"bad\.json: not a SQuAD v1\.1 file .*'id'"):
-        mtl.head.MRC.score_predictions({}, tmp_path / "bad.json")
+    (tmp_path / "bad.json").write_text('{"data": [{"paragraphs": [{"context": "c", "qas": [{"question": "x"}]}]}]}')
+    with pytest.raises(DataError, match=r"bad\.json: data\[0\]\.paragraphs\[0\]\.qas\[0\] has no 'id'"):
+        mtl.reader.score_squad_predictions({}, tmp_path / "bad.json")
 
 
 def test_squad_em_and_f1_take_the_best_gold():
@@ -204,7 +205,7 @@ def test_train_evaluate_and_predict_mrc_end_to_end(vocab_file, tmp_path):
     answers = json.loads(written.read_text())
     assert list(answers) == ["0", "1", "2", "3", "z"] and answers["z"] in "will it rain"
     dev_answers = mtl.head.MRC.answers_by_id(trainer.predict("mrc", trainer.tasks[0].dev_reader))
-    scored = mtl.head.MRC.score_predictions(dev_answers, tmp_path / "train.json")  # the official script's way
+    scored = mtl.reader.score_squad_predictions(dev_answers, tmp_path / "train.json")  # the official way
     assert scored == pytest.approx({"exact_match": metrics["mrc.exact_match"], "f1": metrics["mrc.f1"]})
     loaded = mtl.load(trainer.export(tmp_path / "model"), precision="fp32")  # windows merged there too
     reloaded = loaded.predict([(q, c) for _, q, c, _ in ITEMS])

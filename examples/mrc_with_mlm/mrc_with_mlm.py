@@ -94,7 +94,7 @@ def run(s: Settings, seed: int, mlm_ratio: float, mlm_source: str = "train", pri
     records = trainer.predict("mrc", eval_reader)  # one pass over the eval articles: scored from its answers
     name = "alone" if mlm_ratio <= 0 else f"mlm{mlm_ratio:g}-{mlm_source}"
     mtl.head.MRC.write_predictions(records, OUTPUTS / "predictions" / f"{name}_seed{seed}.json", "mrc")
-    metrics = mtl.head.MRC.score_predictions(mtl.head.MRC.answers_by_id(records, "mrc"), files["eval"])
+    metrics = mtl.reader.score_squad_predictions(mtl.head.MRC.answers_by_id(records, "mrc"), files["eval"])
     curve = [{"step": h["step"], "dev_f1": h["metrics"]["mrc"]["mrc.f1"],
               "dev_exact_match": h["metrics"]["mrc"]["mrc.exact_match"]} for h in result["history"]]
     return {"seed": seed, "exact_match": metrics["exact_match"], "f1": metrics["f1"],

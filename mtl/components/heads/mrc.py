@@ -109,17 +109,3 @@ class MRC(Head):
         path.write_text(json.dumps(MRC.answers_by_id(records, head_name), ensure_ascii=False, indent=1) + "\n",
                         encoding="utf-8")
         return path
-
-    @staticmethod
-    def score_predictions(answers: dict[str, str], squad_file: str | Path) -> dict[str, float]:
-        """SQuAD EM/F1 of `{question id: answer text}` against a SQuAD v1.1 file, as the official script
-        scores a predictions file: every question of the file counts, one without an answer as wrong. It
-        gives what `evaluate` gives for the same model, from one prediction pass."""
-        try:
-            data = json.loads(Path(squad_file).read_text(encoding="utf-8"))["data"]
-            golds = {qa["id"]: [a["text"] for a in qa["answers"]]
-                     for article in data for paragraph in article["paragraphs"] for qa in paragraph["qas"]}
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise ValueError(f"{squad_file}: not a SQuAD v1.1 file (data / paragraphs / qas / id / answers / "
-                             f"text expected): {error!r}") from error
-        return squad_scores([answers.get(qid, "") for qid in golds], list(golds.values()))

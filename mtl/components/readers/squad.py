@@ -9,6 +9,7 @@ from typing import Any
 
 from mtl.components.readers.files import read_lines
 from mtl.errors import DataError
+from mtl.metrics import squad_scores
 
 log = logging.getLogger(__name__)
 
@@ -130,3 +131,11 @@ def _answer(item: Any, context: str, path: str, where: str, phase: str, misplace
 
 def _short(text: str, limit: int = 40) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def score_squad_predictions(answers: dict[str, str], path: str) -> dict[str, float]:
+    """SQuAD EM/F1 of `{question id: answer text}` (`MRC.write_predictions`) against a SQuAD v1.1 file, as the
+    official script scores a predictions file: every question of the file counts, one without an answer as
+    wrong. The same figures `evaluate` gives for the same model, from the one prediction pass."""
+    questions = read_squad(str(path), "eval")
+    return squad_scores([answers.get(q["id"], "") for q in questions], [q["answers"] for q in questions])

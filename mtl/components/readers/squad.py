@@ -5,6 +5,7 @@ line and column json found. Used by `MRCReader`; also by anything else that read
 """
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from mtl.components.readers.files import read_lines
@@ -133,7 +134,7 @@ def _short(text: str, limit: int = 40) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
-def score_squad_predictions(answers: dict[str, str], path: str) -> dict[str, float]:
+def score_squad_predictions(answers: dict[str, str], path: str | Path) -> dict[str, float]:
     """SQuAD EM/F1 of `{question id: answer text}` (`MRC.write_predictions`) against a SQuAD v1.1 file, as the
     official script scores a predictions file: every question of the file counts, one without an answer as
     wrong. The same figures `evaluate` gives for the same model, from the one prediction pass."""

@@ -27,15 +27,22 @@ from mtl.vocabulary import train_wordpiece
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "chinese"
 OUTPUTS = EXAMPLE / "outputs"
 SITTINGS = RESULTS / "runs" / "pretrain_zh" / "sittings.json"
+ENCODER = EXAMPLE / "zh-bert"  # kept in the repository: the Chinese tasks start from it without 2 h of pretraining
+
+
+def make_corpus() -> dict:
+    """The corpus and the MSRA and LCQMC splits (make_corpus.py), made once (outputs/ is git-ignored)."""
+    if not (OUTPUTS / "corpus.json").is_file():
+        subprocess.run([sys.executable, str(EXAMPLE / "make_corpus.py")], check=True, stdout=subprocess.DEVNULL)
+    return json.loads((OUTPUTS / "corpus.json").read_text(encoding="utf-8"))
 
 
 def prepare(vocab_size: int) -> dict:
-    """Corpus and vocabulary, made once (their folders are git-ignored)."""
-    if not (OUTPUTS / "corpus.json").is_file():
-        subprocess.run([sys.executable, str(EXAMPLE / "make_corpus.py")], check=True, stdout=subprocess.DEVNULL)
+    """Corpus and vocabulary, made once."""
+    corpus = make_corpus()
     if not (OUTPUTS / "vocab" / "tokenizer.json").is_file():
         train_wordpiece([OUTPUTS / "corpus.txt"], OUTPUTS / "vocab", vocab_size=vocab_size)
-    return json.loads((OUTPUTS / "corpus.json").read_text(encoding="utf-8"))
+    return corpus
 
 
 def sitting(max_steps: int) -> dict:
@@ -52,10 +59,20 @@ def sitting(max_steps: int) -> dict:
     seconds = time.perf_counter() - started
     task = run.trainer.tasks[0]
     if result["finished"]:
-        export_masked_lm(run.trainer.backbone, task.heads["mlm"], task.reader.tokenizer, OUTPUTS / "zh-bert")
+        export_masked_lm(run.trainer.backbone, task.heads["mlm"], task.reader.tokenizer, ENCODER)
     return {"from_step": done, "to_step": result["steps"], "total_steps": run.trainer.total_steps,
             "seconds": round(seconds, 1), "finished": result["finished"], "corpus": corpus,
+            "loss_curve": loss_curve(run.save_path, done, result["steps"]),
             "threads": torch.get_num_threads(), "precision": run.trainer.precision}
+
+
+def loss_curve(save_path: Path, after: int, upto: int, every: int = 500) -> dict[str, float]:
+    """Mean MLM loss of the 100 steps before every `every`-th step of this sitting (from metrics.jsonl, which
+    stays in the git-ignored run folder), so the curve is kept with the results."""
+    records = [json.loads(line) for line in (save_path / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    return {str(r["step"]): round(r["loss"]["mlm"], 4) for r in records
+            if r.get("kind") == "train" and after < r["step"] <= upto and (r["step"] % every == 0 or r["step"] == upto)
+            and r["loss"].get("mlm") is not None}
 
 
 def main() -> None:
@@ -79,7 +96,7 @@ def main() -> None:
         "sittings": sittings, "notes": ["loss per step: the run's metrics.jsonl and TensorBoard logs in "
                                         "examples/chinese/outputs/pretrain"]})
     print(f"steps {last['from_step']} -> {last['to_step']} of {last['total_steps']}"
-          f"{' (finished, exported to ' + str(OUTPUTS / 'zh-bert') + ')' if last['finished'] else ''}; wrote {path}")
+          f"{' (finished, exported to ' + str(ENCODER) + ')' if last['finished'] else ''}; wrote {path}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 random initialisation, with the same fine-tuning budget: ChnSentiCorp (accuracy), MSRA NER (character-level
 entity F1), LCQMC (accuracy), each alone and the three as one multi-task model (examples/chinese/tasks.yaml).
 
+Every task gets 3 epochs of its training data, alone or in the multi-task run (whose mix ratios in tasks.yaml
+size the smaller tasks against MSRA), so the multi-task run costs what the three single-task runs cost together.
 Every run selects on dev after each epoch of its reference task and scores test once. Each finished run is
 kept (results/runs/chinese_tasks/<init>-<tasks>-seed<N>.json; `--resume` skips it); results/chinese_tasks.json
 holds per-seed figures, pretrained minus random per task, and multi-task minus single-task, beside the
@@ -13,6 +15,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +24,7 @@ import torch
 
 from common import RunStore, mean_std, write_result
 from mtl.config import build_run, load_config
+from mtl.trainers.multi_head import MultiHeadTrainer
 from pretrain_zh import ENCODER as PRETRAINED, make_corpus
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "chinese"
@@ -30,9 +34,13 @@ ERNIE = {"sentiment": 95.4, "ner": 93.8, "lcqmc": 87.4}  # ERNIE 1.0 test figure
 
 
 def run_config(init: str, tasks: tuple[str, ...], seed: int, save_path: Path):
-    """tasks.yaml cut to `tasks`, its encoder pretrained or built from the pretrained one's config (random)."""
+    """tasks.yaml cut to `tasks`, its encoder pretrained or built from the pretrained one's config (random). A task
+    alone gets mix ratio 1: its budget is then its own epochs (the yaml's ratios size the others against MSRA)."""
     config = load_config(EXAMPLE / "tasks.yaml")
-    config = dataclasses.replace(config, tasks=[t for t in config.tasks if t.name in tasks],
+    kept = [t for t in config.tasks if t.name in tasks]
+    if len(kept) == 1:
+        kept = [dataclasses.replace(kept[0], mix_ratio=1.0)]
+    config = dataclasses.replace(config, tasks=kept,
                                  trainer={**config.trainer, "seed": seed,
                                           "sampling_reference": "ner" if "ner" in tasks else tasks[0]},
                                  saver={**config.saver, "save_path": str(save_path)})
@@ -45,13 +53,18 @@ def run_config(init: str, tasks: tuple[str, ...], seed: int, save_path: Path):
     return config
 
 
+def steps_per_epoch(trainer: MultiHeadTrainer) -> int:
+    """Global steps in one epoch of the reference task: its batches times sum(mix_ratio) / its mix_ratio."""
+    reference = next(t for t in trainer.tasks if t.name == trainer.reference)
+    share = sum(t.mix_ratio for t in trainer.tasks) / reference.mix_ratio
+    return math.ceil(reference.reader.steps_per_epoch * share)
+
+
 def train_one(init: str, tasks: tuple[str, ...], seed: int) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         run = build_run(run_config(init, tasks, seed, Path(scratch)))
-        reference = next(t.reader for t in run.trainer.tasks if t.name == run.trainer.reference)
         started = time.perf_counter()
-        result = run.trainer.train(print_steps=0, eval_steps=reference.steps_per_epoch * len(tasks),
-                                   selector=run.selector)
+        result = run.trainer.train(print_steps=0, eval_steps=steps_per_epoch(run.trainer), selector=run.selector)
         seconds = time.perf_counter() - started
         run.trainer.load_best()
         test = run.trainer.evaluate(run.eval_readers("test"))

@@ -4,10 +4,12 @@ entity F1), LCQMC (accuracy), each alone and the three as one multi-task model (
 
 Every task gets 3 epochs of its training data, alone or in the multi-task run (whose mix ratios in tasks.yaml
 size the smaller tasks against MSRA), so the multi-task run costs what the three single-task runs cost together.
-Every run selects on dev after each epoch of its reference task and scores test once. Each finished run is
-kept (results/runs/chinese_tasks/<init>-<tasks>-seed<N>.json; `--resume` skips it); results/chinese_tasks.json
-holds per-seed figures, pretrained minus random per task, and multi-task minus single-task, beside the
-published ERNIE 1.0 anchors (110M parameters, large corpora; not measured here).
+Every run selects on dev after each epoch of its reference task and scores test once. One learning rate
+serves every run: among `--lrs`, the one whose pretrained single-task runs (first seed) reach the best mean
+dev score over the three tasks. Each finished run is kept (results/runs/chinese_tasks/<init>-<tasks>-lr<lr>-
+seed<N>.json; `--resume` skips it); results/chinese_tasks.json holds the lr search, per-seed figures,
+pretrained minus random per task, and multi-task minus single-task, beside the published ERNIE 1.0 anchors
+(110M parameters, large corpora; not measured here).
 
     python benchmarks/chinese_tasks.py --seeds 1 2 3 --resume
 """
@@ -33,7 +35,7 @@ METRIC = {"sentiment": "sentiment.accuracy", "ner": "ner.f1", "lcqmc": "lcqmc.ac
 ERNIE = {"sentiment": 95.4, "ner": 93.8, "lcqmc": 87.4}  # ERNIE 1.0 test figures as published
 
 
-def run_config(init: str, tasks: tuple[str, ...], seed: int, save_path: Path):
+def run_config(init: str, tasks: tuple[str, ...], seed: int, lr: float, save_path: Path):
     """tasks.yaml cut to `tasks`, its encoder pretrained or built from the pretrained one's config (random). A task
     alone gets mix ratio 1: its budget is then its own epochs (the yaml's ratios size the others against MSRA)."""
     config = load_config(EXAMPLE / "tasks.yaml")
@@ -41,7 +43,7 @@ def run_config(init: str, tasks: tuple[str, ...], seed: int, save_path: Path):
     if len(kept) == 1:
         kept = [dataclasses.replace(kept[0], mix_ratio=1.0)]
     config = dataclasses.replace(config, tasks=kept,
-                                 trainer={**config.trainer, "seed": seed,
+                                 trainer={**config.trainer, "seed": seed, "lr": lr,
                                           "sampling_reference": "ner" if "ner" in tasks else tasks[0]},
                                  saver={**config.saver, "save_path": str(save_path)})
     if init == "random":
@@ -60,24 +62,45 @@ def steps_per_epoch(trainer: MultiHeadTrainer) -> int:
     return math.ceil(reference.reader.steps_per_epoch * share)
 
 
-def train_one(init: str, tasks: tuple[str, ...], seed: int) -> dict:
+def train_one(init: str, tasks: tuple[str, ...], seed: int, lr: float) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
-        run = build_run(run_config(init, tasks, seed, Path(scratch)))
+        run = build_run(run_config(init, tasks, seed, lr, Path(scratch)))
         started = time.perf_counter()
         result = run.trainer.train(print_steps=0, eval_steps=steps_per_epoch(run.trainer), selector=run.selector)
         seconds = time.perf_counter() - started
         run.trainer.load_best()
         test = run.trainer.evaluate(run.eval_readers("test"))
     scores = {name: round(test[name][METRIC[name]], 2) for name in tasks}
-    print(f"{init} {'+'.join(tasks)} seed {seed}: {scores}; {seconds:.0f}s", flush=True)
-    return {"init": init, "tasks": list(tasks), "seed": seed, "test": scores, "all_test_metrics": test,
+    print(f"{init} {'+'.join(tasks)} lr {lr:g} seed {seed}: {scores}; {seconds:.0f}s", flush=True)
+    return {"init": init, "tasks": list(tasks), "seed": seed, "lr": lr, "test": scores, "all_test_metrics": test,
             "steps": result["steps"], "train_seconds": round(seconds, 1),
             "dev_history": [{"step": h["step"], "metrics": h["metrics"]} for h in result["history"]]}
+
+
+def run_or_load(store: RunStore, init: str, tasks: tuple[str, ...], seed: int, lr: float, resume: bool) -> dict:
+    key = f"{init}-{'+'.join(tasks)}-lr{lr:g}-seed{seed}"
+    record = store.load(key) if resume else None
+    if record is None:
+        record = train_one(init, tasks, seed, lr)
+        store.save(key, record)
+    return record
+
+
+def best_dev(record: dict, task: str) -> float:
+    return max(h["metrics"][task]["score"] for h in record["dev_history"])
+
+
+def pick_lr(store: RunStore, lrs: list[float], seed: int, resume: bool) -> tuple[float, dict]:
+    """The lr whose pretrained single-task runs reach the best mean dev score over the tasks."""
+    scores = {lr: mean_std([best_dev(run_or_load(store, "pretrained", (task,), seed, lr, resume), task)
+                            for task in TASKS])[0] for lr in lrs}
+    return max(scores, key=scores.get), scores
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--lrs", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--resume", action="store_true", help="skip the runs already kept")
     args = parser.parse_args()
@@ -87,15 +110,12 @@ def main() -> None:
         raise SystemExit(f"{PRETRAINED}: no pretrained encoder yet; run benchmarks/pretrain_zh.py until it finishes")
     make_corpus()  # the MSRA and LCQMC splits the tasks read
     store, runs = RunStore("chinese_tasks"), {}
-    layouts = [(task,) for task in TASKS] + [TASKS]
+    lr, lr_scores = pick_lr(store, args.lrs, args.seeds[0], args.resume)
+    print(f"lr {lr:g} (mean dev scores {lr_scores})", flush=True)
     for seed in args.seeds:
         for init in ("pretrained", "random"):
-            for tasks in layouts:
-                key = f"{init}-{'+'.join(tasks)}-seed{seed}"
-                record = store.load(key) if args.resume else None
-                if record is None:
-                    record = train_one(init, tasks, seed)
-                    store.save(key, record)
+            for tasks in [(task,) for task in TASKS] + [TASKS]:
+                record = run_or_load(store, init, tasks, seed, lr, args.resume)
                 runs.setdefault((init, "multi" if len(tasks) > 1 else "single"), []).append(record)
     table = {}
     for task in TASKS:
@@ -110,7 +130,8 @@ def main() -> None:
     path = write_result("chinese_tasks", {
         "model": f"BERT pretrained here ({PRETRAINED.name}, examples/chinese/pretrain.yaml) vs the same config "
                  "from random initialisation", "data": "ChnSentiCorp, MSRA NER, LCQMC (examples/chinese/make_corpus.py)",
-        "settings": {"config": "examples/chinese/tasks.yaml", "threads": args.threads}, "seeds": args.seeds,
+        "settings": {"config": "examples/chinese/tasks.yaml", "threads": args.threads, "lr_candidates": args.lrs},
+        "lr_search": {f"{k:g}": round(v, 2) for k, v in lr_scores.items()}, "chosen_lr": lr, "seeds": args.seeds,
         "tasks": table, "published_ernie_1_0": ERNIE})
     for task, row in table.items():
         print(f"{task:<10} pretrained {row['pretrained.single']['mean']:.2f} ± {row['pretrained.single']['std']:.2f}"

@@ -1,5 +1,5 @@
 """A small Chinese BERT pretrained here (examples/chinese/pretrain.yaml), in sittings: each invocation trains
-at most `--max-steps` more steps from the last checkpoint, so the run can span sessions; when the run's
+at most `--max-steps` more steps from the last checkpoint, so a long run can be done in parts; when the run's
 budget is used, the model is exported as a pretrained folder (mtl export --pretrained).
 
 Corpus: examples/chinese/make_corpus.py (training texts of ChnSentiCorp, MSRA NER, CMRC2018, LCQMC's training

@@ -27,7 +27,7 @@ from mtl.vocabulary import train_wordpiece
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "chinese"
 OUTPUTS = EXAMPLE / "outputs"
 SITTINGS = RESULTS / "runs" / "pretrain_zh" / "sittings.json"
-ENCODER = EXAMPLE / "zh-bert"  # kept in the repository: the Chinese tasks start from it without 2 h of pretraining
+ENCODER = EXAMPLE / "zh-bert"  # git-ignored (26 MB): made again by this script where it is missing
 
 
 def make_corpus() -> dict:

@@ -9,6 +9,7 @@ part; never a dev or test text); vocabulary: `mtl vocab` at the config's size. W
     python benchmarks/pretrain_zh.py --max-steps 3000        # again until it says the run is finished
 """
 import argparse
+import hashlib
 import json
 import logging
 import subprocess
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from common import RESULTS, write_result
+from common import RESULTS, command, write_result
 from mtl.components.savers.checkpoint import latest_checkpoint
 from mtl.components.savers.pretrained import export_masked_lm
 from mtl.config import build_run, load_config
@@ -28,6 +29,13 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "chinese"
 OUTPUTS = EXAMPLE / "outputs"
 SITTINGS = RESULTS / "runs" / "pretrain_zh" / "sittings.json"
 ENCODER = EXAMPLE / "zh-bert"  # git-ignored (26 MB): made again by this script where it is missing
+
+
+def encoder_sha256() -> str | None:
+    """sha256 of the exported weights: each task run records it, so runs can be checked against the encoder that
+    made them (the folder is made again where it is missing)."""
+    weights = ENCODER / "model.safetensors"
+    return hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None
 
 
 def make_corpus() -> dict:
@@ -58,9 +66,9 @@ def sitting(max_steps: int) -> dict:
     result = run.trainer.train(print_steps=100, resume_from=resume_from, max_steps=done + max_steps)
     seconds = time.perf_counter() - started
     task = run.trainer.tasks[0]
-    if result["finished"]:
+    if result["finished"] and (result["steps"] > done or encoder_sha256() is None):
         export_masked_lm(run.trainer.backbone, task.heads["mlm"], task.reader.tokenizer, ENCODER)
-    return {"from_step": done, "to_step": result["steps"], "total_steps": run.trainer.total_steps,
+    return {"command": command(), "from_step": done, "to_step": result["steps"], "total_steps": run.trainer.total_steps,
             "seconds": round(seconds, 1), "finished": result["finished"], "corpus": corpus,
             "loss_curve": loss_curve(run.save_path, done, result["steps"]),
             "threads": torch.get_num_threads(), "precision": run.trainer.precision}
@@ -83,7 +91,11 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     sittings = json.loads(SITTINGS.read_text(encoding="utf-8")) if SITTINGS.is_file() else []
-    sittings.append(sitting(args.max_steps))
+    this = sitting(args.max_steps)
+    if this["from_step"] == 0:  # a run begun afresh: the earlier sittings belong to another run
+        sittings = []
+    if this["to_step"] > this["from_step"] or not sittings:
+        sittings.append(this)
     SITTINGS.parent.mkdir(parents=True, exist_ok=True)
     SITTINGS.write_text(json.dumps(sittings, indent=1) + "\n", encoding="utf-8")
     last = sittings[-1]
@@ -93,6 +105,7 @@ def main() -> None:
         "settings": {"config": "examples/chinese/pretrain.yaml", "threads": args.threads},
         "metrics": {"steps": last["to_step"], "total_steps": last["total_steps"], "finished": last["finished"],
                     "train_seconds": round(sum(s["seconds"] for s in sittings), 1)},
+        "encoder_sha256": encoder_sha256() if last["finished"] else None,
         "sittings": sittings, "notes": ["loss per step: the run's metrics.jsonl and TensorBoard logs in "
                                         "examples/chinese/outputs/pretrain"]})
     print(f"steps {last['from_step']} -> {last['to_step']} of {last['total_steps']}"

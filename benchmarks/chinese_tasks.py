@@ -74,6 +74,7 @@ def train_one(init: str, tasks: tuple[str, ...], seed: int, lr: float) -> dict:
     print(f"{init} {'+'.join(tasks)} lr {lr:g} seed {seed}: {scores}; {seconds:.0f}s", flush=True)
     return {"init": init, "tasks": list(tasks), "seed": seed, "lr": lr, "test": scores, "all_test_metrics": test,
             "steps": result["steps"], "train_seconds": round(seconds, 1), "encoder_sha256": encoder_sha256(),
+            "precision": run.trainer.precision,
             "dev_history": [{"step": h["step"], "metrics": h["metrics"]} for h in result["history"]]}
 
 
@@ -95,6 +96,14 @@ def pick_lr(store: RunStore, lrs: list[float], seed: int, resume: bool) -> tuple
     scores = {lr: mean_std([best_dev(run_or_load(store, "pretrained", (task,), seed, lr, resume), task)
                             for task in TASKS])[0] for lr in lrs}
     return max(scores, key=scores.get), scores
+
+
+def cell(records: list[dict], task: str) -> dict:
+    """One task's test scores over the seeds of one init and form, with the precision each run trained in."""
+    scores = [r["test"][task] for r in records]
+    mean, std = mean_std(scores)
+    return {"mean": round(mean, 2), "std": round(std, 2), "per_seed": scores,
+            "precisions": [r.get("precision", "not recorded") for r in records]}
 
 
 def runs_per_encoder(runs: dict) -> dict[str, int]:
@@ -125,10 +134,8 @@ def main() -> None:
                 runs.setdefault((init, "multi" if len(tasks) > 1 else "single"), []).append(record)
     table = {}
     for task in TASKS:
-        cells = {f"{init}.{form}": [r["test"][task] for r in runs[(init, form)] if task in r["test"]]
-                 for init in ("pretrained", "random") for form in ("single", "multi")}
-        table[task] = {name: {"mean": round(mean_std(v)[0], 2), "std": round(mean_std(v)[1], 2), "per_seed": v}
-                       for name, v in cells.items()}
+        table[task] = {f"{init}.{form}": cell([r for r in runs[(init, form)] if task in r["test"]], task)
+                       for init in ("pretrained", "random") for form in ("single", "multi")}
         table[task]["pretrained_minus_random"] = round(table[task]["pretrained.single"]["mean"]
                                                        - table[task]["random.single"]["mean"], 2)
         table[task]["multi_minus_single"] = round(table[task]["pretrained.multi"]["mean"]

@@ -106,6 +106,13 @@ def cell(records: list[dict], task: str) -> dict:
             "precisions": [r.get("precision", "not recorded") for r in records]}
 
 
+def paired(a: dict, b: dict) -> dict:
+    """a minus b seed by seed (both cells list their seeds in the same order), with mean and std."""
+    deltas = [round(x - y, 2) for x, y in zip(a["per_seed"], b["per_seed"])]
+    mean, std = mean_std(deltas)
+    return {"per_seed": deltas, "mean": round(mean, 2), "std": round(std, 2)}
+
+
 def runs_per_encoder(runs: dict) -> dict[str, int]:
     """How many runs name each encoder hash ("unrecorded": runs kept before hashes were recorded)."""
     hashes = [r.get("encoder_sha256") or "unrecorded" for records in runs.values() for r in records]
@@ -136,10 +143,11 @@ def main() -> None:
     for task in TASKS:
         table[task] = {f"{init}.{form}": cell([r for r in runs[(init, form)] if task in r["test"]], task)
                        for init in ("pretrained", "random") for form in ("single", "multi")}
-        table[task]["pretrained_minus_random"] = round(table[task]["pretrained.single"]["mean"]
-                                                       - table[task]["random.single"]["mean"], 2)
-        table[task]["multi_minus_single"] = round(table[task]["pretrained.multi"]["mean"]
-                                                  - table[task]["pretrained.single"]["mean"], 2)
+        row = table[task]
+        row["pretrained_minus_random"] = paired(row["pretrained.single"], row["random.single"])
+        row["multi_minus_single"] = paired(row["pretrained.multi"], row["pretrained.single"])
+        row["multi_within_one_std_of_single"] = (row["pretrained.multi"]["mean"] >= row["pretrained.single"]["mean"]
+                                                 - row["pretrained.single"]["std"])
     path = write_result("chinese_tasks", {
         "model": f"BERT pretrained here ({PRETRAINED.name}, examples/chinese/pretrain.yaml) vs the same config "
                  "from random initialisation", "data": "ChnSentiCorp, MSRA NER, LCQMC (examples/chinese/make_corpus.py)",
@@ -147,10 +155,12 @@ def main() -> None:
         "lr_search": {f"{k:g}": round(v, 2) for k, v in lr_scores.items()}, "chosen_lr": lr, "seeds": args.seeds,
         "tasks": table, "published_ernie_1_0": ERNIE, "encoder_sha256": encoder_sha256(),
         "runs_per_encoder": runs_per_encoder(runs)})
+    print(f"{'task':<10} {'pretrained':>14} {'random':>14} {'pre - rand':>14} {'multi':>14} {'multi - single':>14}"
+          f" {'ERNIE 1.0':>9}")
     for task, row in table.items():
-        print(f"{task:<10} pretrained {row['pretrained.single']['mean']:.2f} ± {row['pretrained.single']['std']:.2f}"
-              f" | random {row['random.single']['mean']:.2f} | multi {row['pretrained.multi']['mean']:.2f}"
-              f" | ERNIE 1.0 {ERNIE[task]}")
+        cells = [row["pretrained.single"], row["random.single"], row["pretrained_minus_random"],
+                 row["pretrained.multi"], row["multi_minus_single"]]
+        print(f"{task:<10} " + " ".join(f"{c['mean']:>7.2f} ± {c['std']:<4.2f}" for c in cells) + f" {ERNIE[task]:>9}")
     print(f"wrote {path}")
 
 

@@ -200,7 +200,9 @@ def test_train_evaluate_and_predict_mrc_end_to_end(vocab_file, tmp_path):
     records = trainer.predict("mrc", [(q, c) for _, q, c, _ in ITEMS] + [{"id": "z", "question": "rain",
                                                                           "context": "will it rain"}])
     assert len(records) == 5 and records[0]["text"] == ITEMS[0][1]
-    assert all(r["mrc"]["answer"] in c for r, (_, _, c, _) in zip(records, ITEMS))
+    for record, (_, _, context, _) in zip(records, ITEMS):  # the answer, where it is in the context, its score
+        answer = record["mrc"]
+        assert context[answer["start"]:answer["end"]] == answer["answer"] and isinstance(answer["score"], float)
     written = mtl.head.MRC.write_predictions(records, tmp_path / "predictions.json")
     answers = json.loads(written.read_text())
     assert list(answers) == ["0", "1", "2", "3", "z"] and answers["z"] in "will it rain"

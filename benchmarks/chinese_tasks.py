@@ -27,7 +27,7 @@ import torch
 from common import RunStore, mean_std, write_result
 from mtl.config import build_run, load_config
 from mtl.trainers.multi_head import MultiHeadTrainer
-from pretrain_zh import ENCODER as PRETRAINED, encoder_sha256, make_corpus
+from pretrain_zh import ENCODER as PRETRAINED, encoder_checksum, make_corpus
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "chinese"
 TASKS = ("sentiment", "ner", "lcqmc")
@@ -73,7 +73,7 @@ def train_one(init: str, tasks: tuple[str, ...], seed: int, lr: float) -> dict:
     scores = {name: round(test[name][METRIC[name]], 2) for name in tasks}
     print(f"{init} {'+'.join(tasks)} lr {lr:g} seed {seed}: {scores}; {seconds:.0f}s", flush=True)
     return {"init": init, "tasks": list(tasks), "seed": seed, "lr": lr, "test": scores, "all_test_metrics": test,
-            "steps": result["steps"], "train_seconds": round(seconds, 1), "encoder_sha256": encoder_sha256(),
+            "steps": result["steps"], "train_seconds": round(seconds, 1), "encoder_checksum": encoder_checksum(),
             "precision": run.trainer.precision,
             "dev_history": [{"step": h["step"], "metrics": h["metrics"]} for h in result["history"]]}
 
@@ -114,8 +114,8 @@ def paired(a: dict, b: dict) -> dict:
 
 
 def runs_per_encoder(runs: dict) -> dict[str, int]:
-    """How many runs name each encoder hash ("unrecorded": runs kept before hashes were recorded)."""
-    hashes = [r.get("encoder_sha256") or "unrecorded" for records in runs.values() for r in records]
+    """How many runs name each encoder checksum ("unrecorded": runs kept before checksums were recorded)."""
+    hashes = [r.get("encoder_checksum") or "unrecorded" for records in runs.values() for r in records]
     return {h: hashes.count(h) for h in sorted(set(hashes))}
 
 
@@ -153,7 +153,7 @@ def main() -> None:
                  "from random initialisation", "data": "ChnSentiCorp, MSRA NER, LCQMC (examples/chinese/make_corpus.py)",
         "settings": {"config": "examples/chinese/tasks.yaml", "threads": args.threads, "lr_candidates": args.lrs},
         "lr_search": {f"{k:g}": round(v, 2) for k, v in lr_scores.items()}, "chosen_lr": lr, "seeds": args.seeds,
-        "tasks": table, "published_ernie_1_0": ERNIE, "encoder_sha256": encoder_sha256(),
+        "tasks": table, "published_ernie_1_0": ERNIE, "encoder_checksum": encoder_checksum(),
         "runs_per_encoder": runs_per_encoder(runs)})
     print(f"{'task':<10} {'pretrained':>14} {'random':>14} {'pre - rand':>14} {'multi':>14} {'multi - single':>14}"
           f" {'ERNIE 1.0':>9}")

@@ -9,7 +9,6 @@ part; never a dev or test text); vocabulary: `mtl vocab` at the config's size. W
     python benchmarks/pretrain_zh.py --max-steps 3000        # again until it says the run is finished
 """
 import argparse
-import hashlib
 import json
 import logging
 import subprocess
@@ -23,6 +22,7 @@ from common import RESULTS, command, write_result
 from mtl.components.savers.checkpoint import latest_checkpoint
 from mtl.components.savers.pretrained import export_masked_lm
 from mtl.config import build_run, load_config
+from mtl.serving.engine import folder_checksum
 from mtl.vocabulary import train_wordpiece
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "chinese"
@@ -31,11 +31,11 @@ SITTINGS = RESULTS / "runs" / "pretrain_zh" / "sittings.json"
 ENCODER = EXAMPLE / "zh-bert"  # git-ignored (26 MB): made again by this script where it is missing
 
 
-def encoder_sha256() -> str | None:
-    """sha256 of the exported weights: each task run records it, so runs can be checked against the encoder that
-    made them (the folder is made again where it is missing)."""
-    weights = ENCODER / "model.safetensors"
-    return hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None
+def encoder_checksum() -> str | None:
+    """The exported folder's checksum (weights, config and vocabulary; the one a server reports): each task run
+    records it, so runs can be checked against the encoder that made them (the folder is made again where it is
+    missing)."""
+    return folder_checksum(ENCODER) if (ENCODER / "config.json").is_file() else None
 
 
 def make_corpus() -> dict:
@@ -66,7 +66,7 @@ def sitting(max_steps: int) -> dict:
     result = run.trainer.train(print_steps=100, resume_from=resume_from, max_steps=done + max_steps)
     seconds = time.perf_counter() - started
     task = run.trainer.tasks[0]
-    if result["finished"] and (result["steps"] > done or encoder_sha256() is None):
+    if result["finished"] and (result["steps"] > done or encoder_checksum() is None):
         export_masked_lm(run.trainer.backbone, task.heads["mlm"], task.reader.tokenizer, ENCODER)
     return {"command": command(), "from_step": done, "to_step": result["steps"], "total_steps": run.trainer.total_steps,
             "seconds": round(seconds, 1), "finished": result["finished"], "corpus": corpus,
@@ -105,7 +105,7 @@ def main() -> None:
         "settings": {"config": "examples/chinese/pretrain.yaml", "threads": args.threads},
         "metrics": {"steps": last["to_step"], "total_steps": last["total_steps"], "finished": last["finished"],
                     "train_seconds": round(sum(s["seconds"] for s in sittings), 1)},
-        "encoder_sha256": encoder_sha256() if last["finished"] else None,
+        "encoder_checksum": encoder_checksum() if last["finished"] else None,
         "sittings": sittings, "notes": ["loss per step: the run's metrics.jsonl and TensorBoard logs in "
                                         "examples/chinese/outputs/pretrain"]})
     print(f"steps {last['from_step']} -> {last['to_step']} of {last['total_steps']}"

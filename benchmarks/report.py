@@ -1,6 +1,7 @@
 """Print the README's and docs/multitask.md's results tables (markdown) from benchmarks/results/*.json: joint
 intent + slot filling (atis_joint, snips_joint), the joint ablation (joint_ablation), PALM's two-task form
-against the joint form (palm_two_task_vs_joint) and the other tasks (conll2003_ner, mrpc, sst2, mrc_with_mlm).
+against the joint form (palm_two_task_vs_joint), the other tasks (conll2003_ner, mrpc, sst2, mrc_with_mlm), the
+Chinese tasks over the encoder pretrained here (chinese_tasks) and English continued pretraining (tapt_en).
 
     python benchmarks/report.py
 """
@@ -88,6 +89,43 @@ def two_task_rows() -> list[str]:
     return rows
 
 
+ZH_LABELS = {"sentiment": "ChnSentiCorp, accuracy", "ner": "MSRA NER, entity F1", "lcqmc": "LCQMC, accuracy"}
+ZH_CELLS = ("pretrained.single", "random.single", "pretrained.multi", "random.multi")
+
+
+def spread(stats: dict, signed: bool = False) -> str:
+    return f"{stats['mean']:+.2f} ± {stats['std']:.2f}" if signed else f"{stats['mean']:.2f} ± {stats['std']:.2f}"
+
+
+def chinese_rows() -> list[str]:
+    """Chinese tasks on test: each init alone and multi-task, the paired per-seed differences, ERNIE for scale."""
+    result = load("chinese_tasks")
+    if not result:
+        return []
+    rows = [f"| Chinese task, test ({len(result['seeds'])} seeds) | pretrained here, alone | random init, alone "
+            "| pretrained, multi-task | random init, multi-task | pretrained − random, alone (paired) "
+            "| multi − single, pretrained (paired) | ERNIE 1.0 (published) |", "|---|---|---|---|---|---|---|---|"]
+    for task, table in result["tasks"].items():
+        cells = [spread(table[name]) for name in ZH_CELLS]
+        cells += [spread(table["pretrained_minus_random"], True), spread(table["multi_minus_single"], True)]
+        rows.append(f"| {ZH_LABELS[task]} | " + " | ".join(cells) + f" | {result['published_ernie_1_0'][task]} |")
+    return rows
+
+
+def tapt_rows() -> list[str]:
+    """English task-adaptive pretraining: fine-tuned from MiniLM against from MiniLM after MLM on the task's texts."""
+    result = load("tapt_en")
+    if not result:
+        return []
+    rows = [f"| task, test ({len(result['seeds'])} seeds) | MiniLM | MiniLM + MLM on the task's texts "
+            "| difference (paired) | |", "|---|---|---|---|---|"]
+    for task, table in result["tasks"].items():
+        verdict = "exceeds seed noise" if table["exceeds_noise"] else "within seed noise"
+        rows.append(f"| {task} {table['metric']} | {spread(table['plain'])} | {spread(table['tapt'])} "
+                    f"| {spread(table['difference'], True)} | {verdict} |")
+    return rows
+
+
 def main() -> None:
     print("| data / model | intent acc | slot F1 | sentence acc |\n|---|---|---|---|")
     for name in ("atis", "snips"):
@@ -105,7 +143,7 @@ def main() -> None:
                   result["baseline"]["published_jointbert_bert_base"], None))
     print("\n| task, split | MiniLM, mean ± std over seeds | command |\n|---|---|---|")
     print("\n".join(task_rows()))
-    for extra in (ablation_rows(), two_task_rows()):
+    for extra in (ablation_rows(), two_task_rows(), chinese_rows(), tapt_rows()):
         if extra:
             print("\n" + "\n".join(extra))
 

@@ -11,7 +11,10 @@ seed<N>.json; `--resume` skips it); results/chinese_tasks.json holds the lr sear
 pretrained minus random per task, and multi-task minus single-task, beside the published ERNIE 1.0 anchors
 (110M parameters, large corpora; not measured here).
 
-    python benchmarks/chinese_tasks.py --seeds 1 2 3 --resume
+`--cmrc` adds CMRC 2018 (reading comprehension, examples/chinese/cmrc.yaml; character-level EM/F1), alone,
+from each init and at the same lr, tested on CMRC 2018's dev set after choosing on its trial set.
+
+    python benchmarks/chinese_tasks.py --seeds 1 2 3 --resume [--cmrc]
 """
 import argparse
 import dataclasses
@@ -31,14 +34,17 @@ from pretrain_zh import ENCODER as PRETRAINED, encoder_checksum, make_corpus
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "chinese"
 TASKS = ("sentiment", "ner", "lcqmc")
-METRIC = {"sentiment": "sentiment.accuracy", "ner": "ner.f1", "lcqmc": "lcqmc.accuracy"}
+METRIC = {"sentiment": "sentiment.accuracy", "ner": "ner.f1", "lcqmc": "lcqmc.accuracy", "cmrc": "cmrc.f1"}
 ERNIE = {"sentiment": 95.4, "ner": 93.8, "lcqmc": 87.4}  # ERNIE 1.0 test figures as published
+# ERNIE 1.0 on CMRC 2018 dev, the mean over 10 seeds as Cui et al. (2019, Chinese BERT-wwm) report it
+ERNIE_CMRC_DEV = {"exact_match": 64.3, "f1": 84.2}
+INITS = ("pretrained", "random")
 
 
 def run_config(init: str, tasks: tuple[str, ...], seed: int, lr: float, save_path: Path):
     """tasks.yaml cut to `tasks`, its encoder pretrained or built from the pretrained one's config (random). A task
     alone gets mix ratio 1: its budget is then its own epochs (the yaml's ratios size the others against MSRA)."""
-    config = load_config(EXAMPLE / "tasks.yaml")
+    config = load_config(EXAMPLE / ("cmrc.yaml" if tasks == ("cmrc",) else "tasks.yaml"))
     kept = [t for t in config.tasks if t.name in tasks]
     if len(kept) == 1:
         kept = [dataclasses.replace(kept[0], mix_ratio=1.0)]
@@ -98,9 +104,11 @@ def pick_lr(store: RunStore, lrs: list[float], seed: int, resume: bool) -> tuple
     return max(scores, key=scores.get), scores
 
 
-def cell(records: list[dict], task: str) -> dict:
-    """One task's test scores over the seeds of one init and form, with the precision each run trained in."""
-    scores = [r["test"][task] for r in records]
+def cell(records: list[dict], task: str, metric: str | None = None) -> dict:
+    """One task's test scores (its main metric, or `metric`) over the seeds of one init and form, with the
+    precision each run trained in."""
+    scores = [round(r["all_test_metrics"][task][f"{task}.{metric}"], 2) if metric else r["test"][task]
+              for r in records]
     mean, std = mean_std(scores)
     return {"mean": round(mean, 2), "std": round(std, 2), "per_seed": scores,
             "precisions": [r.get("precision", "not recorded") for r in records]}
@@ -111,6 +119,27 @@ def paired(a: dict, b: dict) -> dict:
     deltas = [round(x - y, 2) for x, y in zip(a["per_seed"], b["per_seed"])]
     mean, std = mean_std(deltas)
     return {"per_seed": deltas, "mean": round(mean, 2), "std": round(std, 2)}
+
+
+def task_row(runs: dict, task: str) -> dict:
+    """Each init alone and multi-task, pretrained minus random (alone), multi minus single (pretrained)."""
+    row = {f"{init}.{form}": cell([r for r in runs[(init, form)] if task in r["test"]], task)
+           for init in INITS for form in ("single", "multi")}
+    row["pretrained_minus_random"] = paired(row["pretrained.single"], row["random.single"])
+    row["multi_minus_single"] = paired(row["pretrained.multi"], row["pretrained.single"])
+    row["multi_within_one_std_of_single"] = (row["pretrained.multi"]["mean"] >= row["pretrained.single"]["mean"]
+                                             - row["pretrained.single"]["std"])
+    return row
+
+
+def cmrc_row(runs: dict) -> dict:
+    """CMRC 2018 alone from each init: F1 (the main metric) and exact match, pretrained minus random on both."""
+    row = {f"{init}.single": cell(runs[(init, "cmrc")], "cmrc") for init in INITS}
+    row.update({f"{init}.single.exact_match": cell(runs[(init, "cmrc")], "cmrc", "exact_match") for init in INITS})
+    row["pretrained_minus_random"] = paired(row["pretrained.single"], row["random.single"])
+    row["pretrained_minus_random.exact_match"] = paired(row["pretrained.single.exact_match"],
+                                                        row["random.single.exact_match"])
+    return row
 
 
 def runs_per_encoder(runs: dict) -> dict[str, int]:
@@ -125,42 +154,43 @@ def main() -> None:
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--resume", action="store_true", help="skip the runs already kept")
+    parser.add_argument("--cmrc", action="store_true", help="also CMRC 2018, alone, from each init")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     if not (PRETRAINED / "config.json").is_file():
         raise SystemExit(f"{PRETRAINED}: no pretrained encoder yet; run benchmarks/pretrain_zh.py until it finishes")
-    make_corpus()  # the MSRA and LCQMC splits the tasks read
+    make_corpus()  # the MSRA, LCQMC and CMRC splits the tasks read
     store, runs = RunStore("chinese_tasks"), {}
     lr, lr_scores = pick_lr(store, args.lrs, args.seeds[0], args.resume)
     print(f"lr {lr:g} (mean dev scores {lr_scores})", flush=True)
     for seed in args.seeds:
-        for init in ("pretrained", "random"):
-            for tasks in [(task,) for task in TASKS] + [TASKS]:
+        for init in INITS:
+            for tasks in [(task,) for task in TASKS] + [TASKS] + ([("cmrc",)] if args.cmrc else []):
                 record = run_or_load(store, init, tasks, seed, lr, args.resume)
-                runs.setdefault((init, "multi" if len(tasks) > 1 else "single"), []).append(record)
-    table = {}
-    for task in TASKS:
-        table[task] = {f"{init}.{form}": cell([r for r in runs[(init, form)] if task in r["test"]], task)
-                       for init in ("pretrained", "random") for form in ("single", "multi")}
-        row = table[task]
-        row["pretrained_minus_random"] = paired(row["pretrained.single"], row["random.single"])
-        row["multi_minus_single"] = paired(row["pretrained.multi"], row["pretrained.single"])
-        row["multi_within_one_std_of_single"] = (row["pretrained.multi"]["mean"] >= row["pretrained.single"]["mean"]
-                                                 - row["pretrained.single"]["std"])
+                form = "cmrc" if tasks == ("cmrc",) else "multi" if len(tasks) > 1 else "single"
+                runs.setdefault((init, form), []).append(record)
+    table = {task: task_row(runs, task) for task in TASKS}
+    if args.cmrc:
+        table["cmrc"] = cmrc_row(runs)
     path = write_result("chinese_tasks", {
         "model": f"BERT pretrained here ({PRETRAINED.name}, examples/chinese/pretrain.yaml) vs the same config "
-                 "from random initialisation", "data": "ChnSentiCorp, MSRA NER, LCQMC (examples/chinese/make_corpus.py)",
-        "settings": {"config": "examples/chinese/tasks.yaml", "threads": args.threads, "lr_candidates": args.lrs},
+                 "from random initialisation",
+        "data": f"ChnSentiCorp, MSRA NER, LCQMC{', CMRC 2018' if args.cmrc else ''} (examples/chinese/make_corpus.py)",
+        "settings": {"config": "examples/chinese/tasks.yaml", **({"cmrc_config": "examples/chinese/cmrc.yaml"}
+                                                                 if args.cmrc else {}),
+                     "threads": args.threads, "lr_candidates": args.lrs},
         "lr_search": {f"{k:g}": round(v, 2) for k, v in lr_scores.items()}, "chosen_lr": lr, "seeds": args.seeds,
         "tasks": table, "published_ernie_1_0": ERNIE, "encoder_checksum": encoder_checksum(),
+        **({"published_ernie_1_0_cmrc2018_dev": ERNIE_CMRC_DEV} if args.cmrc else {}),
         "runs_per_encoder": runs_per_encoder(runs)})
     print(f"{'task':<10} {'pretrained':>14} {'random':>14} {'pre - rand':>14} {'multi':>14} {'multi - single':>14}"
           f" {'ERNIE 1.0':>9}")
     for task, row in table.items():
         cells = [row["pretrained.single"], row["random.single"], row["pretrained_minus_random"],
-                 row["pretrained.multi"], row["multi_minus_single"]]
-        print(f"{task:<10} " + " ".join(f"{c['mean']:>7.2f} ± {c['std']:<4.2f}" for c in cells) + f" {ERNIE[task]:>9}")
+                 row.get("pretrained.multi"), row.get("multi_minus_single")]
+        print(f"{task:<10} " + " ".join(f"{c['mean']:>7.2f} ± {c['std']:<4.2f}" if c else f"{'-':>14}" for c in cells)
+              + f" {ERNIE.get(task, ERNIE_CMRC_DEV['f1']):>9}")
     print(f"wrote {path}")
 
 

@@ -39,8 +39,9 @@ def encoder_checksum() -> str | None:
 
 
 def make_corpus() -> dict:
-    """The corpus and the MSRA and LCQMC splits (make_corpus.py), made once (outputs/ is git-ignored)."""
-    if not (OUTPUTS / "corpus.json").is_file():
+    """The corpus and the MSRA, LCQMC and CMRC splits (make_corpus.py, deterministic), made once (outputs/ is
+    git-ignored)."""
+    if not ((OUTPUTS / "corpus.json").is_file() and (OUTPUTS / "cmrc" / "split.json").is_file()):
         subprocess.run([sys.executable, str(EXAMPLE / "make_corpus.py")], check=True, stdout=subprocess.DEVNULL)
     return json.loads((OUTPUTS / "corpus.json").read_text(encoding="utf-8"))
 

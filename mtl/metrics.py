@@ -1,4 +1,5 @@
-"""Metrics on decoded predictions, on a 0-100 scale: accuracy, macro-F1, seqeval entity F1, frame accuracy."""
+"""Metrics on decoded predictions, on a 0-100 scale: accuracy, macro-F1, seqeval entity F1, frame accuracy,
+extractive QA (SQuAD v1.1's word-level EM/F1, CMRC 2018's character-level ones)."""
 from seqeval.metrics import f1_score, precision_score, recall_score
 from seqeval.metrics.sequence_labeling import get_entities
 
@@ -71,6 +72,7 @@ def frame_accuracy(correct_per_head: list[list[bool]]) -> float:
 # ---- SQuAD v1.1 (as the official evaluation script computes them) -----------------------------------------
 import re  # noqa: E402  (kept with the SQuAD functions they serve)
 import string  # noqa: E402
+import unicodedata  # noqa: E402
 from collections import Counter  # noqa: E402
 
 
@@ -109,3 +111,66 @@ def squad_scores(predictions: list[str], golds: list[list[str]]) -> dict[str, fl
 
 _PUNCTUATION = set(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+# ---- CMRC 2018 (Chinese): characters, not whitespace words --------------------------------------------------
+def cmrc_segments(text: str) -> list[str]:
+    """Lower-cased segments with punctuation dropped: each CJK character alone, runs of other characters
+    (Latin words, numbers) whole. Whitespace words would make a Chinese answer one token, so F1 = EM."""
+    segments, run = [], ""
+    for char in text.lower():
+        if char.isspace() or _is_punctuation(char) or _is_cjk(char):
+            segments += [run] if run else []
+            run = ""
+            segments += [char] if _is_cjk(char) else []
+        else:
+            run += char
+    return segments + ([run] if run else [])
+
+
+def cmrc_exact_match(prediction: str, golds: list[str]) -> float:
+    """1.0 when the prediction equals a gold answer once case, punctuation and whitespace are ignored."""
+    return max((float("".join(cmrc_segments(prediction)) == "".join(cmrc_segments(g))) for g in golds),
+               default=0.0)
+
+
+def cmrc_f1(prediction: str, golds: list[str]) -> float:
+    """F1 from the longest common contiguous run of segments (CMRC 2018's evaluation), best over the golds."""
+    predicted = cmrc_segments(prediction)
+    return max((_run_f1(predicted, cmrc_segments(g)) for g in golds), default=0.0)
+
+
+def _run_f1(predicted: list[str], gold: list[str]) -> float:
+    longest, previous = 0, [0] * (len(gold) + 1)
+    for segment in predicted:
+        current = [0] * (len(gold) + 1)
+        for j, other in enumerate(gold):
+            if segment == other:
+                current[j + 1] = previous[j] + 1
+                longest = max(longest, current[j + 1])
+        previous = current
+    if longest == 0:
+        return 0.0
+    precision, recall = longest / len(predicted), longest / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+def cmrc_scores(predictions: list[str], golds: list[list[str]]) -> dict[str, float]:
+    """exact_match and f1 on a 0-100 scale, averaged over questions (CMRC 2018's measures)."""
+    total = max(len(golds), 1)
+    return {"exact_match": 100.0 * sum(cmrc_exact_match(p, g) for p, g in zip(predictions, golds)) / total,
+            "f1": 100.0 * sum(cmrc_f1(p, g) for p, g in zip(predictions, golds)) / total}
+
+
+def _is_cjk(char: str) -> bool:
+    code = ord(char)
+    return (0x4E00 <= code <= 0x9FFF or 0x3400 <= code <= 0x4DBF or 0xF900 <= code <= 0xFAFF
+            or 0x20000 <= code <= 0x2FFFF)
+
+
+def _is_punctuation(char: str) -> bool:
+    return char in _PUNCTUATION or unicodedata.category(char).startswith("P")
+
+
+# How an extractive QA answer is scored: (scores over questions, one question's exact match).
+QA_METRICS = {"squad": (squad_scores, squad_exact_match), "cmrc2018": (cmrc_scores, cmrc_exact_match)}

@@ -1,5 +1,6 @@
-"""MRC: sliding windows and answer offsets on constructed contexts, n-best merge across windows, SQuAD EM/F1
-as the official script computes them, and a tiny end-to-end run through MultiHeadTrainer."""
+"""MRC: sliding windows and answer offsets on constructed contexts (English words, Chinese characters), n-best
+merge across windows, SQuAD EM/F1 as the official script computes them, CMRC 2018's character-level EM/F1,
+and a tiny end-to-end run through MultiHeadTrainer."""
 import json
 from pathlib import Path
 
@@ -7,9 +8,10 @@ import pytest
 import torch
 
 import mtl
-from conftest import WORDS, tiny_bert
+from conftest import SPECIAL as SPECIAL_TOKENS, WORDS, tiny_bert
 from mtl.errors import DataError
-from mtl.metrics import normalize_answer, squad_exact_match, squad_f1, squad_scores
+from mtl.metrics import (cmrc_exact_match, cmrc_f1, cmrc_scores, cmrc_segments, normalize_answer, squad_exact_match,
+                         squad_f1, squad_scores)
 from mtl.trainers.evaluation import merge_task
 
 CONTEXT = " ".join(WORDS[:30])  # 30 distinct in-vocab words: one token each, token i = word i
@@ -172,6 +174,56 @@ def test_squad_em_and_f1_take_the_best_gold():
     scores = squad_scores(["broncos", "Carolina", "Denver"], [golds, ["Panthers"], golds])
     assert scores["exact_match"] == pytest.approx(100 / 3)
     assert scores["f1"] == pytest.approx(100 * (1 + 0 + 2 / 3) / 3)
+
+
+def test_cmrc_segments_are_characters_and_latin_runs_without_punctuation():
+    assert cmrc_segments("《红楼梦》是 Cao Xueqin 写的，1791年。") == ["红", "楼", "梦", "是", "cao", "xueqin", "写", "的",
+                                                                "1791", "年"]
+    assert cmrc_segments("  ，。！") == [] and cmrc_segments("") == []
+
+
+def test_cmrc_em_and_f1_score_characters_best_over_golds():
+    golds = ["曹雪芹", "清代曹雪芹"]
+    assert cmrc_exact_match("“曹雪芹”。", golds) == 1.0 and cmrc_exact_match("曹雪", golds) == 0.0
+    assert cmrc_f1("曹雪", golds) == pytest.approx(2 * 1 * (2 / 3) / (1 + 2 / 3))  # 2 of the 3 characters
+    assert cmrc_f1("作者曹雪芹", golds) == pytest.approx(2 * (3 / 5) * 1 / (3 / 5 + 1))
+    assert cmrc_f1("芹雪曹", ["曹雪芹"]) == pytest.approx(1 / 3)  # a common run, not a bag: one character
+    assert squad_f1("作者曹雪芹", golds) == 0.0  # why the option exists: no spaces, one "word"
+    assert cmrc_f1("", golds) == 0.0 and cmrc_f1("。", golds) == 0.0
+    scores = cmrc_scores(["曹雪芹", "北京"], [golds, ["上海"]])
+    assert scores == pytest.approx({"exact_match": 50.0, "f1": 50.0})
+
+
+def test_the_mrc_metric_option_scores_the_head_and_a_predictions_file(tmp_path):
+    decoded, golds = [{"answer": "曹雪"}], [["曹雪芹"]]
+    assert mtl.head.MRC(8).metrics(decoded, golds)["f1"] == 0.0
+    assert mtl.head.MRC(8, metric="cmrc2018").metrics(decoded, golds)["f1"] == pytest.approx(80.0)
+    assert mtl.head.MRC(8, metric="cmrc2018").is_correct({"answer": "曹雪芹。"}, golds[0])
+    with pytest.raises(ValueError, match="metric must be one of"):
+        mtl.head.MRC(8, metric="bleu")
+    context = "红楼梦的作者是曹雪芹。"
+    path = squad_file(tmp_path / "zh.json", [("z1", "作者是谁", context, (context.index("曹雪芹"), "曹雪芹"))])
+    assert mtl.reader.score_squad_predictions({"z1": "曹雪"}, path, metric="cmrc2018")["f1"] == pytest.approx(80.0)
+    with pytest.raises(ValueError, match="metric must be one of"):
+        mtl.reader.score_squad_predictions({}, path, metric="bleu")
+
+
+def test_chinese_windows_map_every_answer_back_to_its_characters(tmp_path):
+    context = "北京是中国的首都，上海是中国最大的城市，广州在南方，深圳靠近香港。"
+    chars = sorted({c for c in context + "哪里是谁" if c not in "，。"})
+    (tmp_path / "vocab.txt").write_text("\n".join(SPECIAL_TOKENS + chars + ["，", "。"]) + "\n", encoding="utf-8")
+    answers = ["北京", "中国最大的城市", "广州", "香港"]
+    items = [(f"z{i}", "哪里是", context, (context.index(a), a)) for i, a in enumerate(answers)]
+    reader = mtl.reader.MRCReader(tmp_path / "vocab.txt", max_seqlen=16, doc_stride=5, max_query_len=4)
+    reader.load_data(squad_file(tmp_path / "zh.json", items))
+    held = set()
+    for feature in reader.features:
+        s, e = feature.fields["start_positions"], feature.fields["end_positions"]
+        if s:
+            offsets = feature.meta["offsets"]
+            assert context[offsets[s][0]:offsets[e][1]] == feature.meta["gold"]["answers"][0]
+            held.add(feature.meta["id"])
+    assert held == {qid for qid, *_ in items} and max(f.meta["window"] for f in reader.features) > 2
 
 
 ITEMS = [("q1", "what is the weather", "will it rain in boston today", "rain"),

@@ -11,6 +11,9 @@ Writes, under --out:
   msra/train.tsv      MSRA NER in PALM's sequence-labelling TSV (characters and tags \\x02-joined), its train
   msra/dev.tsv        split 90/10 (seeded) into train and dev; msra/test.tsv from its test file
   msra/test.tsv
+  cmrc/train.json     CMRC 2018 in SQuAD form: its train set (an answer_start that misses its text moved to the
+  cmrc/dev.json       nearest place the text occurs), its trial set as dev, its dev set as test (the three share
+  cmrc/test.json      no context); cmrc/split.json counts questions and moved answers
   corpus.json         what went in: lines and characters per source
 """
 import argparse
@@ -79,6 +82,37 @@ def msra_split(data: Path, out: Path) -> list[str]:
     return ["".join(c for c, _ in s) for s in train[:cut]]
 
 
+def cmrc_split(data: Path, out: Path) -> dict:
+    """CMRC 2018 train (answers placed where their text is) / trial as dev / dev as test, as SQuAD JSON."""
+    counts = {}
+    for name, source in (("train", "train"), ("dev", "trial"), ("test", "dev")):
+        root = json.loads((data / "cmrc2018" / f"cmrc2018_{source}.json").read_text(encoding="utf-8"))
+        moved = sum(place_answers(paragraph) for article in root["data"] for paragraph in article["paragraphs"]) \
+            if name == "train" else 0
+        (out / "cmrc").mkdir(parents=True, exist_ok=True)
+        (out / "cmrc" / f"{name}.json").write_text(json.dumps(root, ensure_ascii=False), encoding="utf-8")
+        counts[name] = {"from": f"cmrc2018_{source}.json", "answer_starts_moved": moved,
+                        "questions": sum(len(p["qas"]) for a in root["data"] for p in a["paragraphs"])}
+    (out / "cmrc" / "split.json").write_text(json.dumps(counts, indent=1), encoding="utf-8")
+    return counts
+
+
+def place_answers(paragraph: dict) -> int:
+    """Moves each answer_start that misses its text to the text's nearest occurrence; returns how many moved.
+    (CMRC 2018's train set has a few off by a character; a training label must point at its text.)"""
+    context, moved = paragraph["context"], 0
+    for qa in paragraph["qas"]:
+        for answer in qa["answers"]:
+            text, start = answer["text"], answer["answer_start"]
+            if context[start:start + len(text)] == text:
+                continue
+            places = [i for i in range(len(context)) if context.startswith(text, i)]
+            if not places:
+                raise ValueError(f"CMRC 2018 question {qa['id']}: the answer {text!r} is not in its context")
+            answer["answer_start"], moved = min(places, key=lambda i: abs(i - start)), moved + 1
+    return moved
+
+
 def write_tsv(path: Path, lines: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -90,7 +124,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "outputs")
     args = parser.parse_args()
     sources = {"chnsenticorp_train": chnsenticorp(args.data), "msra_ner_train": msra_split(args.data, args.out),
-               "cmrc2018_train_contexts": cmrc_contexts(args.data), "lcqmc_train_questions": lcqmc_split(args.data, args.out)}
+               "cmrc2018_train_contexts": cmrc_contexts(args.data),
+               "lcqmc_train_questions": lcqmc_split(args.data, args.out)}
+    cmrc_split(args.data, args.out)
     texts = [" ".join(text.split()) for part in sources.values() for text in part]
     write_tsv(args.out / "corpus.txt", [t for t in texts if t])
     summary = {name: {"lines": len(part), "characters": sum(len(t) for t in part)} for name, part in sources.items()}

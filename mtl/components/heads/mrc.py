@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mtl.components.heads.base import Head
-from mtl.metrics import squad_exact_match, squad_scores
+from mtl.metrics import QA_METRICS
 
 
 class MRC(Head):
@@ -18,18 +18,24 @@ class MRC(Head):
     answer points both at [CLS]. Prediction: per window, the `n_best` spans over context tokens only, with
     end >= start and at most `max_answer_len` tokens, scored start logit + end logit; `merge` then keeps, per
     question, the best-scoring span over all its windows, decoded as the context substring via the offsets.
-    Metrics: SQuAD v1.1 exact match and F1 (the official script's normalisation, best over gold answers).
+    Metrics: exact match and F1, best over the gold answers: `metric="squad"` scores words as SQuAD v1.1's
+    official script does; `metric="cmrc2018"` scores characters as CMRC 2018's does (Chinese answers have no
+    spaces, so word F1 would equal exact match).
     """
 
     label_fields = ("start_positions", "end_positions")
     backbone_outputs = ("sequence_output",)
     main_metric = "f1"
 
-    def __init__(self, input_dim: int, dropout_prob: float = 0.1, max_answer_len: int = 30, n_best: int = 20) -> None:
+    def __init__(self, input_dim: int, dropout_prob: float = 0.1, max_answer_len: int = 30, n_best: int = 20,
+                 metric: str = "squad") -> None:
         super().__init__()
         if max_answer_len < 1 or n_best < 1:
             raise ValueError(f"max_answer_len and n_best must be >= 1, got {max_answer_len} and {n_best}")
+        if metric not in QA_METRICS:
+            raise ValueError(f"metric must be one of {sorted(QA_METRICS)}, got {metric!r}")
         self.max_answer_len, self.n_best = max_answer_len, n_best
+        self._score_all, self._exact_match = QA_METRICS[metric]
         self.dropout = nn.Dropout(dropout_prob)
         self.qa_outputs = nn.Linear(input_dim, 2)
 
@@ -85,10 +91,10 @@ class MRC(Head):
         return meta.get("gold", {}).get("answers")
 
     def metrics(self, decoded: list[dict], golds: list[list[str]]) -> dict[str, float]:
-        return squad_scores([d["answer"] for d in decoded], golds)
+        return self._score_all([d["answer"] for d in decoded], golds)
 
     def is_correct(self, decoded: dict, gold: list[str]) -> bool:
-        return bool(squad_exact_match(decoded["answer"], gold))
+        return bool(self._exact_match(decoded["answer"], gold))
 
     # ---- SQuAD predictions file -----------------------------------------------------------------------------
     @staticmethod

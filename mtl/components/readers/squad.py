@@ -10,7 +10,7 @@ from typing import Any
 
 from mtl.components.readers.files import read_lines
 from mtl.errors import DataError
-from mtl.metrics import squad_scores
+from mtl.metrics import QA_METRICS
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +134,12 @@ def _short(text: str, limit: int = 40) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
-def score_squad_predictions(answers: dict[str, str], path: str | Path) -> dict[str, float]:
-    """SQuAD EM/F1 of `{question id: answer text}` (`MRC.write_predictions`) against a SQuAD v1.1 file, as the
+def score_squad_predictions(answers: dict[str, str], path: str | Path, metric: str = "squad") -> dict[str, float]:
+    """EM/F1 of `{question id: answer text}` (`MRC.write_predictions`) against a SQuAD v1.1 file, as the
     official script scores a predictions file: every question of the file counts, one without an answer as
-    wrong. The same figures `evaluate` gives for the same model, from the one prediction pass."""
+    wrong. The same figures `evaluate` gives for the same model (with the head's `metric`: "squad", or
+    "cmrc2018" for CMRC 2018's character-level scores), from the one prediction pass."""
+    if metric not in QA_METRICS:
+        raise ValueError(f"metric must be one of {sorted(QA_METRICS)}, got {metric!r}")
     questions = read_squad(str(path), "eval")
-    return squad_scores([answers.get(q["id"], "") for q in questions], [q["answers"] for q in questions])
+    return QA_METRICS[metric][0]([answers.get(q["id"], "") for q in questions], [q["answers"] for q in questions])

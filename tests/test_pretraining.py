@@ -1,6 +1,9 @@
 """Pretraining with mtl: a WordPiece vocabulary trained from text (CJK characters one token each), whole-word
 masking, an MLM run from a config with an encoder built from scratch, and the result exported as a
-BERT checkpoint folder that plain transformers and mtl load."""
+BERT checkpoint folder that plain transformers and mtl load; the Chinese example's CMRC 2018 splits."""
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +12,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 import mtl
 from mtl.cli import main
+from mtl.components.readers.squad import read_squad
 from mtl.components.readers.mask_lm import mask_tokens, word_starts
 from mtl.vocabulary import SPECIAL_TOKENS, train_wordpiece
 
@@ -110,3 +114,38 @@ def test_a_pretrained_export_needs_a_masked_lm_head(tmp_path, vocab_file, intent
     run.trainer.export(tmp_path / "joint")
     assert main(["export", str(tmp_path / "joint"), "--pretrained", str(tmp_path / "out")]) == 2
     assert not (tmp_path / "out").exists()
+
+
+def chinese_example_module(name: str):
+    path = Path(__file__).resolve().parents[1] / "examples" / "chinese" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"chinese_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cmrc_training_answers_are_moved_to_the_nearest_place_their_text_is():
+    place_answers = chinese_example_module("make_corpus").place_answers
+    context = "北京是首都，北京很大。"
+    paragraph = {"context": context, "qas": [
+        {"id": "a", "answers": [{"text": "北京", "answer_start": 5}]},   # off by one from the second 北京 (6)
+        {"id": "b", "answers": [{"text": "首都", "answer_start": 3}]}]}  # right: untouched
+    assert place_answers(paragraph) == 1
+    assert [qa["answers"][0]["answer_start"] for qa in paragraph["qas"]] == [6, 3]
+    with pytest.raises(ValueError, match="question c: the answer '上海' is not in its context"):
+        place_answers({"context": context, "qas": [{"id": "c", "answers": [{"text": "上海", "answer_start": 0}]}]})
+
+
+CMRC2018 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cmrc2018"
+
+
+@pytest.mark.skipif(not CMRC2018.is_dir(), reason="../shared/data/cmrc2018 is absent (the real CMRC 2018 files)")
+def test_the_cmrc_splits_read_as_training_and_evaluation_data(tmp_path):
+    counts = chinese_example_module("make_corpus").cmrc_split(CMRC2018.parent, tmp_path)
+    assert {name: part["questions"] for name, part in counts.items()} == {"train": 10142, "dev": 1000, "test": 3219}
+    assert counts["dev"]["empty_questions_dropped"] == 2  # the trial set's two questions without text
+    train = read_squad(str(tmp_path / "cmrc" / "train.json"), "train")  # every label points at its text
+    assert len(train) == 10142 and counts["train"]["answer_starts_moved"] > 0
+    contexts = {name: {q["context"] for q in read_squad(str(tmp_path / "cmrc" / f"{name}.json"), "eval")}
+                for name in ("dev", "test")}
+    assert not ({q["context"] for q in train} & contexts["dev"]) and not (contexts["dev"] & contexts["test"])

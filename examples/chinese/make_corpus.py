@@ -13,7 +13,7 @@ Writes, under --out:
   msra/test.tsv
   cmrc/train.json     CMRC 2018 in SQuAD form: its train set (an answer_start that misses its text moved to the
   cmrc/dev.json       nearest place the text occurs), its trial set as dev, its dev set as test (the three share
-  cmrc/test.json      no context); cmrc/split.json counts questions and moved answers
+  cmrc/test.json      no context; a question with an empty text is dropped); cmrc/split.json counts them
   corpus.json         what went in: lines and characters per source
 """
 import argparse
@@ -87,12 +87,13 @@ def cmrc_split(data: Path, out: Path) -> dict:
     counts = {}
     for name, source in (("train", "train"), ("dev", "trial"), ("test", "dev")):
         root = json.loads((data / "cmrc2018" / f"cmrc2018_{source}.json").read_text(encoding="utf-8"))
-        moved = sum(place_answers(paragraph) for article in root["data"] for paragraph in article["paragraphs"]) \
-            if name == "train" else 0
+        paragraphs = [paragraph for article in root["data"] for paragraph in article["paragraphs"]]
+        moved = sum(place_answers(paragraph) for paragraph in paragraphs) if name == "train" else 0
+        dropped = sum(drop_empty_questions(paragraph) for paragraph in paragraphs)
         (out / "cmrc").mkdir(parents=True, exist_ok=True)
         (out / "cmrc" / f"{name}.json").write_text(json.dumps(root, ensure_ascii=False), encoding="utf-8")
         counts[name] = {"from": f"cmrc2018_{source}.json", "answer_starts_moved": moved,
-                        "questions": sum(len(p["qas"]) for a in root["data"] for p in a["paragraphs"])}
+                        "empty_questions_dropped": dropped, "questions": sum(len(p["qas"]) for p in paragraphs)}
     (out / "cmrc" / "split.json").write_text(json.dumps(counts, indent=1), encoding="utf-8")
     return counts
 
@@ -111,6 +112,13 @@ def place_answers(paragraph: dict) -> int:
                 raise ValueError(f"CMRC 2018 question {qa['id']}: the answer {text!r} is not in its context")
             answer["answer_start"], moved = min(places, key=lambda i: abs(i - start)), moved + 1
     return moved
+
+
+def drop_empty_questions(paragraph: dict) -> int:
+    """Removes the questions whose text is empty (two in CMRC 2018's trial set); returns how many."""
+    kept = [qa for qa in paragraph["qas"] if qa["question"].strip()]
+    dropped, paragraph["qas"] = len(paragraph["qas"]) - len(kept), kept
+    return dropped
 
 
 def write_tsv(path: Path, lines: list[str]) -> None:

@@ -124,6 +124,9 @@ def cmrc_row(table: dict, ernie: dict) -> str:
             "(dev, mean of 10 seeds) |")
 
 
+TAPT_LABELS = {"snips": "SNIPS, slot F1 (slots-only model)", "conll": "CoNLL-2003, entity F1"}
+
+
 def tapt_rows() -> list[str]:
     """English task-adaptive pretraining: fine-tuned from MiniLM against from MiniLM after MLM on the task's texts."""
     result = load("tapt_en")
@@ -133,7 +136,7 @@ def tapt_rows() -> list[str]:
             "| difference (paired) | |", "|---|---|---|---|---|"]
     for task, table in result["tasks"].items():
         verdict = "exceeds seed noise" if table["exceeds_noise"] else "within seed noise"
-        rows.append(f"| {task} {table['metric']} | {spread(table['plain'])} | {spread(table['tapt'])} "
+        rows.append(f"| {TAPT_LABELS.get(task, task)} | {spread(table['plain'])} | {spread(table['tapt'])} "
                     f"| {spread(table['difference'], True)} | {verdict} |")
     return rows
 

@@ -95,18 +95,26 @@ def squad_f1(prediction: str, golds: list[str]) -> float:
 
 
 def _token_f1(predicted: list[str], gold: list[str]) -> float:
-    common = sum((Counter(predicted) & Counter(gold)).values())
-    if common == 0:
+    return _overlap_f1(sum((Counter(predicted) & Counter(gold)).values()), len(predicted), len(gold))
+
+
+def _overlap_f1(overlap: int, predicted: int, gold: int) -> float:
+    """F1 of a predicted and a gold answer of these lengths sharing `overlap` units (0 when they share none)."""
+    if overlap == 0:
         return 0.0
-    precision, recall = common / len(predicted), common / len(gold)
+    precision, recall = overlap / predicted, overlap / gold
     return 2 * precision * recall / (precision + recall)
 
 
 def squad_scores(predictions: list[str], golds: list[list[str]]) -> dict[str, float]:
     """exact_match and f1 on a 0-100 scale, averaged over questions."""
+    return _averaged(squad_exact_match, squad_f1, predictions, golds)
+
+
+def _averaged(exact_match, f1, predictions: list[str], golds: list[list[str]]) -> dict[str, float]:
     total = max(len(golds), 1)
-    return {"exact_match": 100.0 * sum(squad_exact_match(p, g) for p, g in zip(predictions, golds)) / total,
-            "f1": 100.0 * sum(squad_f1(p, g) for p, g in zip(predictions, golds)) / total}
+    return {"exact_match": 100.0 * sum(exact_match(p, g) for p, g in zip(predictions, golds)) / total,
+            "f1": 100.0 * sum(f1(p, g) for p, g in zip(predictions, golds)) / total}
 
 
 _PUNCTUATION = set(string.punctuation)
@@ -149,17 +157,12 @@ def _run_f1(predicted: list[str], gold: list[str]) -> float:
                 current[j + 1] = previous[j] + 1
                 longest = max(longest, current[j + 1])
         previous = current
-    if longest == 0:
-        return 0.0
-    precision, recall = longest / len(predicted), longest / len(gold)
-    return 2 * precision * recall / (precision + recall)
+    return _overlap_f1(longest, len(predicted), len(gold))
 
 
 def cmrc_scores(predictions: list[str], golds: list[list[str]]) -> dict[str, float]:
     """exact_match and f1 on a 0-100 scale, averaged over questions (CMRC 2018's measures)."""
-    total = max(len(golds), 1)
-    return {"exact_match": 100.0 * sum(cmrc_exact_match(p, g) for p, g in zip(predictions, golds)) / total,
-            "f1": 100.0 * sum(cmrc_f1(p, g) for p, g in zip(predictions, golds)) / total}
+    return _averaged(cmrc_exact_match, cmrc_f1, predictions, golds)
 
 
 def _is_cjk(char: str) -> bool:
@@ -174,3 +177,10 @@ def _is_punctuation(char: str) -> bool:
 
 # How an extractive QA answer is scored: (scores over questions, one question's exact match).
 QA_METRICS = {"squad": (squad_scores, squad_exact_match), "cmrc2018": (cmrc_scores, cmrc_exact_match)}
+
+
+def qa_metric(name: str) -> tuple:
+    """QA_METRICS[name], or a ValueError that lists the names there are."""
+    if name not in QA_METRICS:
+        raise ValueError(f"metric must be one of {sorted(QA_METRICS)}, got {name!r}")
+    return QA_METRICS[name]

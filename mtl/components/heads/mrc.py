@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mtl.components.heads.base import Head
-from mtl.metrics import QA_METRICS
+from mtl.metrics import qa_metric
 
 
 class MRC(Head):
@@ -32,10 +32,8 @@ class MRC(Head):
         super().__init__()
         if max_answer_len < 1 or n_best < 1:
             raise ValueError(f"max_answer_len and n_best must be >= 1, got {max_answer_len} and {n_best}")
-        if metric not in QA_METRICS:
-            raise ValueError(f"metric must be one of {sorted(QA_METRICS)}, got {metric!r}")
         self.max_answer_len, self.n_best = max_answer_len, n_best
-        self._score_all, self._exact_match = QA_METRICS[metric]
+        self._score_all, self._exact_match = qa_metric(metric)
         self.dropout = nn.Dropout(dropout_prob)
         self.qa_outputs = nn.Linear(input_dim, 2)
 

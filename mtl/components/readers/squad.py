@@ -10,7 +10,7 @@ from typing import Any
 
 from mtl.components.readers.files import read_lines
 from mtl.errors import DataError
-from mtl.metrics import QA_METRICS
+from mtl.metrics import qa_metric
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,6 @@ def score_squad_predictions(answers: dict[str, str], path: str | Path, metric: s
     official script scores a predictions file: every question of the file counts, one without an answer as
     wrong. The same figures `evaluate` gives for the same model (with the head's `metric`: "squad", or
     "cmrc2018" for CMRC 2018's character-level scores), from the one prediction pass."""
-    if metric not in QA_METRICS:
-        raise ValueError(f"metric must be one of {sorted(QA_METRICS)}, got {metric!r}")
+    score_all, _ = qa_metric(metric)
     questions = read_squad(str(path), "eval")
-    return QA_METRICS[metric][0]([answers.get(q["id"], "") for q in questions], [q["answers"] for q in questions])
+    return score_all([answers.get(q["id"], "") for q in questions], [q["answers"] for q in questions])

@@ -42,6 +42,8 @@ def task_rows() -> list[str]:
     labels = {"alone": "MRC alone", "mlm05": "MRC + MLM aux 0.5 (training contexts)",
               "mlm10": "MRC + MLM aux 1.0 (training contexts)", "mlm10_eval": "MRC + MLM aux 1.0 (eval contexts)"}
     for config, result in (mrc or {}).get("configs", {}).items():
+        if len(result["seeds"]) < 2:  # one seed has no spread to read a difference against
+            continue
         delta = result["vs_alone"]["f1"] if result.get("vs_alone") else None
         paired = f"; F1 vs alone {delta['mean']:+.2f} ± {delta['std']:.2f} (paired)" if delta else ""
         rows.append(f"| SQuAD v1.1, eval articles: {labels.get(config, config)} | EM {cell(result, 'exact_match')}, "

@@ -43,8 +43,9 @@ def run_or_load(store: RunStore, name: str, seed: int, resume: bool) -> dict:
 
 
 def paired(runs: list[dict], alone: list[dict]) -> dict | None:
-    """Per-seed differences against MRC alone (same seeds only), their mean and std, and whether the mean
-    exceeds the seed noise (the larger std of the two configs' own scores)."""
+    """Per-seed differences against MRC alone (same seeds only), their mean and std, whether the mean exceeds
+    the seed noise (the larger std of the two configs' own scores), and the paired t statistic (mean over its
+    standard error), since a mean just above the noise from three seeds is weak evidence on its own."""
     base = {r["seed"]: r for r in alone}
     pairs = [(r, base[r["seed"]]) for r in runs if r["seed"] in base]
     if not pairs or runs is alone:
@@ -55,7 +56,8 @@ def paired(runs: list[dict], alone: list[dict]) -> dict | None:
         mean, std = mean_std(deltas)
         noise = max(mean_std([r[key] for r, _ in pairs])[1], mean_std([b[key] for _, b in pairs])[1])
         out[key] = {"per_seed": deltas, "mean": round(mean, 2), "std": round(std, 2), "seed_noise": round(noise, 2),
-                    "exceeds_noise": len(pairs) > 1 and abs(mean) > noise}
+                    "exceeds_noise": len(pairs) > 1 and abs(mean) > noise,
+                    "paired_t": round(mean / (std / len(pairs) ** 0.5), 2) if std > 0 else None}
     return out
 
 

@@ -45,7 +45,8 @@ def task_rows() -> list[str]:
         if len(result["seeds"]) < 2:  # one seed has no spread to read a difference against
             continue
         delta = result["vs_alone"]["f1"] if result.get("vs_alone") else None
-        paired = f"; F1 vs alone {delta['mean']:+.2f} ± {delta['std']:.2f} (paired)" if delta else ""
+        paired = (f"; F1 vs alone {delta['mean']:+.2f} ± {delta['std']:.2f} (paired, t {delta['paired_t']})"
+                  if delta else "")
         rows.append(f"| SQuAD v1.1, eval articles: {labels.get(config, config)} | EM {cell(result, 'exact_match')}, "
                     f"F1 {cell(result, 'f1')} ({len(result['seeds'])} seeds{paired}) | "
                     f"`python benchmarks/mrc_with_mlm.py --seeds 1 2 3 --resume` |")

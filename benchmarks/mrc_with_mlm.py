@@ -6,7 +6,8 @@ Configs: `alone` (MRC only); `mlm05`, `mlm10` (MLM on the training articles' con
 `mlm10_eval` (MLM at ratio 1.0 on the unlabelled contexts of the eval articles: domain text the model will be
 asked about; no question or answer of them is read). Each finished run is kept in
 results/runs/mrc_with_mlm/<config>-seed<N>.json and `--resume` skips it; the summary (mean ± std, the paired
-per-seed difference against `alone`, and whether it exceeds the seed noise) goes to results/mrc_with_mlm.json.
+per-seed difference against `alone`, whether it exceeds the seed noise, and its paired t) goes to
+results/mrc_with_mlm.json.
 
     python benchmarks/mrc_with_mlm.py --seeds 1 2 3 --resume
     python benchmarks/mrc_with_mlm.py --configs alone mlm10 --seeds 1 --resume

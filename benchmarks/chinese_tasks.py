@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from common import RunStore, mean_std, write_result
+from common import RunStore, mean_std, paired_difference, write_result
 from mtl.config import build_run, load_config
 from mtl.trainers.multi_head import MultiHeadTrainer
 from pretrain_zh import ENCODER as PRETRAINED, encoder_checksum, make_corpus
@@ -115,10 +115,8 @@ def cell(records: list[dict], task: str, metric: str | None = None) -> dict:
 
 
 def paired(a: dict, b: dict) -> dict:
-    """a minus b seed by seed (both cells list their seeds in the same order), with mean and std."""
-    deltas = [round(x - y, 2) for x, y in zip(a["per_seed"], b["per_seed"])]
-    mean, std = mean_std(deltas)
-    return {"per_seed": deltas, "mean": round(mean, 2), "std": round(std, 2)}
+    """a minus b seed by seed (both cells list their seeds in the same order), with mean, std and paired t."""
+    return paired_difference(a["per_seed"], b["per_seed"])
 
 
 def task_row(runs: dict, task: str) -> dict:

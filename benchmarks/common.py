@@ -62,6 +62,16 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def paired_difference(a: list[float], b: list[float]) -> dict:
+    """a minus b seed by seed (same seeds, same order), their mean and std, and the paired t (mean over its
+    standard error; None without a spread), since a mean just above the seed noise from three seeds is weak
+    evidence on its own."""
+    deltas = [round(x - y, 2) for x, y in zip(a, b)]
+    mean, std = mean_std(deltas)
+    t = round(mean / (std / len(deltas) ** 0.5), 2) if std > 0 else None
+    return {"per_seed": deltas, "mean": round(mean, 2), "std": round(std, 2), "paired_t": t}
+
+
 def write_result(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

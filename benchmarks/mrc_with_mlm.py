@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from common import RunStore, command, mean_std, write_result
+from common import RunStore, command, mean_std, paired_difference, write_result
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "mrc_with_mlm"))
 from mrc_with_mlm import Settings, run  # noqa: E402
@@ -44,21 +44,19 @@ def run_or_load(store: RunStore, name: str, seed: int, resume: bool) -> dict:
 
 
 def paired(runs: list[dict], alone: list[dict]) -> dict | None:
-    """Per-seed differences against MRC alone (same seeds only), their mean and std, whether the mean exceeds
-    the seed noise (the larger std of the two configs' own scores), and the paired t statistic (mean over its
-    standard error), since a mean just above the noise from three seeds is weak evidence on its own."""
+    """Per-seed differences against MRC alone (same seeds only) with their mean, std and paired t, and whether
+    the mean exceeds the seed noise (the larger std of the two configs' own scores)."""
     base = {r["seed"]: r for r in alone}
     pairs = [(r, base[r["seed"]]) for r in runs if r["seed"] in base]
     if not pairs or runs is alone:
         return None
     out = {}
     for key in KEYS:
-        deltas = [round(r[key] - b[key], 2) for r, b in pairs]
-        mean, std = mean_std(deltas)
-        noise = max(mean_std([r[key] for r, _ in pairs])[1], mean_std([b[key] for _, b in pairs])[1])
-        out[key] = {"per_seed": deltas, "mean": round(mean, 2), "std": round(std, 2), "seed_noise": round(noise, 2),
-                    "exceeds_noise": len(pairs) > 1 and abs(mean) > noise,
-                    "paired_t": round(mean / (std / len(pairs) ** 0.5), 2) if std > 0 else None}
+        ours, theirs = [r[key] for r, _ in pairs], [b[key] for _, b in pairs]
+        diff = paired_difference(ours, theirs)
+        noise = max(mean_std(ours)[1], mean_std(theirs)[1])
+        out[key] = {**diff, "seed_noise": round(noise, 2),
+                    "exceeds_noise": len(pairs) > 1 and abs(diff["mean"]) > noise}
     return out
 
 

@@ -6,6 +6,7 @@ stopping early), and evaluates it on test once. Its record holds the settings, t
 metrics and, per test utterance, whether the intent and the slots were right (so that two single-task
 runs can be scored together as a pipeline). Records live in results/runs/<benchmark>/<key>.json: a stopped
 benchmark loses at most the run in progress, and `--resume` skips the runs already there.
+A setting `encoder` names an encoder assembled by `mtl get-encoder` (default: MiniLM).
 """
 import time
 from pathlib import Path
@@ -15,12 +16,13 @@ import torch
 
 import mtl
 from common import DATA, RunStore, minilm_dir
+from mtl.components.backbones.store import encoder_dir
 from mtl.trainers.balancing import DynamicWeightAverage, LossBalancer, PCGrad, UncertaintyWeighting
 
 HEADS = {"joint": ("intent", "slots"), "intent": ("intent",), "slots": ("slots",), "two_task": ("intent", "slots")}
 DEFAULTS = {"epochs": 5.0, "lr": 1e-4, "batch_size": 32, "max_seqlen": 64, "precision": "auto",
             "slot_loss_coef": 1.0, "crf": False, "sentence_vector": "pooled_output", "max_grad_norm": 1.0,
-            "balancer": "sum", "patience": None}
+            "balancer": "sum", "patience": None, "head_lr": None}
 
 
 def make_balancer(name: str, task: str, seed: int) -> LossBalancer:
@@ -38,7 +40,7 @@ def train_run(data: str, mode: str, seed: int, settings: dict[str, Any], model_d
     s = {**DEFAULTS, **settings}
     folder = DATA / data
     torch.manual_seed(seed)
-    model_dir = model_dir or minilm_dir()
+    model_dir = model_dir or (encoder_dir(s["encoder"]) if "encoder" in s else minilm_dir())
     reader = mtl.reader.IntentSlotReader(model_dir, s["max_seqlen"], seed=seed)
     reader.load_data(folder / "train", batch_size=s["batch_size"])
     dev, test = (reader.eval_reader(folder / split, batch_size=128) for split in ("dev", "test"))
@@ -48,7 +50,7 @@ def train_run(data: str, mode: str, seed: int, settings: dict[str, Any], model_d
     tasks = _tasks(data, mode, reader, dev, heads, seed, s)
     trainer = mtl.MultiHeadTrainer(tasks, backbone=encoder, num_epochs=s["epochs"], seed=seed,
                                    precision=s["precision"], balancer=make_balancer(s["balancer"], data, seed))
-    trainer.build_backward(mtl.optimizer.Adam(lr=s["lr"], max_grad_norm=s["max_grad_norm"]))
+    trainer.build_backward(mtl.optimizer.Adam(lr=s["lr"], max_grad_norm=s["max_grad_norm"], head_lr=s["head_lr"]))
     selector = mtl.Selector(early_stopping_patience=s["patience"])
     every = reader.steps_per_epoch * len(tasks)  # an epoch of the reference task's data, in steps
     started = time.perf_counter()
@@ -131,12 +133,13 @@ def pipeline_frame_accuracy(intent_run: dict, slots_run: dict) -> float:
 
 
 def run_or_load(store: RunStore, key: str, data: str, mode: str, seed: int, settings: dict,
-                resume: bool) -> dict:
-    """The stored record when `resume` and its settings match, else a fresh run (stored when it ends)."""
+                resume: bool, export: bool = False) -> dict:
+    """The stored record when `resume` and its settings match, else a fresh run (stored when it ends).
+    `export`: the best model is also kept as a model folder, `store.models/<key>` (a distillation teacher)."""
     stored = store.load(key)
     wanted = {**DEFAULTS, **settings}
     if resume and stored is not None and stored["settings"] == wanted and stored["seed"] == seed:
         return stored
-    record = train_run(data, mode, seed, settings)
+    record = train_run(data, mode, seed, settings, export_to=store.folder / "models" / key if export else None)
     store.save(key, record)
     return record

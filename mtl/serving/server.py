@@ -5,6 +5,8 @@
     GET  /health    alive;  /ready: loaded and warmed up (503 before, and while shutting down)
     GET  /metadata  tasks, heads, label sets, runtime, mtl version, model checksum, limits
     GET  /metrics   Prometheus text;  /docs and /openapi.json: FastAPI's
+    GET  /          a page to try the model (page.html: no build step, no network assets); `/?text=...` runs
+                    at once, so a link can show a prediction
 Requests are batched across connections (mtl.serving.batching); a full queue answers 503 with Retry-After;
 a model failure answers 500 for its batch only. On SIGINT/SIGTERM uvicorn stops accepting connections,
 lets the requests in flight finish, then the batcher drains.
@@ -14,11 +16,12 @@ import json
 import logging
 import time
 from contextlib import asynccontextmanager
+from importlib import resources
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
 from mtl.serving.batching import Batcher, ModelFailed, QueueFull
 from mtl.serving.engine import Engine
@@ -113,6 +116,13 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
                          f"request's batch ({error}); see the server log"}}, "model")
         state.metrics.answered(200, time.perf_counter() - started, len(texts))
         return json_response({"predictions": records})
+
+    page = resources.files("mtl.serving").joinpath("page.html").read_text(encoding="utf-8")
+
+    @app.get("/", summary="A page to try the model", response_class=HTMLResponse)
+    async def try_page() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline' "
+                                           "'self'; style-src 'unsafe-inline'; connect-src 'self'"})
 
     @app.get("/health", summary="The process is alive")
     async def health() -> dict[str, str]:

@@ -4,7 +4,8 @@ parameters), against JointBERT's BERT-base and against MiniLM-L6 (results/<data>
 The recipe of joint_intent_slot.py at a base-size budget: the lr is picked on dev with the first seed among
 `--lrs`, the heads training at `--head-lr-scale` times that lr (all-mpnet-base-v2's hidden states are about a
 quarter of MiniLM's scale, and freshly initialised heads crawl at an encoder's lr: at 5 epochs and lr 1e-4
-alone, ATIS reached only 92.9 intent accuracy); at that lr every seed trains up to `--epochs` epochs, is scored on dev after each, stops after
+alone, ATIS reached only 92.9 intent accuracy; one epoch at lr 1e-4 reached a dev score of 70.0 with the heads
+at 10x and 91.0 at 100x); at that lr every seed trains up to `--epochs` epochs, is scored on dev after each, stops after
 `--patience` epochs without a better dev score, and its best dev model is evaluated on test once and kept as a
 model folder (results/runs/<data>_joint_<encoder>/models/<run>, the distillation teachers). Every finished
 run is kept; `--resume` skips it. Writes results/<data>_joint_<short encoder name>.json.
@@ -32,10 +33,10 @@ def main() -> None:
     parser.add_argument("--data", choices=("atis", "snips"), required=True)
     parser.add_argument("--encoder", choices=sorted(SHORT), default="all-mpnet-base-v2")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--epochs", type=float, default=12)
-    parser.add_argument("--patience", type=int, default=3)
-    parser.add_argument("--lrs", type=float, nargs="+", default=[1e-4, 2e-4])
-    parser.add_argument("--head-lr-scale", type=float, default=10.0,
+    parser.add_argument("--epochs", type=float, default=6)
+    parser.add_argument("--patience", type=int, default=2)
+    parser.add_argument("--lrs", type=float, nargs="+", default=[5e-5, 1e-4])
+    parser.add_argument("--head-lr-scale", type=float, default=100.0,
                         help="the heads' lr as a multiple of the encoder's (Adam head_lr)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--resume", action="store_true", help="skip the runs already kept")

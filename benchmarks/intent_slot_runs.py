@@ -6,7 +6,9 @@ stopping early), and evaluates it on test once. Its record holds the settings, t
 metrics and, per test utterance, whether the intent and the slots were right (so that two single-task
 runs can be scored together as a pipeline). Records live in results/runs/<benchmark>/<key>.json: a stopped
 benchmark loses at most the run in progress, and `--resume` skips the runs already there.
-A setting `encoder` names an encoder assembled by `mtl get-encoder` (default: MiniLM).
+A setting `encoder` names an encoder assembled by `mtl get-encoder` (default: MiniLM); `layers` keeps only
+those encoder layers; `teacher` (a model folder under results/) makes the run a distilled student
+(`alpha`, `temperature`). Settings added later count as their default in records written before them.
 """
 import time
 from pathlib import Path
@@ -15,14 +17,17 @@ from typing import Any
 import torch
 
 import mtl
-from common import DATA, RunStore, minilm_dir
+from mtl.distill import Teacher, distill_into
+from common import DATA, RESULTS, RunStore, minilm_dir
 from mtl.components.backbones.store import encoder_dir
 from mtl.trainers.balancing import DynamicWeightAverage, LossBalancer, PCGrad, UncertaintyWeighting
 
 HEADS = {"joint": ("intent", "slots"), "intent": ("intent",), "slots": ("slots",), "two_task": ("intent", "slots")}
 DEFAULTS = {"epochs": 5.0, "lr": 1e-4, "batch_size": 32, "max_seqlen": 64, "precision": "auto",
             "slot_loss_coef": 1.0, "crf": False, "sentence_vector": "pooled_output", "max_grad_norm": 1.0,
-            "balancer": "sum", "patience": None, "head_lr": None}
+            "balancer": "sum", "patience": None, "head_lr": None,
+            "layers": None, "teacher": None, "alpha": 0.5, "temperature": 2.0}
+TEACHER_CACHE = RESULTS / "runs" / "teacher_targets"  # a teacher's targets, computed once per data set
 
 
 def make_balancer(name: str, task: str, seed: int) -> LossBalancer:
@@ -44,13 +49,16 @@ def train_run(data: str, mode: str, seed: int, settings: dict[str, Any], model_d
     reader = mtl.reader.IntentSlotReader(model_dir, s["max_seqlen"], seed=seed)
     reader.load_data(folder / "train", batch_size=s["batch_size"])
     dev, test = (reader.eval_reader(folder / split, batch_size=128) for split in ("dev", "test"))
-    encoder = mtl.backbone.BERT.from_pretrained(model_dir)
+    encoder = mtl.backbone.BERT.from_pretrained(model_dir, layers=s["layers"])
     heads = mtl.head.intent_slot_heads(reader, encoder.hidden_size, 0.1, use_crf=s["crf"],
                                        slot_loss_coef=s["slot_loss_coef"], sentence_vector=s["sentence_vector"])
     tasks = _tasks(data, mode, reader, dev, heads, seed, s)
     trainer = mtl.MultiHeadTrainer(tasks, backbone=encoder, num_epochs=s["epochs"], seed=seed,
                                    precision=s["precision"], balancer=make_balancer(s["balancer"], data, seed))
     trainer.build_backward(mtl.optimizer.Adam(lr=s["lr"], max_grad_norm=s["max_grad_norm"], head_lr=s["head_lr"]))
+    if s["teacher"]:  # a folder under results/: the teacher labels the training data once (cached)
+        teacher = Teacher(RESULTS / s["teacher"], temperature=s["temperature"], cache_dir=TEACHER_CACHE)
+        distill_into(trainer, teacher, alpha=s["alpha"])
     selector = mtl.Selector(early_stopping_patience=s["patience"])
     every = reader.steps_per_epoch * len(tasks)  # an epoch of the reference task's data, in steps
     started = time.perf_counter()
@@ -138,7 +146,7 @@ def run_or_load(store: RunStore, key: str, data: str, mode: str, seed: int, sett
     `export`: the best model is also kept as a model folder, `store.models/<key>` (a distillation teacher)."""
     stored = store.load(key)
     wanted = {**DEFAULTS, **settings}
-    if resume and stored is not None and stored["settings"] == wanted and stored["seed"] == seed:
+    if resume and stored is not None and {**DEFAULTS, **stored["settings"]} == wanted and stored["seed"] == seed:
         return stored
     record = train_run(data, mode, seed, settings, export_to=store.folder / "models" / key if export else None)
     store.save(key, record)

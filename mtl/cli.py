@@ -1,6 +1,7 @@
 """`mtl train|eval|predict|serve|export`: the same objects as the Python API, driven by a YAML run config.
 
-    mtl train CONFIG.yaml [--resume]        check the config, build, train; checkpoints under saver.save_path
+    mtl train CONFIG.yaml [--resume|--overwrite]  check the config, build, train; checkpoints in saver.save_path
+    mtl distill CONFIG.yaml [--resume|--overwrite]  the same for a student: the config's `distill:` names teachers
     mtl eval CONFIG.yaml [--checkpoint DIR] [--split test|dev]
     mtl predict --model DIR --input FILE [--output FILE] [--allow-module MODULE] [--trust-code]
     mtl serve --model DIR [--port 8000] [--max-batch-size 32] [--max-wait-ms 2]   HTTP server (docs/serving.md)
@@ -19,6 +20,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from mtl.errors import MtlError
@@ -28,10 +30,15 @@ log = logging.getLogger("mtl")
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     import torch
     from transformers.utils import logging as hf_logging
+    from mtl import distributed
+    main_process = distributed.is_main()  # under torchrun, global rank 0 alone speaks: every rank runs the same
+    logging.basicConfig(level=logging.INFO if main_process else logging.ERROR, format="%(message)s")
     hf_logging.disable_progress_bar()  # this process is ours: keep the output to mtl's own lines
+    if not main_process:  # their warnings would repeat rank 0's, once per process; errors still show
+        hf_logging.set_verbosity_error()
+        warnings.simplefilter("ignore")
     if args.threads:
         torch.set_num_threads(args.threads)
     import_path = list(sys.path)  # the command may add folders (_import_roots): not beyond it, when called in-process
@@ -72,11 +79,16 @@ def _parser() -> argparse.ArgumentParser:
     def command(name: str, help: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help, description=help, parents=[common], formatter_class=_Formatter)
 
-    train = command("train", "train the tasks of a config")
-    train.add_argument("config", help="run config (YAML)")
-    train.add_argument("--resume", action="store_true",
-                       help="continue from the latest step-N or final checkpoint in saver.save_path")
-    train.set_defaults(run=train_command)
+    for verb, what, run in (("train", "train the tasks of a config", train_command),
+                            ("distill", "train a student on its teachers (a config with a `distill:` section)",
+                             distill_command)):
+        train = command(verb, what)
+        train.add_argument("config", help="run config (YAML)")
+        again = train.add_mutually_exclusive_group()  # a save_path holding a run: go on with it, or start over
+        again.add_argument("--resume", action="store_true", help="go on from the latest step-N or final in "
+                           "saver.save_path")
+        again.add_argument("--overwrite", action="store_true", help="delete the run in saver.save_path, start over")
+        train.set_defaults(run=run)
     evaluate = command("eval", "score a trained model on each task's test (or dev) data")
     evaluate.add_argument("config", help="the run config it was trained with")
     evaluate.add_argument("--checkpoint", help="checkpoint folder (default: save_path/best, else save_path/final)")
@@ -153,50 +165,61 @@ def _trust_options(parser: argparse.ArgumentParser) -> None:
 
 def train_command(args: argparse.Namespace) -> int:
     from mtl.config import build_run, load_config
-    from mtl.components.savers.checkpoint import latest_checkpoint
+    from mtl.components.savers import checkpoint, run_folder
     _import_roots(Path(args.config).parent, Path.cwd())
     config = load_config(args.config)  # every key checked before anything is built
+    save_path = config.saver["save_path"]
+    resume_from = checkpoint.latest_checkpoint(save_path) if args.resume else None
+    if args.resume:  # with nothing to resume it starts over (a run killed before its first checkpoint)
+        log.info("resuming from %s" if resume_from else "nothing to resume in %s: starting over",
+                 resume_from or save_path)
+    elif not (args.overwrite or config.saver.get("overwrite")):  # before anything is built or read
+        run_folder.refuse_a_run_in(save_path, "--resume continues it, --overwrite deletes it and starts over")
     run = build_run(config)
-    resume_from = latest_checkpoint(run.save_path) if args.resume else None
-    if args.resume and resume_from is None:
-        log.info("nothing to resume in %s: starting from scratch", run.save_path)
-    elif resume_from is not None:
-        log.info("resuming from %s", resume_from)
+    run.trainer.saver.overwrite = True  # what a run left there goes: asked for, or nothing to resume from
     _keep_config(config, run.save_path)
     result = run.trainer.train(**run.train_options, resume_from=resume_from, selector=run.selector)
-    best = run.save_path / "best"
-    log.info("trained %d steps%s; final model: %s%s", result["steps"],
-             " (stopped early)" if result["stopped_early"] else "", run.save_path / "final",
-             f"; best (score {result['best_score']:.2f}): {best}" if best.is_dir() else "")
+    log.info("%s", run_folder.closing_line(result, run.trainer.total_steps, run.save_path / "best"))
     return 0
+
+
+def distill_command(args: argparse.Namespace) -> int:
+    """`mtl train` on a config that names its teachers (docs/distillation.md)."""
+    from mtl.config.yaml_file import read_yaml
+    raw = read_yaml(Path(args.config))
+    if not isinstance(raw, dict) or raw.get("distill") is None:
+        raise MtlError(f"{args.config}: no `distill:` section naming the teacher (teacher: FOLDER, or teachers: "
+                       "{task: FOLDER}); a config without one trains with `mtl train`")
+    return train_command(args)
 
 
 def eval_command(args: argparse.Namespace) -> int:
     """Only what scoring needs is built: label maps from the checkpoint's labels.json, and only the split's
     data read (not the training and dev files)."""
+    from mtl import distributed
     from mtl.config import build_eval_run, load_config
+    from mtl.safe_load import model_folder
     _import_roots(Path(args.config).parent, Path.cwd())
     config = load_config(args.config)
-    folder = Path(args.checkpoint) if args.checkpoint else _default_checkpoint(Path(config.saver["save_path"]))
+    folder = model_folder(args.checkpoint) if args.checkpoint else _default_checkpoint(Path(config.saver["save_path"]))
     run = build_eval_run(config, folder)
     run.trainer.load_checkpoint(folder)
     readers = run.eval_readers(args.split)
     if not readers:
         raise MtlError(f"no task of {args.config} has {args.split}_data")
     metrics = run.trainer.evaluate(readers)
-    print(json.dumps({"checkpoint": str(folder), "split": args.split, "metrics": metrics}, indent=1))
+    if distributed.is_main():  # under torchrun every rank scored the same gathered records
+        print(json.dumps({"checkpoint": str(folder), "split": args.split, "metrics": metrics}, indent=1))
     return 0
 
 
 def predict_command(args: argparse.Namespace) -> int:
-    from mtl.components.readers.files import decode_lines, read_lines
+    from mtl.components.readers.files import read_utterances
     from mtl.predictor import load
     _import_roots(Path.cwd())  # for --allow-module's modules only: the folder still names nothing else
     predictor = load(args.model, device=args.device, precision=args.precision, trust_code=args.trust_code,
                      allowed_modules=args.allow_module)
-    lines = decode_lines(sys.stdin.buffer.read(), "<stdin>") if args.input == "-" else \
-        read_lines(args.input, "input file")  # a DataError naming the line, for a file that is not UTF-8
-    texts = [line.strip() for line in lines if line.strip()]  # blank lines carry no utterance
+    texts = read_utterances(args.input)  # blank lines skipped with a warning naming them; bad UTF-8 named
     records = predictor.predict(texts, args.batch_size)
     text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
     if args.output:
@@ -219,9 +242,10 @@ def serve_command(args: argparse.Namespace) -> int:
         limits = Limits(args.max_batch_size, args.max_wait_ms, args.max_queue, args.max_texts, args.max_text_chars)
     except ValueError as error:
         raise MtlError(str(error)) from None
+    from mtl.safe_load import model_folder
     _import_roots(Path.cwd())  # for --allow-module's modules only, as in predict
-    engine = load_engine(args.model, args.runtime, args.device, args.precision, args.max_batch_size, args.threads,
-                         trust_code=args.trust_code, allowed_modules=args.allow_module)
+    engine = load_engine(model_folder(args.model), args.runtime, args.device, args.precision, args.max_batch_size,
+                         args.threads, trust_code=args.trust_code, allowed_modules=args.allow_module)
     log.info("loaded %s (%s runtime; tasks: %s); starting the server on %s", args.model, engine.runtime,
              ", ".join(engine.task_names), args.host)
     serve(engine, limits, args.host, args.port, args.access_log)
@@ -292,7 +316,11 @@ def _default_checkpoint(save_path: Path) -> Path:
 
 
 def _keep_config(config: object, save_path: Path) -> None:
-    """The checked config (absolute paths) beside the checkpoints: what this run was."""
+    """The checked config (absolute paths) beside the checkpoints: what this run was (global rank 0 alone
+    writes, as for every file of a run)."""
+    from mtl import distributed
+    if not distributed.is_main():
+        return
     save_path.mkdir(parents=True, exist_ok=True)
     values = dataclasses.asdict(config)
     values["path"] = str(values["path"])

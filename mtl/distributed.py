@@ -36,7 +36,10 @@ def active() -> bool:
 
 
 def rank() -> int:
-    return dist.get_rank() if active() else 0
+    """This process's global rank: the group's, or before it is joined, the one torchrun gave it (RANK)."""
+    if active():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0")) if launched() else 0
 
 
 def world_size() -> int:
@@ -44,7 +47,8 @@ def world_size() -> int:
 
 
 def is_main() -> bool:
-    """Rank 0 logs, writes TensorBoard and metrics.jsonl, and saves checkpoints; the others only train."""
+    """Rank 0 logs, writes TensorBoard and metrics.jsonl, and saves checkpoints; the others only train.
+    Known from the launcher's RANK before the group is joined (a command's first lines and files)."""
     return rank() == 0
 
 
@@ -129,20 +133,70 @@ def wrap(model: nn.Module, wrapped: nn.Module | None = None) -> nn.Module | None
     """`model` in DistributedDataParallel (None in a single process); `wrapped` is returned when it already
     wraps `model` (a second wrapper would all-reduce every gradient twice).
 
-    find_unused_parameters: each step trains one task, so the other tasks' heads get no gradient (they keep
-    None, as in a single process). Buffers are not broadcast at each forward: an encoder's buffers are
-    constants, and construction already copied rank 0's weights and buffers to every rank."""
+    How DDP learns which parameters a step trains is chosen per run (`ddp_options`). The loss balancer's
+    parameters (uncertainty weighting's log-variances) are used after the forward, where DDP cannot see
+    them: DDP leaves them alone and the step averages their gradients itself (`sync_ignored_gradients`).
+    Buffers are not broadcast at each forward: an encoder's buffers are constants, and construction already
+    copied rank 0's weights and buffers to every rank."""
     if not active():
         return None
     if isinstance(wrapped, nn.parallel.DistributedDataParallel) and wrapped.module is model:
         return wrapped
-    quiet = ({"forward_sync_buffers": False} if "forward_sync_buffers" in
-             inspect.signature(nn.parallel.DistributedDataParallel).parameters else {"broadcast_buffers": False})
-    return nn.parallel.DistributedDataParallel(model, find_unused_parameters=True, **quiet)
+    ddp = nn.parallel.DistributedDataParallel
+    quiet = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(ddp).parameters
+             else {"broadcast_buffers": False})
+    ddp._set_params_and_buffers_to_ignore_for_model(model, [name for name, _ in _ignored(model)])
+    return ddp(model, **ddp_options(model), **quiet)
+
+
+def ddp_options(model: nn.Module) -> dict[str, bool]:
+    """A step runs the encoder and the heads of one task (`MultiTaskModel.forward`). When every task has the
+    same trainable head parameters (one task, or tasks that share their heads), every step trains the same
+    set: `static_graph`, with which DDP finds the parameters no step reaches (the pooler under heads that
+    read the [CLS] vector) once, in the first step, and never searches again. Otherwise a step of one task
+    leaves the other tasks' heads without a gradient, a different set from step to step: only
+    `find_unused_parameters`, which walks the autograd graph after every forward, keeps DDP from waiting
+    for those gradients forever."""
+    heads = getattr(model, "heads", None)
+    if not isinstance(heads, nn.ModuleDict):
+        return {"find_unused_parameters": True}  # not mtl's model: nothing known of its steps
+    if getattr(getattr(model, "balancer", None), "per_loss_gradients", False):
+        return {}  # every backward runs under no_sync and the step averages gradients itself (PCGrad)
+    trained = [{id(p) for p in task_heads.parameters() if p.requires_grad} for task_heads in heads.values()]
+    if all(own == trained[0] for own in trained):
+        return {"static_graph": True}
+    return {"find_unused_parameters": True}
+
+
+def _ignored(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """The trainable parameters used outside the model's forward: its loss balancer's, in a fixed order."""
+    balancer = getattr(model, "balancer", None)
+    if not isinstance(balancer, nn.Module):
+        return []
+    return [(f"balancer.{name}", p) for name, p in balancer.named_parameters() if p.requires_grad]
+
+
+def sync_ignored_gradients(ddp: nn.Module | None) -> None:
+    """After a step's last backward: the mean over processes of the gradients DDP left alone (`wrap`). Every
+    rank trains the same task at each step, so the same ones have a gradient on every rank."""
+    if not isinstance(ddp, nn.parallel.DistributedDataParallel):
+        return
+    params = [p for _, p in _ignored(ddp.module) if p.grad is not None]
+    if params:
+        total = all_reduce_sum(torch.cat([p.grad.reshape(-1) for p in params])) / world_size()
+        offset = 0
+        for param in params:
+            param.grad.copy_(total[offset:offset + param.numel()].view_as(param.grad))
+            offset += param.numel()
 
 
 def no_sync(model: nn.Module, sync: bool) -> ContextManager:
-    """Gradient accumulation: DDP all-reduces only on the backward of the last micro-batch (`sync`)."""
-    if sync or not isinstance(model, nn.parallel.DistributedDataParallel):
+    """Gradient accumulation: DDP all-reduces only on the backward of the last micro-batch (`sync`). Under
+    `static_graph` DDP learns the graph on its first backward, which must all-reduce: the run's first step
+    then all-reduces after every micro-batch (the sum of the averages is the average of the sums)."""
+    if not isinstance(model, nn.parallel.DistributedDataParallel):
+        return nullcontext()
+    if sync or (model.static_graph and not getattr(model, "graph_learnt", False)):
+        model.graph_learnt = True
         return nullcontext()
     return model.no_sync()

@@ -8,11 +8,13 @@ JSON, and transformers runs no remote code. Everything lives on the Predictor in
 loaded in one process cannot interfere.
 """
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
+from transformers.utils import logging as hf_logging
 
 from mtl.components.backbones.encoder import Encoder
 from mtl.components.heads.base import Head
@@ -64,12 +66,26 @@ def _build(component: Component, **overrides: Any) -> Any:
                        f"{type(error).__name__}: {error}") from error
 
 
+@contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """transformers' `Loading weights: 100%` bar on stderr: its progress, not the user's (a load takes a
+    second). Off while the backbone loads; as it was afterwards."""
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _build_backbone(plan: ModelPlan, trust_code: bool) -> Encoder:
     """The checked Encoder class, loaded from the folder's backbone/: safetensors only, local files only;
     transformers may run code the folder ships only when the caller trusts it (else `auto_map` was refused)."""
     try:
-        return plan.backbone.cls.from_pretrained(plan.backbone_folder, trust_remote_code=trust_code,
-                                                 use_safetensors=True, local_files_only=True)
+        with _quiet_progress():
+            return plan.backbone.cls.from_pretrained(plan.backbone_folder, trust_remote_code=trust_code,
+                                                     use_safetensors=True, local_files_only=True)
     except MtlError:
         raise  # already names the file (pickled weights refused)
     except Exception as error:  # noqa: BLE001 - a broken config or weights file

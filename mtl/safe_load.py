@@ -61,10 +61,7 @@ def read_model_folder(folder: str | Path, trust_code: bool = False,
                       allowed_modules: Sequence[str] | None = None) -> ModelPlan:
     """The checked plan of a model folder, or MtlError; FileNotFoundError when there is no such folder or it
     holds no model.json."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: {'is a file, not' if folder.exists() else 'does not exist; give'} a model "
-                                "folder (a run's best/ or final/, a step-N/ checkpoint, or an export); check the path")
+    folder = model_folder(folder)
     if not (folder / SPEC).is_file():
         raise FileNotFoundError(f"{folder}: no {SPEC}; export the model with MultiHeadTrainer.export "
                                 "(or give a checkpoint folder saved by mtl >= 0.1)")
@@ -78,6 +75,16 @@ def read_model_folder(folder: str | Path, trust_code: bool = False,
         raise MtlError(f"{folder / LABELS}: expected {{task: {{label field: [label name, ...]}}}}")
     return ModelPlan(plan["backbone"], plan["backbone_folder"], plan["tasks"], labels,
                      inside(root, HEADS, f"{folder}: {HEADS}", trust_code))
+
+
+def model_folder(folder: str | Path) -> Path:
+    """`folder` as a Path when it is a folder; else FileNotFoundError saying it does not exist (a typo) or is a
+    file, before any message about what a model folder should hold would mislead."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: {'is a file, not' if folder.exists() else 'does not exist; give'} a model "
+                                "folder (a run's best/ or final/, a step-N/ checkpoint, or an export); check the path")
+    return folder
 
 
 def inside(root: Path, relative: Any, where: str, trust_code: bool = False) -> Path:

@@ -9,6 +9,11 @@ Three runs of a tiny two-task model, every rank writing what it ends with under 
 - `solo`: a lone `mtl.Trainer` (one task), accumulating 2 micro-batches.
 - `whole` and `resumed`: dropout 0.1; `resumed` stops at step 6, and a trainer with another random init
   continues from its checkpoint; both must end with the same weights.
+- `balanced`: the two tasks under uncertainty weighting, whose learnt log-variances are used after the
+  forward, outside DDP's sight.
+- `pooled`: one task whose heads use every parameter (the intent head reads the pooler), accumulating 2
+  micro-batches: no parameter is unused, and DDP must not search for unused ones.
+Each run's DDP options (static_graph, find_unused_parameters) go in rank 0's report.
 """
 import json
 import os
@@ -45,13 +50,24 @@ def build(vocab: Path, data: Path, dropout: float = 0.0, init_seed: int = 0, **o
     return mtl.MultiHeadTrainer([joint, tagger], backbone=backbone, **options)
 
 
-def solo_trainer(vocab: Path, data: Path, **options) -> "mtl.Trainer":
-    """One task alone (PALM's single-task form): intent + slots over batches of 6, accumulating 2 micro-batches."""
+def solo_trainer(vocab: Path, data: Path, sentence_vector: str = "cls", **options) -> "mtl.Trainer":
+    """One task alone (PALM's single-task form): intent + slots over batches of 6, accumulating 2 micro-batches.
+    The intent head reads the [CLS] vector (the pooler gets no gradient) or the pooled output."""
     torch.manual_seed(0)
     reader = mtl.reader.IntentSlotReader(vocab, 32, seed=2).load_data(data / "train", batch_size=6)
     options = {"lr": 1e-3, "num_epochs": 1, "precision": "fp32", "device": "cpu", "grad_accum_steps": 2, **options}
-    return mtl.Trainer("solo", reader=reader, head=mtl.head.intent_slot_heads(reader, 32, 0.0, False),
-                       backbone=tiny_bert(), **options)
+    heads = mtl.head.intent_slot_heads(reader, 32, 0.0, False, sentence_vector=sentence_vector)
+    return mtl.Trainer("solo", reader=reader, head=heads, backbone=tiny_bert(), **options)
+
+
+def ddp_options(trainer: "mtl.MultiHeadTrainer | mtl.Trainer") -> dict[str, bool]:
+    ddp = trainer.solo.ddp if isinstance(trainer, mtl.Trainer) else trainer.ddp
+    return {"static_graph": ddp.static_graph, "find_unused_parameters": ddp.find_unused_parameters}
+
+
+def tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's weights (a balancer's extra state is not a tensor)."""
+    return {key: value for key, value in model.state_dict().items() if isinstance(value, torch.Tensor)}
 
 
 def main(vocab: Path, data: Path, out: Path) -> None:
@@ -68,7 +84,7 @@ def main(vocab: Path, data: Path, out: Path) -> None:
     plain = build(vocab, data, grad_accum_steps=2)
     plain.set_saver(out / "plain", save_steps=3)
     result = plain.train(print_steps=2, eval_steps=4)
-    report = {"world": distributed.world_size(), "steps": result["steps"], "writes": writes,
+    report = {"world": distributed.world_size(), "steps": result["steps"], "writes": list(writes),
               "metrics": plain.evaluate(), "records": plain.predict("joint", plain.tasks[0].dev_reader),
               "best_score": result["best_score"]}
     save_file(dict(plain.model.state_dict()), str(out / f"plain-rank{rank}.safetensors"))
@@ -78,11 +94,19 @@ def main(vocab: Path, data: Path, out: Path) -> None:
         plain.save(out / "refused" / "model")
     except mtl.MtlError as error:
         report["refused"] = str(error)
-    (out / f"plain-rank{rank}.json").write_text(json.dumps(report), encoding="utf-8")
 
     solo = solo_trainer(vocab, data)  # a lone Trainer runs the same loop
     solo.train(print_steps=0)
     save_file(dict(solo.solo.model.state_dict()), str(out / f"solo-rank{rank}.safetensors"))
+
+    balanced = build(vocab, data, balancer=mtl.balancer.UncertaintyWeighting())
+    balanced.train(print_steps=0)
+    save_file(tensors(balanced.model), str(out / f"balanced-rank{rank}.safetensors"))
+    pooled = solo_trainer(vocab, data, sentence_vector="pooled_output")
+    pooled.train(print_steps=0)
+    save_file(dict(pooled.solo.model.state_dict()), str(out / f"pooled-rank{rank}.safetensors"))
+    report["ddp"] = {name: ddp_options(trainer) for name, trainer in
+                     (("plain", plain), ("solo", solo), ("balanced", balanced), ("pooled", pooled))}
 
     whole = build(vocab, data, dropout=0.1)
     whole.set_saver(out / "whole", save_steps=3)
@@ -95,6 +119,7 @@ def main(vocab: Path, data: Path, out: Path) -> None:
     resumed.train(print_steps=0, resume_from=checkpoint.latest_checkpoint(out / "resumed"))
     save_file(dict(whole.model.state_dict()), str(out / f"whole-rank{rank}.safetensors"))
     save_file(dict(resumed.model.state_dict()), str(out / f"resumed-rank{rank}.safetensors"))
+    (out / f"plain-rank{rank}.json").write_text(json.dumps(report), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """torch.distributed: 2 CPU processes (gloo) under torchrun train exactly what one process trains with the same
 global batch, rank 0 alone writes, distributed evaluation equals single-process evaluation on a data set whose
-size is not a multiple of the world size, and a resumed 2-process run ends where an uninterrupted one does.
-The 2-process runs live in tests/ddp_child.py, launched once for the module."""
+size is not a multiple of the world size, a resumed 2-process run ends where an uninterrupted one does, DDP
+searches for unused parameters only in runs whose steps leave some out, and learnt loss weights train as in
+one process. The 2-process runs live in tests/ddp_child.py, launched once for the module."""
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 import mtl
+from mtl import distributed
 from conftest import UTTERANCES, write_intent_slot
 from ddp_child import build, solo_trainer
 from mtl.components.readers.base import shard_bounds
@@ -39,6 +41,7 @@ def launched(vocab_file: Path, data: Path, tmp_path_factory: pytest.TempPathFact
                str(CHILD), str(vocab_file), str(data), str(out)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    (out / "output.txt").write_text(done.stdout + done.stderr, encoding="utf-8")
     return out
 
 
@@ -81,6 +84,49 @@ def test_a_lone_trainer_trains_on_two_processes_as_on_one(launched, vocab_file, 
     for rank in (0, 1):
         ours = weights(launched / f"solo-rank{rank}.safetensors")
         assert max(float((ours[k] - reference[k]).abs().max()) for k in reference) < 1e-5
+
+
+def test_ddp_searches_for_unused_parameters_only_where_a_step_skips_some(launched, vocab_file, data):
+    """Two tasks: each step leaves the other task's head without a gradient, so DDP must search every step.
+    One task: every step trains the same parameters, learnt once (static_graph), with accumulation too; with
+    every parameter used, PyTorch's warning that the search found nothing never comes."""
+    chosen = json.loads((launched / "plain-rank0.json").read_text())["ddp"]
+    searching = {"static_graph": False, "find_unused_parameters": True}
+    static = {"static_graph": True, "find_unused_parameters": False}
+    assert chosen == {"plain": searching, "balanced": searching, "solo": static, "pooled": static}
+    assert "find_unused_parameters" not in (launched / "output.txt").read_text(encoding="utf-8")
+    single = solo_trainer(vocab_file, data, sentence_vector="pooled_output", grad_accum_steps=1)
+    single.train(print_steps=0)
+    reference = single.solo.model.state_dict()
+    for rank in (0, 1):
+        ours = weights(launched / f"pooled-rank{rank}.safetensors")
+        assert max(float((ours[k] - reference[k]).abs().max()) for k in reference) < 1e-5
+
+
+def test_learnt_loss_weights_train_on_two_processes_as_on_one(launched, vocab_file, data):
+    """Uncertainty weighting's log-variances are used after the forward; DDP once failed on them ("marked
+    ready twice"); now the step averages their gradients itself."""
+    single = build(vocab_file, data, balancer=mtl.balancer.UncertaintyWeighting())
+    single.train(print_steps=0)
+    reference = {k: v for k, v in single.model.state_dict().items() if isinstance(v, torch.Tensor)}
+    assert float(reference["balancer.log_vars"].abs().max()) > 1e-3  # they moved
+    for rank in (0, 1):
+        ours = weights(launched / f"balanced-rank{rank}.safetensors")
+        assert ours.keys() == reference.keys()
+        assert max(float((ours[k] - reference[k]).abs().max()) for k in reference) < 1e-5
+
+
+def test_ddp_options_follow_what_a_step_trains(vocab_file, data):
+    class Other(torch.nn.Module):
+        pass
+    assert distributed.ddp_options(Other()) == {"find_unused_parameters": True}
+    two_tasks = build(vocab_file, data).build_forward()
+    assert distributed.ddp_options(two_tasks) == {"find_unused_parameters": True}
+    shared = build(vocab_file, data).build_forward()
+    shared.heads["tagger"] = shared.heads["joint"]  # tasks that share their heads train the same set
+    assert distributed.ddp_options(shared) == {"static_graph": True}
+    shared.balancer = mtl.balancer.PCGrad()  # its step averages gradients itself, under no_sync
+    assert distributed.ddp_options(shared) == {}
 
 
 def test_distributed_evaluation_equals_single_process_evaluation(launched, vocab_file, data):

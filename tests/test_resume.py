@@ -140,7 +140,9 @@ def test_logs_show_batches_per_task_against_target_share(uninterrupted, tmp_path
     assert last["batches"] == {t.name: t.cur_train_step for t in mh.tasks}
     assert last["target_share"] == pytest.approx({"slot": 1 / 1.5, "intent": 0.5 / 1.5})
     assert set(train[0]["loss"]) == {"slot", "intent"} and last["lr"] >= 0
-    assert {r["kind"] for r in records} == {"train", "eval", "end"}
+    assert {r["kind"] for r in records} == {"start", "train", "eval", "end"}
+    assert records[0] == {"kind": "start", "step": 0, "total_steps": mh.total_steps, "precision": mh.precision,
+                          "device": "cpu", "processes": 1}  # what precision="auto" resolved to
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(str(tmp_path / "a" / "tensorboard")).Reload()
     tags = set(events.Tags()["scalars"])

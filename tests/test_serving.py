@@ -124,6 +124,27 @@ def test_bad_requests_get_a_4xx_naming_the_field_and_the_server_goes_on(server, 
     assert same_records(answer, predictor.predict(TEXTS[:1]))
 
 
+BLANK = [  # (texts, the field named, words of the message): nothing to predict from, refused before the model
+    ([""], "texts[0]", "text 0 is empty"), (["play some jazz", "   "], "texts[1]", "text 1 is only whitespace"),
+    (["\t\n"], "texts[0]", "only whitespace"),
+    ([{"question": "", "context": "boston is a city"}], "texts[0]", "the question of item 0 is empty"),
+    ([{"question": "what is boston", "context": " "}], "texts[0]", "the context of item 0 is empty")]
+
+
+def test_blank_texts_get_422_naming_the_item_not_a_prediction(server, predictor):
+    """An empty text used to get 200 and an intent at near-uniform probability, read as a real prediction."""
+    before = metric(httpx.get(f"{server.url}/metrics").text, 'mtl_request_errors_total{reason="invalid"}')
+    for texts, field, words in BLANK:
+        response = httpx.post(f"{server.url}/predict", json={"texts": texts})
+        assert response.status_code == 422, (texts, response.text)
+        error = response.json()["error"]
+        assert error["field"] == field and words in error["message"], (texts, error)
+    after = metric(httpx.get(f"{server.url}/metrics").text, 'mtl_request_errors_total{reason="invalid"}')
+    assert after - before == len(BLANK)
+    answer = httpx.post(f"{server.url}/predict", json={"texts": [" play some jazz "]})
+    assert answer.status_code == 200  # surrounding spaces are not blank
+
+
 def test_a_failure_inside_the_model_answers_500_for_its_request_only(server, predictor):
     """A question/context pair reaches a reader that takes only plain texts: it raises inside the model.
     The good requests batched with it still get their answers, and the server keeps serving."""
@@ -229,6 +250,15 @@ def test_reading_comprehension_takes_question_context_objects(vocab_file, tmp_pa
     alone = mtl.load(folder, precision="fp32").predict(items)
     assert [(r["text"], r["mrc"]["answer"]) for r in served] == [(r["text"], r["mrc"]["answer"]) for r in alone]
     assert all(r["mrc"]["answer"] in item["context"] for r, item in zip(served, items))
+    blank = {"texts": [items[0], {"question": " ", "context": items[1]["context"]}]}
+
+    async def ask_blank() -> httpx.Response:
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as client:
+                return await client.post("/predict", json=blank)
+    refused = asyncio.run(ask_blank())
+    assert refused.status_code == 422 and refused.json()["error"]["field"] == "texts[1]"
+    assert "question of item 1 is empty" in refused.json()["error"]["message"]
 
 ATIS = Path(__file__).resolve().parents[2] / "shared" / "data" / "atis"
 

@@ -11,8 +11,8 @@ from conftest import (INTENTS, SLOT_TAGS, UTTERANCES, joint_trainer, tiny_bert, 
 from mtl.optimizer import decay_groups
 from mtl.trainers.sampling import MixRatioSampler, plan_total_steps
 
-LOG_LINE = re.compile(r"global step: (\d+), (\w+): step (\d+)/(\d+) \(epoch (\d+)\), loss: ([\d.]+), "
-                      r"speed: ([\d.]+) steps/s")
+LOG_LINE = re.compile(r"global step: (\d+), (\w+): step (\d+)/(\d+) \(epoch (\d+)\), batch loss: ([\d.]+), "
+                      r"mean loss of steps (\d+)-\1: ([\d.]+), speed: ([\d.]+) steps/s")
 
 
 def test_palm_multi_task_script_runs_and_logs(vocab_file, tmp_path, classify_rows, capsys):

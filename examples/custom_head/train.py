@@ -71,7 +71,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ATIS), help="folder with train/, dev/, test/ (seq.in, seq.out, label)")
     parser.add_argument("--model", default=None, help="model folder (default: MiniLM), or a vocab.txt with --quick")
-    parser.add_argument("--quick", action="store_true", help="a tiny random encoder instead of the pretrained one")
+    parser.add_argument("--quick", action="store_true", help="a short run to see it work: a tiny random encoder "
+                        "instead of the pretrained one (seconds; its scores mean nothing)")
     parser.add_argument("--epochs", type=float, default=1)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--batch-size", type=int, default=32)

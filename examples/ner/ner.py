@@ -3,6 +3,7 @@ columns, a SequenceLabel head (softmax, or a CRF), model selection on valid, ent
 
     python examples/ner/ner.py                              # ../shared/data/conll2003_en, 2 epochs
     python examples/ner/ner.py --crf --epochs 3 --data DIR  # DIR holds train.txt, valid.txt, test.txt
+    python examples/ner/ner.py --quick                      # a short run to see it work
 
 Writes the best model's decoded test predictions (tags and entity spans per sentence) as JSONL, and an
 exported model folder that `mtl.load(folder).predict(["EU rejects German call"])` reads alone.
@@ -17,6 +18,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import mtl  # noqa: E402
 
 CONLL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "conll2003_en"
+QUICK_TRAIN, QUICK_EVAL = 640, 200  # sentences in a --quick run
+
+
+def first(reader: mtl.reader.Reader, count: int) -> mtl.reader.Reader:
+    """`reader` over about its first `count` examples (--quick): the first share of `Reader.shard`."""
+    return reader.shard(0, max(1, reader.num_examples // count))
 
 
 def main() -> None:
@@ -30,6 +37,8 @@ def main() -> None:
     parser.add_argument("--crf", action="store_true", help="decode with a CRF (Viterbi) instead of softmax")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--output", default="outputs/ner")
+    parser.add_argument("--quick", action="store_true", help=f"a short run to see it work: the "
+                        f"first {QUICK_TRAIN} training and {QUICK_EVAL} valid and test sentences, one epoch")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.model is None:
@@ -41,6 +50,8 @@ def main() -> None:
     reader = mtl.reader.SequenceLabelReader(args.model, args.max_seqlen, label_map="auto", seed=args.seed)
     reader.load_data(data / "train.txt", file_format="conll", batch_size=args.batch_size)
     valid = reader.eval_reader(data / "valid.txt", file_format="conll", batch_size=128)
+    if args.quick:
+        reader, valid, args.epochs = first(reader, QUICK_TRAIN), first(valid, QUICK_EVAL), 1
     encoder = mtl.backbone.BERT.from_pretrained(args.model)
     head = mtl.head.SequenceLabel(len(reader.label_names["label_ids"]), encoder.hidden_size, 0.1, use_crf=args.crf)
     task = mtl.Trainer("ner", reader=reader, head=head, dev_reader=valid)
@@ -49,6 +60,7 @@ def main() -> None:
     trainer.train(print_steps=50, eval_steps=reader.steps_per_epoch)  # valid after each epoch, best kept
     trainer.load_best()
     test = reader.eval_reader(data / "test.txt", file_format="conll", batch_size=128)
+    test = first(test, QUICK_EVAL) if args.quick else test
     print("test:", {k: round(v, 2) for k, v in trainer.evaluate({"ner": test})["ner"].items()})
     trainer.predict("ner", test, output / "test_predictions.jsonl")
     folder = trainer.export(output / "export")

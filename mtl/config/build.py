@@ -15,6 +15,7 @@ from mtl.components.savers.checkpoint import LABELS, read_labels
 from mtl.config.checker import AUTO, join
 from mtl.config.schema import RunConfig, TaskSection
 from mtl.config.values import resolve_special
+from mtl.distill import Teacher, distill_into
 from mtl.errors import ConfigError, MtlError
 from mtl.spec import COMPONENT, locate, parameters
 from mtl.trainers.multi_head import MultiHeadTrainer
@@ -82,7 +83,21 @@ def build_run(config: RunConfig, labels: dict[str, dict[str, list[str]]] | None 
     if config.optimizer is not None:
         trainer.build_backward(instantiate(config.optimizer, "optimizer"))
     trainer.set_saver(**config.saver)
+    if config.distill is not None and labels is None:  # scoring a student needs no teacher
+        _attach_teachers(trainer, config.distill)
     return Run(config, trainer, Selector(**config.selection), dict(config.train))
+
+
+def _attach_teachers(trainer: MultiHeadTrainer, section: dict) -> None:
+    """The `distill:` section: each task's teacher labels its training data once (cached), then the student's
+    heads mix its targets with the labels."""
+    options = {"temperature": section.get("temperature", 2.0), "cache_dir": section.get("cache_dir"),
+               "precision": section.get("precision", "auto")}
+    if section.get("teacher") is not None:
+        teachers: Any = Teacher(section["teacher"], **options)
+    else:
+        teachers = {name: Teacher(folders, **options) for name, folders in section["teachers"].items()}
+    distill_into(trainer, teachers, alpha=section.get("alpha", 0.5))
 
 
 def build_eval_run(config: RunConfig, checkpoint: Path) -> Run:

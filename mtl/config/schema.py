@@ -9,6 +9,7 @@ Each section holds the arguments of one Python call, so the config and the API c
     train:      MultiHeadTrainer.train(...)      print_steps, eval_steps, max_steps
     saver:      mtl.saver.Saver(...)             save_path, save_steps, keep_last
     selection:  mtl.Selector(...)                metrics, weights, early_stopping_patience
+    distill:    DistillSection (optional)        teacher folder(s), temperature, alpha: a student run
 
 An unknown key, a missing argument, a wrong type or a component path that does not import is reported
 with its key and component, all problems at once, before any model or data is loaded.
@@ -65,6 +66,21 @@ class TaskSection:
 
 
 @dataclass
+class DistillSection:
+    """`distill:` makes the run a student's (mtl.distill): `teacher` is one model folder or a list (an
+    ensemble, soft labels averaged) teaching every task; or `teachers` maps task names to folders (several
+    single-task teachers into one multi-task student). `alpha` weighs the soft loss (1 - alpha the labels);
+    `temperature` softens the teacher's distributions; targets are cached in `cache_dir`."""
+
+    teacher: str | list | None = None
+    teachers: dict | None = None
+    temperature: float = 2.0
+    alpha: float = 0.5
+    cache_dir: Path | None = None
+    precision: str = "auto"  # the teacher's, while it labels the data once
+
+
+@dataclass
 class RunConfig:
     """A checked config (paths made absolute); `mtl.config.build_run` turns it into objects."""
 
@@ -75,6 +91,7 @@ class RunConfig:
     train: dict = field(default_factory=dict)
     optimizer: dict | None = None
     selection: dict = field(default_factory=dict)
+    distill: dict | None = None
     path: Path | None = None  # the file it came from; not a config key
 
 
@@ -93,7 +110,8 @@ def validate_config(raw: Any, base_dir: Path, check_resources: bool = True, sour
     special = {"backbone": lambda value, key: checker.component(value, key),
                "optimizer": lambda value, key: None if value is None else checker.component(
                    value, key, supplied=("loss_var",)),
-               "tasks": lambda value, key: _tasks(checker, value, key)}
+               "tasks": lambda value, key: _tasks(checker, value, key),
+               "distill": lambda value, key: None if value is None else _distill(checker, value, key)}
     for name, (target, supplied, what) in SECTIONS.items():
         special[name] = lambda value, key, t=target, s=supplied, w=what: checker.call(value or {}, t, key, w, s)
     checked = checker.call(raw if raw is not None else {}, RunConfig, "", "the run config", ("path",), (), special)
@@ -141,6 +159,27 @@ def _task(checker: Checker, value: Any, key: str) -> dict:
     return task
 
 
+def _distill(checker: Checker, value: Any, key: str) -> dict:
+    """The teacher folders resolved against the config's folder and checked to exist."""
+    def folders(node: Any, sub: str) -> Any:
+        if isinstance(node, list) and node:
+            return [checker.path(item, join(sub, index), True, must_exist=True) for index, item in enumerate(node)]
+        return checker.path(node, sub, True, must_exist=True)
+
+    def by_task(node: Any, sub: str) -> Any:
+        if not isinstance(node, dict) or not node:
+            checker.problem(sub, f"expects a mapping of task name -> teacher folder(s), got {node!r}")
+            return node
+        return {name: folders(item, join(sub, name)) for name, item in node.items()}
+    special = {"teacher": folders, "teachers": by_task,
+               "cache_dir": lambda node, sub: checker.path(node, sub, False, must_exist=False)}
+    section = checker.call(value, DistillSection, key, "distill (mtl.config.DistillSection)", special=special)
+    if isinstance(value, dict) and ("teacher" in value) == ("teachers" in value):
+        checker.problem(key, "give exactly one of `teacher` (folder(s) teaching every task) or `teachers` (task "
+                        "name -> folder(s))")
+    return section
+
+
 def _cross_check(checker: Checker, config: dict) -> None:
     """What no single signature can see: task names, and the sections that refer to them."""
     names = [task["name"] for task in config["tasks"]]
@@ -164,6 +203,9 @@ def _cross_check(checker: Checker, config: dict) -> None:
         if other is not None and (other not in names or other == task["name"]):
             checker.problem(join(join("tasks", index), "reuse_head_with"), f"{other!r} is not another task; the "
                             f"tasks are {names}")
+    for task_name in ((config.get("distill") or {}).get("teachers") or {}):
+        if task_name not in names:
+            checker.problem(f"distill.teachers.{task_name}", f"no task {task_name!r}; the tasks are {names}")
     by_name = {task["name"]: task for task in config["tasks"]}
     for task_name, metric in (selection.get("metrics") or {}).items():
         task = by_name.get(task_name, {})
@@ -173,4 +215,4 @@ def _cross_check(checker: Checker, config: dict) -> None:
                             f"`frame_accuracy` or `<head>.<metric>` for a head of {task_name!r} ({sorted(heads)})")
 
 
-__all__ = ["RunConfig", "TaskSection", "load_config", "validate_config", "AUTO"]
+__all__ = ["RunConfig", "TaskSection", "DistillSection", "load_config", "validate_config", "AUTO"]

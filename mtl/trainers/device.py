@@ -41,4 +41,15 @@ def autocast(device: torch.device, precision: str) -> ContextManager:
 
 
 def to_device(batch: dict, device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    """The batch's tensors on `device`, nested ones too (a teacher's (targets, mask) pairs); the rest as is."""
+    return {k: _moved(v, device) for k, v in batch.items()}
+
+
+def _moved(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, dict):
+        return {k: _moved(v, device) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_moved(v, device) for v in value)
+    return value

@@ -9,7 +9,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mtl import distributed
+from mtl.trainers.busy_cores import warn_if_busy
 from mtl.trainers.selection import Selector, Verdict
 
 METRICS_FILE = "metrics.jsonl"
@@ -35,6 +38,28 @@ class Logbook:
             self.jsonl.parent.mkdir(parents=True, exist_ok=True)
             _truncate(self.jsonl, resume_step)
         self.loss_sums = {name: [0.0, 0] for name in task_names}
+        self.reported_step = resume_step or 0  # the mean losses cover the steps after this one
+
+    def start(self, trainer: Any, print_steps: int, stop_at: int) -> None:
+        """Before the first step, on rank 0: a warning when other work keeps the CPU cores busy
+        (mtl.trainers.busy_cores), and with `print_steps` the plan in one line, so that a log written to a file
+        shows the run started long before the first print step."""
+        if not distributed.is_main():
+            return
+        if trainer.device.type == "cpu":
+            warn_if_busy(torch.get_num_threads())
+        if print_steps:
+            print(start_line(trainer, print_steps, stop_at), flush=True)
+
+    def console_line(self, trainer: Any, task: Any, loss: float, speed: float) -> str:
+        """PALM's line at a print step, its two losses named: `batch loss`, the loss of this step's batch alone
+        (PALM's `loss`), and `mean loss of steps a-b`, the task's mean over its batches since the last line:
+        the number metrics.jsonl's record of this step holds under `loss` for the task."""
+        total, count = self.loss_sums[task.name]
+        mean = f"{total / count:.3f}" if count else "n/a"
+        return (f"global step: {trainer.global_step}, {task.name}: step {task.cur_train_step}/{task.budget} "
+                f"(epoch {task.reader.epoch}), batch loss: {loss:.3f}, mean loss of steps "
+                f"{self.reported_step + 1}-{trainer.global_step}: {mean}, speed: {speed:.2f} steps/s")
 
     def step(self, step: int, task: str, loss: float, head_losses: dict[str, float], lr: float) -> None:
         """Every training step: the task's loss (and each head's, for joint tasks) and the lr. A skipped step
@@ -59,7 +84,15 @@ class Logbook:
         board = trainer.log_dir or (save_path / "tensorboard" if save_path else None)
         if not distributed.is_main():  # under torch.distributed only rank 0 writes (every rank's numbers agree)
             folder = board = None
-        return cls(folder, board, [t.name for t in trainer.tasks], resume_step)
+        logbook = cls(folder, board, [t.name for t in trainer.tasks], resume_step)
+        logbook.start_record(resume_step or 0, trainer.precision, str(trainer.device), trainer.total_steps)
+        return logbook
+
+    def start_record(self, step: int, precision: str, device: str, total_steps: int) -> None:
+        """The first record of each sitting (a resumed run has one more): what `precision="auto"` resolved to
+        and where, which a run resumed on another machine may change."""
+        self._write({"kind": "start", "step": step, "total_steps": total_steps, "precision": precision,
+                     "device": device, "processes": distributed.world_size()})
 
     def report(self, trainer: Any) -> None:
         """At print steps: mean loss per task since the last report, lr, and batches per task against the
@@ -72,12 +105,14 @@ class Logbook:
         target = {name: float(t) for name, t in zip(self.task_names, targets)}
         losses = {name: (s / n if n else None) for name, (s, n) in self.loss_sums.items()}
         self.loss_sums = {name: [0.0, 0] for name in self.task_names}
+        since, self.reported_step = self.reported_step, step
         if self.writer is not None:
             for name in self.task_names:
                 self.writer.add_scalar(f"batches/{name}", batches[name], step)
                 self.writer.add_scalar(f"share/{name}/actual", share[name], step)
                 self.writer.add_scalar(f"share/{name}/target", target[name], step)
-        self._write({"kind": "train", "step": step, "lr": lr, "loss": losses, "batches": batches,
+        self._write({"kind": "train", "step": step, "lr": lr, "loss": losses, "loss_steps": [since + 1, step],
+                     "batches": batches,
                      "share": share, "target_share": target,
                      "epoch": {t.name: t.reader.epoch for t in trainer.tasks},
                      "skipped_steps": dict(trainer.skipped_steps),
@@ -127,6 +162,23 @@ def evaluation_line(verdict: Verdict, selector: Selector) -> str:
     if verdict.stop:
         line += f"; stopping early: {selector.evals_without_gain} evaluations without a better score"
     return line
+
+
+def start_line(trainer: Any, print_steps: int, stop_at: int) -> str:
+    """The plan of a train() call, e.g. `training 120 steps (3 epochs); tasks: slot (budget 80, mix 1.0),
+    intent (budget 40, mix 0.5); cpu, fp32, 2 threads; a line every 10 steps`."""
+    start, total = trainer.global_step, trainer.total_steps
+    epochs = trainer.num_epochs
+    epochs = f" ({epochs:g} epoch{'' if epochs == 1 else 's'})" if isinstance(epochs, (int, float)) else ""
+    span = f"{total} steps{epochs}" if (start, stop_at) == (0, total) else \
+        f"steps {start + 1}-{stop_at} of {total}" + (f" (resuming after step {start})" if start else " (max_steps)")
+    tasks = ", ".join(f"{t.name} (budget {t.budget}, mix {t.mix_ratio:g}{', auxiliary' if t.is_aux else ''})"
+                      for t in trainer.tasks)
+    threads = torch.get_num_threads()
+    where = f"{trainer.device}, {trainer.precision}, {threads} thread{'' if threads == 1 else 's'}"
+    if distributed.world_size() > 1:
+        where += f" x {distributed.world_size()} processes"
+    return f"training {span}; tasks: {tasks}; {where}; a line every {print_steps} steps"
 
 
 def _truncate(path: Path, resume_step: int | None) -> None:

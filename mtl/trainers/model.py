@@ -4,6 +4,7 @@ from torch import nn
 
 from mtl.components.backbones.encoder import Encoder
 from mtl.components.heads.base import Head
+from mtl.components.heads.distill import mix_teacher_loss
 
 
 class MultiTaskModel(nn.Module):
@@ -17,6 +18,7 @@ class MultiTaskModel(nn.Module):
         self.balancer = balancer  # the trainer's loss balancer (mtl.trainers.balancing); None for inference
 
     def forward(self, task: str, batch: dict) -> dict[str, dict[str, torch.Tensor]]:
-        """Encode once, then run every head of `task` on the same outputs (the joint mode)."""
+        """Encode once, then run every head of `task` on the same outputs (the joint mode); a head being
+        distilled mixes in its teacher's loss."""
         enc = self.backbone(batch)
-        return {name: head(batch, enc) for name, head in self.heads[task].items()}
+        return {name: mix_teacher_loss(head, head(batch, enc), batch) for name, head in self.heads[task].items()}

@@ -1,7 +1,6 @@
 """MultiHeadTrainer: a shared backbone under several tasks; batches drawn across tasks by mix ratio."""
 import copy
 import logging
-import math
 import time
 import warnings
 from pathlib import Path
@@ -18,7 +17,7 @@ from mtl.components.savers.checkpoint import label_names
 from mtl.errors import MtlError
 from mtl import distributed
 from mtl.speed import SpeedKernels
-from mtl.trainers import rng
+from mtl.trainers import rng, run_state
 from mtl.trainers.batches import batch_stream
 from mtl.trainers.device import resolve_device, resolve_precision
 from mtl.trainers.balancing import LossBalancer
@@ -93,6 +92,7 @@ class MultiHeadTrainer:
         self.selector = Selector()
         self._sampler_start, self._rng = None, None  # the sampler's first state; the run's RNG between calls
         self.max_nonfinite_steps, self._step = max_nonfinite_steps, None
+        self._calls = 0  # train() calls: with the step, the moment a checkpoint is saved at (see _moment)
 
     @property
     def global_step(self) -> int:
@@ -181,8 +181,12 @@ class MultiHeadTrainer:
         without a saver); with several tasks, each task's best in `best-<task>` too; optional early stopping.
         `resume_from`: a step-N or final folder of this run: it continues exactly where that one stopped.
         `max_steps`: stop after this step, leaving a checkpoint to resume from (the schedule spans the run);
-        calling train() again goes on in-process."""
+        calling train() again goes on in-process. A new run refuses a save_path that holds another run
+        (MtlError) unless the saver was set with `overwrite=True`. Returns, besides the figures, `checkpoint`:
+        the folder to load (`final`) or to resume from (`step-N`, when stopped by max_steps)."""
         distributed.init(self.device)
+        self.saver.begin_run(resuming=resume_from is not None)
+        self._calls += 1
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):  # seeded dropout, the caller's global RNG untouched
             if self.optimizer is None or self._rng is None or resume_from is not None:
@@ -208,6 +212,8 @@ class MultiHeadTrainer:
                resumed: int | None) -> dict[str, Any]:
         if resumed is not None and (self.global_step >= self.total_steps or self.selector.stopped):
             log.info("the checkpoint at step %d ended its run: nothing left to train", resumed)
+            if self.saver.on_disk and not self.saver.holds("final"):  # it stopped before final/ was written
+                self._save("final")
             return self._outcome([], finished=True)
         logbook = Logbook.for_trainer(self, self.global_step or None)  # a resumed run keeps its earlier logs
         self.ddp = distributed.wrap(self.model, self.ddp)  # copies rank 0's weights to every rank
@@ -216,6 +222,7 @@ class MultiHeadTrainer:
         (self.ddp if self.ddp is not None else self.model).train()
         batches = {t.name: batch_stream(t.reader, self.grad_accum_steps) for t in self.tasks}
         stop_at = min(self.total_steps, max_steps) if max_steps is not None else self.total_steps
+        logbook.start(self, print_steps, stop_at)  # the plan in one line; a warning when the cores are busy
         main = distributed.is_main()
         progress = tqdm(total=self.total_steps, initial=self.global_step, disable=None if main else True, desc="train")
         history, started, last_print = [], time.perf_counter(), self.global_step
@@ -232,7 +239,7 @@ class MultiHeadTrainer:
                 speed = (self.global_step - last_print) / max(time.perf_counter() - started, 1e-9)
                 started, last_print = time.perf_counter(), self.global_step
                 if main:
-                    progress.write(self._log_line(task, loss, speed))
+                    progress.write(logbook.console_line(self, task, loss, speed))
                 logbook.report(self)
             if eval_steps and (self.global_step % eval_steps == 0 or self.global_step == self.total_steps):
                 history.append(self._evaluate_and_select(logbook))
@@ -250,8 +257,10 @@ class MultiHeadTrainer:
         return self._outcome(history, finished)
 
     def _outcome(self, history: list[dict], finished: bool) -> dict[str, Any]:
+        last = ("final" if finished else f"step-{self.global_step}") if self.saver.on_disk else None
         return {"steps": self.global_step, "history": history, "best_score": self.best_score,
-                "stopped_early": self.selector.stopped, "finished": finished, "skipped_steps": dict(self.skipped_steps)}
+                "stopped_early": self.selector.stopped, "finished": finished, "skipped_steps": dict(self.skipped_steps),
+                "checkpoint": None if last is None else self.saver.save_path / last, "precision": self.precision}
 
     def _train_step(self, task: Task, batch: Any) -> tuple[float, dict[str, float]]:
         """3-5. forward, balanced losses, backward, clip, step: mtl.trainers.step, top to bottom."""
@@ -264,11 +273,6 @@ class MultiHeadTrainer:
         except StopIteration:
             raise MtlError(f"task {task.name!r}: its reader ran out after num_epochs={task.reader.num_epochs} "
                            "epochs before training ended; load_data(num_epochs=None) lets the trainer decide") from None
-
-    def _log_line(self, task: Task, loss: float, speed: float) -> str:
-        """PALM's log line."""
-        return (f"global step: {self.global_step}, {task.name}: step {task.cur_train_step}/{task.budget} "
-                f"(epoch {task.reader.epoch}), loss: {loss:.3f}, speed: {speed:.2f} steps/s")
 
     # ---- evaluation and prediction ----------------------------------------------------------------------
     def evaluate(self, readers: dict[str, Reader] | None = None) -> dict[str, dict[str, float]]:
@@ -301,9 +305,9 @@ class MultiHeadTrainer:
         if verdict.improved or per_task:  # best folders hold no run state unless the saver keeps it
             snapshot = self._snapshot(training=self.saver.keep_best_optimizer_state)
             if verdict.improved:
-                self.saver.keep_best(self.model, snapshot)
-            for task_name in per_task:
-                self.saver.keep_task_best(task_name, self.model, snapshot)
+                self.saver.keep_best(self.model, snapshot, self._moment())
+            for task_name in per_task:  # the same files as best/: hard links
+                self.saver.keep_task_best(task_name, self.model, snapshot, self._moment())
         return {"step": self.global_step, "score": verdict.score, "metrics": metrics, "best": verdict.improved}
 
     @property
@@ -313,11 +317,12 @@ class MultiHeadTrainer:
 
     # ---- checkpoints: the trainer says what its state is; its Saver writes and reads the folders ------------
     def set_saver(self, save_path: str | Path, save_steps: int | None = None, keep_last: int = 3,
-                  keep_best_optimizer_state: bool = False) -> None:
+                  keep_best_optimizer_state: bool = False, overwrite: bool = False) -> None:
         """Checkpoints under `save_path`: `step-N` every `save_steps` steps (the last `keep_last`), `best`,
         `best-<task>`, `final`; the run state only in step-N and final (what a resume reads) unless
-        `keep_best_optimizer_state`; see mtl.saver.Saver."""
-        self.saver = Saver(save_path, save_steps, keep_last, keep_best_optimizer_state)
+        `keep_best_optimizer_state`; `overwrite`: a new run deletes a run already there instead of refusing
+        to start; see mtl.saver.Saver."""
+        self.saver = Saver(save_path, save_steps, keep_last, keep_best_optimizer_state, overwrite)
 
     def save(self, folder: str | Path) -> Path:
         """Save the current model now (atomically) into `folder`, with the run state when training has started."""
@@ -338,48 +343,21 @@ class MultiHeadTrainer:
 
     def _save(self, name: str | int) -> Path:
         """Checkpoint `name` (an int: `step-N`, pruned to the last K) in the saver's folder."""
-        return self.saver.write(name, self._ready_model(), self._snapshot())
+        return self.saver.write(name, self._ready_model(), self._snapshot(), self._moment())
+
+    def _moment(self) -> tuple[int, int]:
+        """Within one train() call a step number names one set of weights and run state: checkpoints saved at
+        the same moment share their files (hard links) instead of holding copies (mtl.saver.Saver)."""
+        return self._calls, self.global_step
 
     def _snapshot(self, training: bool = True, strict: bool = False) -> Snapshot:
-        """What a checkpoint holds besides the weights: with the run state once training has started (unless
-        `training=False`: an export). Every rank calls it alike (the run state gathers every rank's RNG)."""
-        model, tasks = self._ready_model(), self._task_steps()
-        state = {"global_step": self.global_step, "total_steps": self.total_steps, "tasks": tasks,
-                 "best_score": self.best_score if math.isfinite(self.best_score) else None}
-        run_state = self._run_state() if training and self.optimizer is not None else None
-        return Snapshot.of(model.backbone, self.tasks, state, run_state, strict)
-
-    def _task_steps(self) -> dict[str, dict[str, int]]:
-        return {t.name: {"cur_train_step": t.cur_train_step, "budget": t.budget} for t in self.tasks}
-
-    def _run_state(self) -> dict:
-        """Everything the run's future depends on, each part's own state_dict (plain containers and tensors:
-        loadable with weights_only=True), and the dropout RNG of every rank (mtl.trainers.rng)."""
-        state = {**self.state.state_dict(), "total_steps": self.total_steps, "tasks": self._task_steps(),
-                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "sampler": self.sampler.state_dict(), "balancer": self.balancer.state_dict(),
-                 "readers": {t.name: t.reader.state_dict() for t in self.tasks},
-                 "selector": self.selector.state_dict(), **rng.get_rng(self.device)}
-        ranks = rng.gather_rng(self.device)
-        return state if ranks is None else {**state, "rank_rng": ranks}
+        """What a checkpoint holds besides the weights (mtl.trainers.run_state)."""
+        self._ready_model()
+        return run_state.snapshot(self, training, strict)
 
     def _resume(self, folder: str | Path) -> int:
         """Go on from a checkpoint of this run (after `_plan`): its weights and run state; returns its step."""
         state = self.saver.load_run_state(folder, [t.name for t in self.tasks], self.total_steps)
         Saver.restore_weights(folder, self.model)
-        self._load_run_state(state)
+        run_state.load_run_state(self, state)
         return self.global_step
-
-    def _load_run_state(self, state: dict) -> None:
-        """A saved run state back into this planned trainer, each part through its own load_state_dict."""
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.sampler.load_state_dict(state["sampler"])
-        for task in self.tasks:
-            task.reader.load_state_dict(state["readers"][task.name])
-            task.cur_train_step = int(state["tasks"][task.name]["cur_train_step"])
-        if "balancer" in state:
-            self.balancer.load_state_dict(state["balancer"])
-        self.state.load_state_dict(state)
-        self.selector.load_state_dict(state["selector"])
-        rng.restore_rng(state, self.device, self.seed, self.global_step)

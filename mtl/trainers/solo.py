@@ -30,8 +30,8 @@ class Trainer(Task):
         self.solo.build_backward(optimizer, weight_decay)
 
     def set_saver(self, save_path: str | Path, save_steps: int | None = None, keep_last: int = 3,
-                  keep_best_optimizer_state: bool = False) -> None:
-        self.solo.set_saver(save_path, save_steps, keep_last, keep_best_optimizer_state)
+                  keep_best_optimizer_state: bool = False, overwrite: bool = False) -> None:
+        self.solo.set_saver(save_path, save_steps, keep_last, keep_best_optimizer_state, overwrite)
 
     def load_pretrain(self, pretrain_dir: str | Path) -> None:
         self.solo.load_pretrain(pretrain_dir)

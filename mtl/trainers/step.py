@@ -112,6 +112,8 @@ class Step:
                     (total + balancer.extra(list(scaled)) if last else total).backward()
         if separate is not None:
             separate.finish(balancer)
+        else:  # the balancer's own parameters, which DDP leaves alone (distributed.wrap)
+            distributed.sync_ignored_gradients(self.ddp)
         means = distributed.all_reduce_sum(means).tolist()
         return {name: means[j] for j, name in enumerate(names) if name in has_loss}
 

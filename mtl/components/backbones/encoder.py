@@ -1,5 +1,6 @@
 """Backbone: any HF transformers encoder, from a name, a local folder or a config."""
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -52,15 +53,33 @@ class Encoder(nn.Module):
         self.config = model.config
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, trust_remote_code: bool = False, **kwargs) -> "Encoder":
+    def from_pretrained(cls, name_or_path: str | Path, trust_remote_code: bool = False,
+                        layers: Sequence[int] | None = None, **kwargs) -> "Encoder":
         """Load weights from a local folder (or a hub name when online); never runs remote code unasked.
-        A local folder loads from safetensors only (`use_safetensors=True`): pickled weights are refused."""
+        A local folder loads from safetensors only (`use_safetensors=True`): pickled weights are refused.
+        `layers`: keep only these transformer layers (`keep_layers`), e.g. a 3-layer student from a 6-layer
+        encoder."""
         kwargs = safe_weights_kwargs(name_or_path, kwargs)
         if "attn_implementation" not in kwargs:
             config = AutoConfig.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
             kwargs["attn_implementation"] = attention_implementation(config)
         model = AutoModel.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code, **kwargs)
-        return cls(model)
+        encoder = cls(model)
+        return encoder.keep_layers(layers) if layers is not None else encoder
+
+    def keep_layers(self, layers: Sequence[int]) -> "Encoder":
+        """Keep only the transformer layers `layers` (indices, increasing), dropping the others: the usual way
+        to start a smaller student from a larger encoder (layers [0, 2, 4] of six). The config follows, so a
+        saved folder loads as the smaller model."""
+        blocks, owner, name = _layer_list(self.model)
+        layers = [int(i) for i in layers]
+        if not layers or layers != sorted(set(layers)) or not all(0 <= i < len(blocks) for i in layers):
+            raise ValueError(f"layers must be increasing indices of the encoder's {len(blocks)} layers, got {layers}")
+        setattr(owner, name, nn.ModuleList([blocks[i] for i in layers]))
+        self.config.num_hidden_layers = len(layers)
+        if isinstance(getattr(self.config, "layer_types", None), list):
+            self.config.layer_types = [self.config.layer_types[i] for i in layers]
+        return self
 
     @classmethod
     def from_config(cls, config: PretrainedConfig | dict) -> "Encoder":
@@ -105,6 +124,17 @@ class Encoder(nn.Module):
     def save(self, folder: str | Path) -> None:
         """HF format (config.json + model.safetensors): loadable by plain transformers."""
         self.model.save_pretrained(str(folder), safe_serialization=True)
+
+
+def _layer_list(model: nn.Module) -> tuple[nn.ModuleList, nn.Module, str]:
+    """The encoder's stack of transformer layers (the ModuleList as long as `num_hidden_layers`), its owner and
+    attribute name; BERT, RoBERTa, MPNet and their kin keep it at `encoder.layer`."""
+    count = model.config.num_hidden_layers
+    for _, owner in model.named_modules():
+        for name, child in owner.named_children():
+            if isinstance(child, nn.ModuleList) and len(child) == count:
+                return child, owner, name
+    raise ValueError(f"{type(model).__name__}: no list of {count} transformer layers found to drop layers from")
 
 
 class BERT(Encoder):

@@ -16,6 +16,9 @@ class Head(nn.Module):
     - `predict(outputs, batch)` -> one raw prediction per example (ids);
     - `decode(prediction, names, meta)` -> a readable, JSON-ready prediction;
     - `metrics(decoded, golds)` -> {name: value on 0-100}; `main_metric` names the one to select models by.
+    To take part in knowledge distillation (mtl.distill), also implement `teacher_signal` (what this head,
+    as a teacher, hands a student) and `distill_loss` (the student's loss on it); a head without them
+    trains on its labels alone when distilled.
     """
 
     input_fields: tuple[str, ...] = ()
@@ -24,6 +27,7 @@ class Head(nn.Module):
     main_metric: str = "accuracy"
     num_classes: int | None = None  # when set, readers' label ids are checked against it up front
     loss_weight: float = 1.0  # this head's static weight in the step's sum of losses
+    distilling: Any = None  # a `heads.distill.Distilling` while a student trains on a teacher; never saved
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "Head":
         """Keep the constructor's arguments: an exported model rebuilds its heads from them (`mtl.spec`),
@@ -43,10 +47,26 @@ class Head(nn.Module):
         accumulation, several processes) by it so that their sum is the whole batch's mean. The default:
         labels that are not -100 in the first label field, else the batch's rows. Override it for a loss
         averaged over something else (a CRF's sentences)."""
+        targets = batch.get("teacher", {}).get(self.label_fields[0]) if self.distilling and self.label_fields else None
+        if targets is not None:  # distilled: a mean over the rows (or words) the teacher labelled
+            return float(targets[1].sum())
         labels = batch.get(self.label_fields[0]) if self.label_fields else None
         if not isinstance(labels, torch.Tensor):
             return float(len(batch["input_ids"]))
         return float((labels != -100).sum())
+
+    def teacher_signal(self, outputs: dict[str, torch.Tensor], batch: dict,
+                       temperature: float) -> list[torch.Tensor] | None:
+        """As a teacher: one tensor per feature of `batch`, independent of the tokenizer (per sentence, or per
+        word for word-level heads): probabilities over the label space at `temperature`. None: this head
+        hands nothing on (its student learns from labels alone)."""
+        return None
+
+    def distill_loss(self, outputs: dict[str, torch.Tensor], batch: dict, targets: torch.Tensor,
+                     mask: torch.Tensor, temperature: float) -> torch.Tensor:
+        """As a student: the loss against the teacher's `targets` (collated from `teacher_signal`'s tensors,
+        padded; `mask` marks the real rows or words)."""
+        raise NotImplementedError(f"{type(self).__name__} has no distill_loss; it cannot be distilled")
 
     def decode(self, prediction: Any, names: list[str] | None, meta: dict) -> Any:
         return prediction

@@ -7,6 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mtl.components.heads.base import Head
+from mtl.components.heads.distill import kl_to_targets, soft_targets
 from mtl.metrics import accuracy, macro_f1
 
 
@@ -41,6 +42,14 @@ class Classify(Head):
         if labels is not None and self.training:
             out["loss"] = F.cross_entropy(logits.float(), labels, ignore_index=-100)
         return out
+
+    def teacher_signal(self, outputs: dict[str, torch.Tensor], batch: dict,
+                       temperature: float) -> list[torch.Tensor]:
+        return list(soft_targets(outputs["logits"], temperature))
+
+    def distill_loss(self, outputs: dict[str, torch.Tensor], batch: dict, targets: torch.Tensor,
+                     mask: torch.Tensor, temperature: float) -> torch.Tensor:
+        return kl_to_targets(targets, outputs["logits"], mask, temperature)
 
     def predict(self, outputs: dict[str, torch.Tensor], batch: dict) -> list[tuple[int, float]]:
         probs = outputs["logits"].float().softmax(-1)

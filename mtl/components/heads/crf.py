@@ -37,6 +37,10 @@ class CRF(nn.Module):
     def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """P(tag at t | sequence), by forward-backward: (B, T, K), meaningful where `mask` (left-aligned) is set.
         The probability a decoded tag gets reported with."""
+        return self.log_marginals(emissions, mask).exp()
+
+    def log_marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """log P(tag at t | sequence), differentiable: a CRF student matches them to a teacher's."""
         emissions, mask = emissions.float(), mask.bool()
         alphas = [self.start + emissions[:, 0]]
         for t in range(1, emissions.size(1)):
@@ -48,7 +52,7 @@ class CRF(nn.Module):
             step = torch.logsumexp(self.transitions + (emissions[:, t + 1] + betas[0]).unsqueeze(1), dim=2)
             betas.insert(0, torch.where(mask[:, t + 1].unsqueeze(1), step, end))
         log_z = torch.logsumexp(alphas[-1] + self.end, dim=1).view(-1, 1, 1)
-        return (torch.stack(alphas, 1) + torch.stack(betas, 1) - log_z).exp()
+        return torch.stack(alphas, 1) + torch.stack(betas, 1) - log_z
 
     @torch.no_grad()
     def viterbi(self, emissions: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:

@@ -6,6 +6,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mtl.components.heads.base import Head
+from mtl.components.heads.distill import kl_rows, kl_to_targets, soft_targets
 from mtl.errors import MtlError
 from mtl.metrics import accuracy, binary_f1, macro_f1, roc_auc
 
@@ -78,6 +79,22 @@ class Match(Head):
         if labels is not None and self.training:
             out["loss"] = F.cross_entropy(logits, labels, ignore_index=-100)
         return out
+
+    def teacher_signal(self, outputs: dict[str, torch.Tensor], batch: dict,
+                       temperature: float) -> list[torch.Tensor]:
+        """Pointwise: class probabilities at `temperature`; pairwise: (1 - score, score), the sigmoid score
+        being what the hinge trained (no temperature: it is not a softmax)."""
+        if self.pairwise:
+            scores = outputs["scores"].float()
+            return list(torch.stack([1 - scores, scores], -1))
+        return list(soft_targets(outputs["logits"], temperature))
+
+    def distill_loss(self, outputs: dict[str, torch.Tensor], batch: dict, targets: torch.Tensor,
+                     mask: torch.Tensor, temperature: float) -> torch.Tensor:
+        if self.pairwise:
+            scores = outputs["scores"].float().clamp(1e-6, 1 - 1e-6)
+            return kl_rows(targets, torch.stack([(1 - scores).log(), scores.log()], -1), mask)
+        return kl_to_targets(targets, outputs["logits"], mask, temperature)
 
     def predict(self, outputs: dict[str, torch.Tensor], batch: dict) -> list[tuple[int, float, float | None]]:
         """(class id, probability of that class or None, score of class 1 or None) per pair."""

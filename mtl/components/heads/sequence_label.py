@@ -7,6 +7,7 @@ from torch.nn import functional as F
 
 from mtl.components.heads.base import Head
 from mtl.components.heads.crf import CRF
+from mtl.components.heads.distill import kl_rows, soft_targets
 from mtl.text import words_from_token_predictions
 from mtl.metrics import entity_spans, seqeval_scores
 
@@ -57,6 +58,32 @@ class SequenceLabel(Head):
         if self.crf is None:
             return super().loss_units(batch)
         return float((batch["word_start_mask"].sum(1) > 0).sum())
+
+    def teacher_signal(self, outputs: dict[str, torch.Tensor], batch: dict,
+                       temperature: float) -> list[torch.Tensor]:
+        """Per word, not per sub-token (a student's tokenizer may split words differently): the tag
+        probabilities at each word's first sub-token at `temperature`, or a CRF's marginals (at T = 1: they
+        are not a softmax of one vector)."""
+        word_emissions, word_mask = pack_words(outputs["logits"].float(), batch["word_start_mask"])
+        if self.crf is not None:
+            probs = self.crf.marginals(word_emissions, word_mask)
+        else:
+            probs = soft_targets(word_emissions, temperature)
+        return [row[:n] for row, n in zip(probs, word_mask.sum(1).tolist())]
+
+    def distill_loss(self, outputs: dict[str, torch.Tensor], batch: dict, targets: torch.Tensor,
+                     mask: torch.Tensor, temperature: float) -> torch.Tensor:
+        """KL per word against the teacher's word distributions, over the words both kept (truncation may
+        cut them at different places); a CRF student matches its marginals to them."""
+        word_emissions, word_mask = pack_words(outputs["logits"].float(), batch["word_start_mask"])
+        width = min(word_emissions.size(1), targets.size(1))
+        word_emissions, targets = word_emissions[:, :width], targets[:, :width]
+        both = word_mask[:, :width] & mask[:, :width].bool()
+        if self.crf is not None:
+            log_student = self.crf.log_marginals(word_emissions, word_mask[:, :width])
+            return kl_rows(targets, log_student, both)
+        log_student = torch.log_softmax(word_emissions / temperature, -1)
+        return kl_rows(targets, log_student, both) * temperature ** 2
 
     def predict(self, outputs: dict[str, torch.Tensor], batch: dict) -> list[tuple[list[int], list[float]]]:
         """Tag ids per kept word and each tag's probability (softmax, or the CRF's marginal); words dropped

@@ -3,7 +3,7 @@ import copy
 import logging
 import operator
 from pathlib import Path
-from typing import Any, Iterable, Iterator, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 from mtl.components.readers.batching import budget_cuts, stack
@@ -43,6 +43,9 @@ class Reader:
         # speed switches (see load_data): token budgets, batch widths rounded up, the features cache
         self.max_tokens, self.pad_to_multiple_of, self.cache_dir = None, None, None
         self.input_file: str | None = None
+        self.file_format: str | None = None
+        # name -> f(metas): extra per-example inputs collated into each training batch (a teacher's targets)
+        self.side_inputs: dict[str, Callable[[list[dict]], Any]] = {}
         self.epoch, self.position = 0, 0
         self._stream: Stream | None = None  # load_stream: batches from a file read in a bounded window
 
@@ -59,6 +62,12 @@ class Reader:
     # ---- subclass hooks -------------------------------------------------------------------------
     def _read_examples(self, path: str, file_format: str) -> list[dict]:
         raise NotImplementedError
+
+    def _build_label_maps(self, examples: Iterable[dict], path: str, file_format: str) -> Iterable[dict]:
+        """Build the label maps that `label_map="auto"` asks for from the examples `_read_examples` returned
+        (whoever wrote it: an override reading another format need not build them), and return the examples.
+        Readers without auto maps return them as they are."""
+        return examples
 
     def _featurize(self, examples: list[dict]) -> Iterable[Feature]:
         """Features of `examples`: a list, or a generator (packed into a table as they come)."""
@@ -104,13 +113,13 @@ class Reader:
         batch_size = _integer("batch_size", batch_size, 1)
         options = (("max_tokens", max_tokens), ("pad_to_multiple_of", pad_to_multiple_of))
         self.max_tokens, self.pad_to_multiple_of = (None if v is None else _integer(n, v, 1) for n, v in options)
-        self.input_file, self.group_by_length = str(input_file), group_by_length
+        self.input_file, self.group_by_length, self.file_format = str(input_file), group_by_length, file_format
         self.batch_size, self.num_epochs = batch_size, num_epochs
         if shuffle is not None:
             self.shuffle = shuffle
         self.cache_dir = None if cache_dir is None else str(cache_dir)
-        self.features = cached_features(self, file_format, cache_dir,
-                                        lambda: self._featurize(self._read_examples(self.input_file, file_format)))
+        self.features = cached_features(self, file_format, cache_dir, lambda: self._featurize(self._build_label_maps(
+            self._read_examples(self.input_file, file_format), self.input_file, file_format)))
         return self
 
     def load_stream(self, input_path: str | Path, steps_per_epoch: int, batch_size: int = 32,
@@ -191,6 +200,7 @@ class Reader:
     def _copy(self, phase: str) -> "Reader":
         other = copy.copy(self)
         other.phase, other.features, other.epoch, other.position, other._stream = phase, [], 0, 0, None
+        other.side_inputs = {}  # a teacher's targets belong to the training file alone
         return other
 
     # ---- batching -------------------------------------------------------------------------------------
@@ -305,6 +315,8 @@ class Reader:
         lengths = [len(feature.fields["input_ids"]) for feature in features]
         batch["attention_mask"] = stack([[1] * n for n in lengths], 0, self.pad_to_multiple_of, self.max_seqlen)
         batch["meta"] = [feature.meta for feature in features]
+        for name, provide in self.side_inputs.items():
+            batch[name] = provide(batch["meta"])
         return batch
 
     def _pad_value(self, name: str) -> int:

@@ -7,7 +7,7 @@ from typing import Any, Iterable, Iterator
 
 from mtl.components.readers.base import Feature, Reader
 from mtl.components.readers.files import iter_tsv, load_label_map, names_of, tsv_columns
-from mtl.components.readers.labels import LabelLookup, is_auto, label_map_from
+from mtl.components.readers.labels import LabelLookup, is_auto, label_map_from, labels_of
 from mtl.components.readers.tokenization import truncated_rows
 from mtl.errors import DataError, MtlError
 
@@ -44,6 +44,15 @@ class ClassifyReader(Reader):
             labels = [_example(path, line, label, text)["label"] for line, (label, text) in iter_tsv(path, HEADER)]
             self.label_map = label_map_from(labels, path, self.phase, "ClassifyReader", "label<TAB>text_a")
         return (_example(path, line, label, text) for line, (label, text) in iter_tsv(path, HEADER))  # row by row
+
+    def _build_label_maps(self, examples: Iterable[dict], path: str, file_format: str) -> Iterable[dict]:
+        """`label_map="auto"` from the examples' `label`s when `_read_examples` has not built it (an override
+        reading another format): the examples are then held in a list."""
+        if self.auto_labels and self.label_map is None and self.phase != "predict":
+            examples = list(examples)
+            labels = labels_of(examples, "label", path, "ClassifyReader", '{"label", "text", "line"}')
+            self.label_map = label_map_from(labels, path, self.phase, "ClassifyReader", "label<TAB>text_a")
+        return examples
 
     def _examples_from_texts(self, texts: list[str]) -> list[dict]:
         return [{"label": None, "text": text, "line": i + 1} for i, text in enumerate(texts)]

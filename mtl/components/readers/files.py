@@ -1,6 +1,7 @@
 """Reading text files with errors that name the file and the line (`path, line N: problem (fix)`)."""
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -52,6 +53,23 @@ def iter_lines(path: str | Path, what: str = "data file") -> Iterator[tuple[int,
             if number == 1:
                 utf16, raw = raw[:2] in (b"\xff\xfe", b"\xfe\xff"), raw.removeprefix(b"\xef\xbb\xbf")
             yield number, decode_line(raw[:-1] if raw.endswith(b"\n") else raw, str(path), number, utf16)
+
+
+def read_utterances(source: str, what: str = "input file") -> list[str]:
+    """The texts of a one-utterance-a-line UTF-8 file (`-`: standard input), stripped. A blank line holds no
+    utterance: it is skipped, with one warning naming the blank lines (each record of the output holds its
+    text, so records still match their lines); a source with no utterance at all is a DataError."""
+    name = "<stdin>" if source == "-" else source
+    lines = decode_lines(sys.stdin.buffer.read(), name) if source == "-" else read_lines(source, what)
+    blank = [number for number, line in enumerate(lines, start=1) if not line.strip()]
+    if len(blank) == len(lines):
+        raise DataError(name, None, "no utterance: every line is blank" if lines else "is empty",
+                        "write one utterance per line")
+    if blank:
+        shown = ", ".join(map(str, blank[:10])) + (", ..." if len(blank) > 10 else "")
+        log.warning("%s: %d blank line%s skipped (line %s): one prediction per non-blank line", name, len(blank),
+                    "" if len(blank) == 1 else "s", shown)
+    return [line.strip() for line in lines if line.strip()]
 
 
 def decode_lines(raw: bytes, source: str) -> list[str]:

@@ -34,6 +34,25 @@ def label_map_from(labels: list[str], path: str, phase: str, reader: str, layout
     return {name: index for index, name in enumerate(names)}
 
 
+def labels_of(examples: list[dict], key: str, path: str, reader: str, keys: str) -> list[str]:
+    """Each example's label under `key`, what `label_map="auto"` is built from. An example (from an overridden
+    `_read_examples`, say) without a string there is a DataError naming its line and the keys `reader` reads,
+    not a lookup failure later."""
+    labels = []
+    for index, example in enumerate(examples):
+        label = example.get(key) if isinstance(example, dict) else None
+        if not isinstance(label, str):
+            line = example.get("line") if isinstance(example, dict) else None
+            found = f"{key!r} is {label!r}" if isinstance(example, dict) and key in example else \
+                f"no {key!r} key" if isinstance(example, dict) else f"a {type(example).__name__}, not a dict"
+            raise DataError(path, line if isinstance(line, int) else None,
+                            f"example {index + 1} from _read_examples has {found}",
+                            f"{reader} examples are dicts {keys}, the label a string; label_map='auto' is "
+                            "built from them")
+        labels.append(label)
+    return labels
+
+
 class LabelLookup:
     """Maps label names to ids for one file; in eval, unknown gold labels are kept as text and counted.
 

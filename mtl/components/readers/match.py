@@ -6,7 +6,7 @@ from typing import Any
 
 from mtl.components.readers.base import Feature, Reader
 from mtl.components.readers.files import load_label_map, names_of, read_lines, read_tsv, tsv_columns
-from mtl.components.readers.labels import LabelLookup, is_auto, label_map_from
+from mtl.components.readers.labels import LabelLookup, is_auto, label_map_from, labels_of
 from mtl.components.readers.tokenization import truncated_rows
 from mtl.errors import DataError, MtlError
 
@@ -64,10 +64,14 @@ class MatchReader(Reader):
         header = PAIRWISE if self.reads_triples else POINTWISE
         if self.phase == "predict" and _first_row_width(path) == len(UNLABELLED):
             header = UNLABELLED
-        examples = [_example(path, line, header, columns) for line, columns in read_tsv(path, header)]
+        return [_example(path, line, header, columns) for line, columns in read_tsv(path, header)]
+
+    def _build_label_maps(self, examples: list[dict], path: str, file_format: str) -> list[dict]:
+        """`label_map="auto"`: built from the pointwise training examples' `label`s."""
         if self.auto_labels and self.label_map is None and self.phase != "predict":
-            self.label_map = label_map_from([ex["label"] for ex in examples], path, self.phase, "MatchReader",
-                                            "<TAB>".join(header))
+            examples = list(examples)
+            labels = labels_of(examples, "label", path, "MatchReader", '{"label", "text_a", "text_b", "line"}')
+            self.label_map = label_map_from(labels, path, self.phase, "MatchReader", "<TAB>".join(POINTWISE))
         return examples
 
     def _examples_from_lines(self, path: str, lines: list[tuple[int, str]]) -> list[dict]:

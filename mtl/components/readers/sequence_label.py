@@ -6,7 +6,7 @@ from mtl.components.readers.base import Feature, Reader
 from mtl.components.readers.conll import check_known_tags, read_conll, tag_map_from
 from mtl.components.readers.files import load_label_map, names_of, read_tsv, tsv_columns
 from mtl.components.readers.intent_folder import check_tags, has_seq_out, read_intent_folder
-from mtl.components.readers.labels import LabelLookup
+from mtl.components.readers.labels import LabelLookup, labels_of
 from mtl.components.readers.tag_scheme import check_tag_scheme
 from mtl.components.readers.words import encode_words, start_mask, token_labels
 from mtl.errors import DataError, MtlError
@@ -96,11 +96,17 @@ class SequenceLabelReader(WordTaggingReader):
     def _read_examples(self, path: str, file_format: str) -> list[dict]:
         if file_format not in self.file_formats:
             raise ValueError(f"SequenceLabelReader reads file_format 'tsv' or 'conll', got {file_format!r}")
-        examples = read_conll(path, self.tag_column) if file_format == "conll" else _read_palm_tsv(path)
+        return read_conll(path, self.tag_column) if file_format == "conll" else _read_palm_tsv(path)
+
+    def _build_label_maps(self, examples: list[dict], path: str, file_format: str) -> list[dict]:
+        """`label_map="auto"`: the tag map from the training examples' `tags` (checked to look like BIO/BIOES/IO
+        tags), whoever read them; CoNLL training tags are checked against a given map too."""
+        examples, conll = list(examples), file_format == "conll"
         if self.tag_map is None and self.auto_labels and self.phase == "train":
+            _check_tag_lists(examples, path)
             column = (f"tag_column={self.tag_column}" + (" (the last column)" if self.tag_column == -1 else "")
-                      if file_format == "conll" else "the label column (text_a<TAB>label)")
-            fix = ("put the word in the first column and the tag in tag_column" if file_format == "conll" else
+                      if conll else "the label column (text_a<TAB>label)")
+            fix = ("put the word in the first column and the tag in tag_column" if conll else
                    "each line is text_a<TAB>label: the words, a tab, then their tags, \\x02-separated")
             check_tag_scheme(examples, path, column, fix)
             self.tag_map = tag_map_from(examples)
@@ -108,7 +114,7 @@ class SequenceLabelReader(WordTaggingReader):
         if self.tag_map is None and self.phase != "predict":
             raise ValueError("SequenceLabelReader(label_map='auto'): load the training data first (phase 'train'); "
                              "eval readers share its label map")
-        if file_format == "conll" and self.phase == "train":
+        if conll and self.phase == "train":
             check_known_tags(examples, self.tag_map, path)
         return examples
 
@@ -122,6 +128,20 @@ class SequenceLabelReader(WordTaggingReader):
 
 
 TSV_HEADER = ("text_a", "label")
+
+
+def _check_tag_lists(examples: list[dict], path: str, reader: str = "SequenceLabelReader") -> None:
+    """Every example holds `words` and as many `tags` (strings), what the tag map is built from; else a
+    DataError naming the example's line and the keys a word-tagging reader reads."""
+    for index, example in enumerate(examples):
+        words, tags = (example.get("words"), example.get("tags")) if isinstance(example, dict) else (None, None)
+        if not (isinstance(words, list) and isinstance(tags, list) and len(words) == len(tags)
+                and all(isinstance(tag, str) for tag in tags)):
+            line = example.get("line") if isinstance(example, dict) else None
+            raise DataError(path, line if isinstance(line, int) else None,
+                            f"example {index + 1} from _read_examples has no list of tags, one string per word",
+                            f'{reader} examples are dicts {{"words", "tags", "line"}}: words and tags are '
+                            "lists of strings of one length; label_map='auto' is built from the tags")
 
 
 def _read_palm_tsv(path: str) -> list[dict]:
@@ -184,6 +204,14 @@ class IntentSlotReader(WordTaggingReader):
             log.info("%s: no seq.out: reading intents only (seq.in + label); this reader yields intent_ids alone, "
                      "for a Classify head (add seq.out for slots)", path)
         self.with_slots = slots  # decided once, by the first data read; eval readers inherit it
+        return examples
+
+    def _build_label_maps(self, examples: list[dict], path: str, file_format: str) -> list[dict]:
+        """The intent and slot maps from the training examples (`intent`, `tags`) unless given, whoever read
+        them; an override of `_read_examples` that left `with_slots` undecided has slots if its examples do."""
+        examples = list(examples)
+        if self.with_slots is None:
+            self.with_slots = any(isinstance(ex, dict) and ex.get("tags") is not None for ex in examples)
         self._build_maps(examples, path)
         return examples
 
@@ -196,8 +224,10 @@ class IntentSlotReader(WordTaggingReader):
 
     def _build_maps(self, examples: list[dict], path: str) -> None:
         if self.intent_map is None and self.phase == "train":
-            self.intent_map = {name: i for i, name in enumerate(sorted({ex["intent"] for ex in examples}))}
+            intents = labels_of(examples, "intent", path, "IntentSlotReader", '{"words", "tags", "intent", "line"}')
+            self.intent_map = {name: i for i, name in enumerate(sorted(set(intents)))}
         if self.with_slots and self.tag_map is None and self.phase == "train":
+            _check_tag_lists(examples, path, "IntentSlotReader")
             check_tag_scheme(examples, str(Path(path) / "seq.out"), "seq.out",
                              "seq.out holds one slot tag per word of seq.in (are seq.in and seq.out swapped?)")
             self.tag_map = tag_map_from(examples)

@@ -5,11 +5,13 @@
     labels.json          label names by id, per task and label field
     tokenizer/           the readers' tokenizer (tokenizer-<task>/ for a task whose tokenizer differs)
     model.json           how to rebuild it: backbone class, and per task its reader and heads as component specs
-    trainer_state.json   step counters (for people; resuming reads training_state.pt)
+    trainer_state.json   step counters and the precision trained in (for people; resuming reads training_state.pt)
     training_state.pt    only where a resume reads it (step-N, final): optimizer, schedule, sampler, readers,
                          RNG, best scores; `best` holds it only with the Saver's keep_best_optimizer_state
 
-No file needs pickle to load (training_state.pt is read with `weights_only=True`).
+No file needs pickle to load (training_state.pt is read with `weights_only=True`). Checkpoints saved at the
+same moment of a run share their weight, tokenizer and run-state files through hard links (links.py); the
+JSON files are each folder's own.
 """
 import json
 import logging
@@ -22,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from mtl.components.savers.links import link_or_copy, link_tree
 from mtl.errors import MtlError
 from mtl.version import __version__
 from mtl.spec import component_spec, dotted_path
@@ -70,15 +73,25 @@ def label_names(tasks: list[Any]) -> dict[str, dict[str, list[str]]]:
     return {t.name: (t.reader or t.dev_reader).label_names for t in tasks}
 
 
-def write_checkpoint(folder: Path, model: nn.Module, snapshot: Snapshot) -> None:
+def write_checkpoint(folder: Path, model: nn.Module, snapshot: Snapshot, same_model: Path | None = None,
+                     same_run_state: Path | None = None) -> None:
     """Weights in safetensors (no pickle), the snapshot's files beside them (see the module docstring).
-    Refuses (MtlError, nothing written) when a weight is NaN or infinite: no checkpoint holds broken weights."""
-    check_finite(model)
-    model.backbone.save(folder / BACKBONE)
-    heads = {k: v.contiguous().cpu() for k, v in unique_state(model.heads)[0].items()}  # a shared head once
-    save_file(heads, str(folder / HEADS))
-    for name, tokenizer in snapshot.tokenizers.items():
-        tokenizer.save_pretrained(str(folder / name))
+    Refuses (MtlError, nothing written) when a weight is NaN or infinite: no checkpoint holds broken weights.
+
+    `same_model`: a checkpoint written from these very weights and tokenizers (the same moment of a run):
+    its weight and tokenizer files are hard-linked instead of written again; `same_run_state` likewise for
+    training_state.pt (mtl.components.savers.links). The small JSON files are always written anew."""
+    if same_model is None:
+        check_finite(model)
+        model.backbone.save(folder / BACKBONE)
+        heads = {k: v.contiguous().cpu() for k, v in unique_state(model.heads)[0].items()}  # a shared head once
+        save_file(heads, str(folder / HEADS))
+        for name, tokenizer in snapshot.tokenizers.items():
+            tokenizer.save_pretrained(str(folder / name))
+    else:
+        for name in (BACKBONE, *snapshot.tokenizers):
+            link_tree(same_model / name, folder / name)
+        link_or_copy(same_model / HEADS, folder / HEADS)
     (folder / LABELS).write_text(json.dumps(snapshot.labels, indent=1, ensure_ascii=False), encoding="utf-8")
     (folder / STATE).write_text(json.dumps(snapshot.trainer_state, indent=1), encoding="utf-8")
     if snapshot.spec is not None:
@@ -86,7 +99,9 @@ def write_checkpoint(folder: Path, model: nn.Module, snapshot: Snapshot) -> None
     else:
         log.warning("%s: saved without %s, so mtl.load cannot rebuild it: %s", folder.name.removeprefix(".tmp-"),
                     SPEC, snapshot.spec_problem)
-    if snapshot.run_state is not None:
+    if snapshot.run_state is not None and same_run_state is not None:
+        link_or_copy(same_run_state / TRAINING, folder / TRAINING)
+    elif snapshot.run_state is not None:
         torch.save(snapshot.run_state, folder / TRAINING)
 
 

@@ -6,13 +6,13 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Hashable
 
 import torch
 from torch import nn
 
 from mtl import distributed
-from mtl.components.savers import checkpoint
+from mtl.components.savers import checkpoint, run_folder
 from mtl.components.savers.checkpoint import Snapshot
 from mtl.errors import MtlError
 
@@ -34,6 +34,14 @@ class Saver:
     `name` takes two renames (`name` -> `.old-name`, then `.tmp-name` -> `name`); a crash between them leaves
     `.old-name`, which the next Saver on that folder puts back.
 
+    Folders written at the same `moment` (a token the trainer gives: one step of one train() call, when the
+    weights and run state cannot have changed) share their files through hard links instead of holding copies:
+    the last `step-N` and `final`, `best` and `best-<task>`, and the weights of a `best` and the `step-N` of
+    the same step (mtl.components.savers.links).
+
+    A new run (not a resume) refuses a folder that already holds a run, unless `overwrite=True`, which deletes
+    the old run's checkpoints, metrics.jsonl and tensorboard/ first (`begin_run`).
+
     Under torch.distributed every rank calls it alike and rank 0 alone writes (and prunes, and recovers);
     each call returns on every rank once the folder is in place, or raises on every rank when rank 0 failed.
     The others read checkpoints from the same path (load_best, resume), so on several machines `save_path`
@@ -41,14 +49,16 @@ class Saver:
     """
 
     def __init__(self, save_path: str | Path, save_steps: int | None = None, keep_last: int = 3,
-                 keep_best_optimizer_state: bool = False) -> None:
+                 keep_best_optimizer_state: bool = False, overwrite: bool = False) -> None:
         if save_steps is not None and save_steps < 1:
             raise ValueError(f"save_steps must be >= 1, got {save_steps}")
         if keep_last < 0:
             raise ValueError(f"keep_last must be >= 0 (0 keeps every step checkpoint), got {keep_last}")
         self.save_path = None if save_path is None else Path(save_path)
         self.save_steps, self.keep_last = save_steps, keep_last
-        self.keep_best_optimizer_state = keep_best_optimizer_state
+        self.keep_best_optimizer_state, self.overwrite = keep_best_optimizer_state, overwrite
+        self.begun = False  # begin_run has checked (or a resume has claimed) the folder
+        self._moment: tuple[Hashable, Path, Path | None] | None = None  # see _shared
         self.best: Path | dict[str, torch.Tensor] | None = None  # the best model's folder, or its weights
         self.step_folders: list[Path] = []
         if self.save_path is not None:
@@ -65,6 +75,10 @@ class Saver:
     def on_disk(self) -> bool:
         return self.save_path is not None
 
+    def holds(self, name: str) -> bool:
+        """Whether `save_path/name` is a complete checkpoint."""
+        return self.on_disk and (self.save_path / name / checkpoint.HEADS).is_file()
+
     def _recover(self) -> None:
         """Finish a replacement a crash interrupted: `.old-name` (an mtl checkpoint, nothing else is touched)
         goes back to `name` when that is missing, and is removed when the new `name` made it."""
@@ -78,16 +92,41 @@ class Saver:
                 os.replace(old, target)
                 log.warning("%s: put back after an interrupted save", target)
 
+    def begin_run(self, resuming: bool) -> None:
+        """Called as train() starts: the first time, unless it resumes, the folder must not hold another run
+        (its metrics.jsonl, best/ and step-N would be replaced or mixed with this one's without a word); with
+        `overwrite` that run is deleted first. Later calls (the same run going on in-process) do nothing."""
+        if self.begun or not self.on_disk:
+            return
+        if not resuming:
+            self._on_main(f"{self.save_path}: rank 0 refused it", self._clear_previous_run)
+            self.step_folders, self.best, self._moment = [], None, None
+        self.begun = True
+
+    def _clear_previous_run(self) -> None:
+        if not self.overwrite:
+            run_folder.refuse_a_run_in(self.save_path, "train(resume_from=<its step-N or final>) continues it, "
+                                       "set_saver(..., overwrite=True) deletes it and starts over")
+        entries = run_folder.run_entries(self.save_path)
+        if entries:
+            log.info("%s: deleting the previous run (%s) to start over", self.save_path, run_folder.describe(entries))
+            run_folder.remove(entries)
+
     # ---- writing ------------------------------------------------------------------------------------------
     def should_save(self, step: int) -> bool:
         return self.on_disk and self.save_steps is not None and step % self.save_steps == 0
 
-    def write(self, name: str | int, model: nn.Module, snapshot: Snapshot) -> Path:
+    def write(self, name: str | int, model: nn.Module, snapshot: Snapshot, moment: Hashable | None = None) -> Path:
         """Checkpoint `name` in `save_path`, atomically: an int is `step-N`, and step folders beyond
-        `keep_last` are removed."""
+        `keep_last` are removed. `moment`: see the class docstring (None: every file written anew)."""
         if not isinstance(name, int):
-            return self._atomic(name, lambda folder: checkpoint.write_checkpoint(folder, model, snapshot))
-        folder = self.write(f"step-{name}", model, snapshot)
+            has_state = snapshot.run_state is not None
+            same_model, same_state = self._shared(moment, has_state)
+            folder = self._atomic(name, lambda temp: checkpoint.write_checkpoint(temp, model, snapshot,
+                                                                                  same_model, same_state))
+            self._remember(moment, folder, has_state)
+            return folder
+        folder = self.write(f"step-{name}", model, snapshot, moment)
         self.step_folders = [f for f in self.step_folders if f != folder] + [folder]
         while self.keep_last and len(self.step_folders) > self.keep_last:
             old = self.step_folders.pop(0)
@@ -95,25 +134,47 @@ class Saver:
                 shutil.rmtree(old, ignore_errors=True)
         return folder
 
+    def _shared(self, moment: Hashable | None, has_state: bool) -> tuple[Path | None, Path | None]:
+        """The folders written earlier at this `moment` whose weights (and run state) a new folder can link,
+        while they are still complete on disk (else the files are written anew)."""
+        if moment is None or self._moment is None or self._moment[0] != moment:
+            return None, None
+        _, model_folder, state_folder = self._moment
+        if not (model_folder / checkpoint.HEADS).is_file():
+            model_folder = None
+        if not (has_state and state_folder is not None and (state_folder / checkpoint.TRAINING).is_file()):
+            state_folder = None
+        return model_folder, state_folder
+
+    def _remember(self, moment: Hashable | None, folder: Path, has_state: bool) -> None:
+        """The latest folder of this moment, and the latest one of it with a run state."""
+        if moment is None:
+            return
+        same = self._moment is not None and self._moment[0] == moment
+        self._moment = (moment, folder, folder if has_state else self._moment[2] if same else None)
+
     @classmethod
     def write_to(cls, folder: str | Path, model: nn.Module, snapshot: Snapshot) -> Path:
         """A checkpoint (or an export: a snapshot without run state) written atomically into any `folder`."""
         folder = Path(folder)
         return cls(folder.parent).write(folder.name, model, snapshot)
 
-    def keep_best(self, model: nn.Module, snapshot: Snapshot) -> None:
+    def keep_best(self, model: nn.Module, snapshot: Snapshot, moment: Hashable | None = None) -> None:
         """The model is the best so far: written to `save_path/best` (without run state unless
         `keep_best_optimizer_state`), or (in memory) its weights copied."""
         if self.on_disk:
-            self.best = self.write("best", model, self._best_snapshot(snapshot))
+            self.best = self.write("best", model, self._best_snapshot(snapshot), moment)
         else:
             # tensors cloned; a module's extra state (a loss balancer's history) deep-copied
             self.best = {k: v.detach().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)
                          for k, v in model.state_dict().items()}
 
-    def keep_task_best(self, task: str, model: nn.Module, snapshot: Snapshot) -> Path | None:
+    def keep_task_best(self, task: str, model: nn.Module, snapshot: Snapshot,
+                       moment: Hashable | None = None) -> Path | None:
         """The model is task `task`'s best so far: `save_path/best-<task>`, like `best` (nothing in memory)."""
-        return self.write(f"best-{task}", model, self._best_snapshot(snapshot)) if self.on_disk else None
+        if not self.on_disk:
+            return None
+        return self.write(f"best-{task}", model, self._best_snapshot(snapshot), moment)
 
     def _best_snapshot(self, snapshot: Snapshot) -> Snapshot:
         """What a best folder holds: nothing a resume needs (it resumes from step-N or final)."""
@@ -121,20 +182,28 @@ class Saver:
 
     def _atomic(self, name: str, write: Callable[[Path], None]) -> Path:
         """`write(folder)` on a temp folder (rank 0 alone), then moved to `save_path/name` in one rename."""
+        target = self.save_path / name
+        self._on_main(f"{target}: rank 0 could not save it", lambda: self._write_folder(name, write))
+        return target
+
+    @staticmethod
+    def _on_main(failed: str, action: Callable[[], object]) -> None:
+        """`action()` on rank 0 alone (on the one process outside torch.distributed); when it raises, every
+        rank raises (the others with `failed: <the error>`), so none waits for a folder forever."""
         if not distributed.active():
-            return self._write_folder(name, write)
-        failure, target = None, self.save_path / name
+            action()
+            return
+        failure = None
         if distributed.is_main():
             try:
-                self._write_folder(name, write)
-            except Exception as error:  # the other ranks must hear of it, not wait for a folder forever
+                action()
+            except Exception as error:  # the other ranks must hear of it
                 failure = error
         outcomes = distributed.gather_objects(None if failure is None else f"{type(failure).__name__}: {failure}")
         if failure is not None:
             raise failure
         if outcomes[0] is not None:
-            raise MtlError(f"{target}: rank 0 could not save it: {outcomes[0]}")
-        return target
+            raise MtlError(f"{failed}: {outcomes[0]}")
 
     def _write_folder(self, name: str, write: Callable[[Path], None]) -> Path:
         target = self.save_path / name

@@ -1,0 +1,127 @@
+"""Distillation on ATIS or SNIPS joint intent + slots: students against the same models trained directly.
+
+Three comparisons, every run kept in results/runs/distill_<data>/ (`--resume` skips it):
+  student     MPNet-base teacher (benchmarks/base_encoder.py's model of the same seed, at its chosen lr)
+              -> MiniLM-L6 student, against MiniLM-L6 trained directly (results/runs/<data>_joint/, the
+              same seeds: paired differences)
+  l3_student  MiniLM-L6 trained directly (re-run here and kept as a model folder) -> a 3-layer student
+              (MiniLM's layers 0, 2, 4), against the same 3-layer model fine-tuned directly
+  speed       utterances/s of each model at batch 1 and 32, torch and ONNX, measured in one run
+Students and 3-layer models use the direct MiniLM recipe (results/<data>_joint.json: up to 20 epochs,
+early stopping with patience 3 on dev, the best dev model tested once), their lr picked on dev with the first
+seed among `--lrs`. The teacher labels each training set once (cached, memory-mapped).
+Writes results/distill_intent_slot.json, merging the data sets already measured: `metrics` nested as data
+set -> model -> metric, and `ratio` (student over teacher, l3_student over its teacher) the same way.
+
+    python benchmarks/distill.py --data atis --seeds 1 2 3 --resume
+"""
+import argparse
+import json
+import logging
+
+import torch
+
+from common import RESULTS, RunStore, mean_std, paired_difference, write_result
+from intent_slot_runs import run_or_load
+
+KEYS = ("intent.accuracy", "slots.f1", "frame_accuracy")
+LAYERS = [0, 2, 4]
+
+
+def direct_settings(data: str) -> dict:
+    """The direct MiniLM recipe and its chosen lr (results/<data>_joint.json)."""
+    chosen = json.loads((RESULTS / f"{data}_joint.json").read_text(encoding="utf-8"))["settings"]
+    return {k: v for k, v in chosen.items() if k != "lr_candidates"}
+
+
+def teacher_folder(data: str, seed: int) -> str:
+    """The MPNet model of `seed` at base_encoder.py's chosen lr, relative to results/."""
+    base = json.loads((RESULTS / f"{data}_joint_mpnet.json").read_text(encoding="utf-8"))
+    lr, scale = base["chosen_lr"], base["settings"]["head_lr_scale"]
+    return f"runs/{data}_joint_mpnet/models/joint-lr{lr:g}-head{scale:g}x-seed{seed}"
+
+
+def lr_then_seeds(store: RunStore, name: str, args: argparse.Namespace, settings, export: bool = False) -> list:
+    """The lr picked on dev with the first seed, then every seed at it; `settings(seed)` gives a run's."""
+    first, scores = args.seeds[0], {}
+    for lr in args.lrs:
+        record = run_or_load(store, f"{name}-lr{lr:g}-seed{first}", args.data, "joint", first,
+                             {**settings(first), "lr": lr}, args.resume, export)
+        scores[lr] = record["best_dev"]["score"]
+    lr = max(scores, key=scores.get)
+    runs = [run_or_load(store, f"{name}-lr{lr:g}-seed{seed}", args.data, "joint", seed,
+                        {**settings(seed), "lr": lr}, args.resume, export) for seed in args.seeds]
+    for run in runs:
+        run["lr_search"] = {f"{k:g}": v for k, v in scores.items()}
+    return runs
+
+
+def summary(runs: list[dict]) -> dict:
+    values = {k: [r["test"][k] for r in runs] for k in KEYS}
+    return {"metrics": {k: round(mean_std(v)[0], 2) for k, v in values.items()},
+            "std": {k: round(mean_std(v)[1], 2) for k, v in values.items()}, "per_seed": values,
+            "lr": runs[0]["settings"]["lr"], "lr_search": runs[0].get("lr_search"),
+            "precisions": [r.get("precision") for r in runs], "best_epochs": [r["best_epoch"] for r in runs]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", choices=("atis", "snips"), required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--lrs", type=float, nargs="+", default=[1e-4, 2e-4])
+    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--temperature", type=float, default=2.0)
+    parser.add_argument("--parts", nargs="+", choices=("student", "l3_student"), default=["student", "l3_student"])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    store, direct = RunStore(f"distill_{args.data}"), direct_settings(args.data)
+    soft = {"alpha": args.alpha, "temperature": args.temperature}
+    models: dict[str, dict] = {}
+    if "student" in args.parts:
+        models["student"] = summary(lr_then_seeds(store, "student", args, lambda seed: {
+            **direct, **soft, "teacher": teacher_folder(args.data, seed)}))
+        models["direct"] = summary([RunStore(f"{args.data}_joint").load(f"joint-lr{direct['lr']:g}-seed{s}")
+                                    for s in args.seeds])
+        models["teacher"] = summary([RunStore(f"{args.data}_joint_mpnet").load(teacher_folder(args.data, s)
+                                                                               .rsplit("/", 1)[1])
+                                     for s in args.seeds])
+    if "l3_student" in args.parts:
+        teachers = [run_or_load(store, f"direct6-seed{seed}", args.data, "joint", seed, direct, args.resume, True)
+                    for seed in args.seeds]
+        models["direct6"] = summary(teachers)
+        models["l3_direct"] = summary(lr_then_seeds(store, "l3-direct", args, lambda seed: {**direct,
+                                                                                           "layers": LAYERS}))
+        models["l3_student"] = summary(lr_then_seeds(store, "l3-student", args, lambda seed: {
+            **direct, **soft, "layers": LAYERS,
+            "teacher": f"runs/distill_{args.data}/models/direct6-seed{seed}"}))
+    write(args, models)
+
+
+def write(args: argparse.Namespace, models: dict[str, dict]) -> None:
+    """Merge this data set's models into results/distill_intent_slot.json and print them."""
+    path = RESULTS / "distill_intent_slot.json"
+    kept = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    metrics, details, ratio = kept.get("metrics", {}), kept.get("details", {}), kept.get("ratio", {})
+    metrics[args.data] = {name: model["metrics"] for name, model in models.items()}
+    details[args.data] = models
+    pairs = {"student": "teacher", "l3_student": "direct6"}
+    ratio[args.data] = {name: {k: round(models[name]["metrics"][k] / models[of]["metrics"][k], 4) for k in KEYS}
+                        for name, of in pairs.items() if name in models and of in models}
+    paired = {f"{a}-{b}": {k: paired_difference(models[a]["per_seed"][k], models[b]["per_seed"][k]) for k in KEYS}
+              for a, b in (("student", "direct"), ("l3_student", "l3_direct")) if a in models and b in models}
+    write_result("distill_intent_slot", {
+        "data": "ATIS/SNIPS joint intent + slots; model chosen on dev, test once, seeds paired",
+        "settings": {"alpha": args.alpha, "temperature": args.temperature, "lrs": args.lrs, "seeds": args.seeds,
+                     "l3_layers": LAYERS},
+        "metrics": metrics, "ratio": ratio, "paired": {**kept.get("paired", {}), args.data: paired},
+        "details": details})
+    for name, model in models.items():
+        print(f"{args.data:<6}{name:<12}" + "  ".join(f"{k} {model['metrics'][k]:6.2f} ± {model['std'][k]:.2f}"
+                                                 for k in KEYS))
+
+
+if __name__ == "__main__":
+    main()

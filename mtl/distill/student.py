@@ -1,0 +1,60 @@
+"""Training a student on its teachers: `distill_into(trainer, teachers)` turns an ordinary MultiHeadTrainer into
+a distillation run.
+
+The student is built as any mtl model is (its own encoder and tokenizer, heads with the teachers' label
+spaces); each task with a teacher gets the teacher's targets for its training examples (computed once,
+memory-mapped: the teacher never runs while the student trains), collated into every batch beside the
+labels, and each of its heads that can be distilled mixes `alpha` of the soft loss with `1 - alpha` of the
+hard one (mtl.components.heads.distill). Everything else is the trainer's: sampling, balancers, resume,
+torchrun, saving — and what it saves is an ordinary model folder.
+"""
+from typing import Mapping
+
+from mtl.components.heads.distill import TEACHER, Distilling
+from mtl.distill.targets import TargetTable
+from mtl.distill.teacher import Teacher
+from mtl.errors import MtlError
+
+
+def distill_into(trainer: "object", teachers: Teacher | Mapping[str, Teacher], alpha: float = 0.5) -> dict:
+    """Attach `teachers` (one for every task, or task name -> teacher: several single-task teachers distilled
+    into one multi-task student) to `trainer`'s tasks. Returns task -> {label field: examples with targets}.
+    A task's training reader must have been loaded from a file (`load_data`), or hold texts (`from_texts`)."""
+    by_task = teachers if isinstance(teachers, Mapping) else {task.name: teachers for task in trainer.tasks}
+    unknown = sorted(set(by_task) - {task.name for task in trainer.tasks})
+    if unknown:
+        raise MtlError(f"teachers given for tasks {unknown}, which the trainer does not have "
+                       f"({[task.name for task in trainer.tasks]})")
+    attached = {}
+    for task in trainer.tasks:
+        if task.name in by_task:
+            attached[task.name] = _attach(task, by_task[task.name], alpha)
+    return attached
+
+
+def _attach(task: "object", teacher: Teacher, alpha: float) -> dict[str, int]:
+    reader = task.reader
+    data = reader.input_file if reader.input_file != "<texts>" else [f.meta["text"] for f in reader.features]
+    tables = teacher.targets(data, task.name, getattr(reader, "file_format", None))
+    settings = Distilling(teacher.temperature, alpha)
+    distilled = []
+    for head in task.heads.values():
+        field = head.label_fields[0] if head.label_fields else None
+        if field in tables:
+            _check_labels(task.name, field, reader.label_names.get(field), tables[field])
+            head.distilling = settings
+            distilled.append(field)
+    if not distilled:
+        raise MtlError(f"task {task.name!r}: none of its heads ({sorted(task.heads)}) has a teacher target "
+                       f"(the teacher hands on {sorted(tables)})")
+    used = {field: tables[field] for field in distilled}
+    reader.side_inputs[TEACHER] = lambda metas: {field: table.collate(metas) for field, table in used.items()}
+    return {field: len(table.keys) for field, table in used.items()}
+
+
+def _check_labels(task: str, field: str, student: list[str] | None, table: TargetTable) -> None:
+    """The student's label ids must mean what the teacher's mean: the same names in the same order."""
+    if table.names is not None and student is not None and list(student) != list(table.names):
+        raise MtlError(f"task {task!r}: the student's labels for {field!r} ({len(student)}: {student[:4]}...) are not "
+                       f"the teacher's ({len(table.names)}: {table.names[:4]}...) in the same order; train the "
+                       "student on the teacher's training file, or give its reader the teacher's label maps")

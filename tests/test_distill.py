@@ -220,3 +220,20 @@ def test_a_student_with_other_label_ids_is_refused(teacher_dir, data, tmp_path, 
     trainer = student_trainer(vocab_file, other)
     with pytest.raises(MtlError, match="not the teacher's"):
         distill_into(trainer, Teacher(teacher_dir, cache_dir=tmp_path / "cache", precision="fp32"))
+
+
+def test_unlabelled_text_is_labelled_by_the_teacher_and_trains_the_shared_heads(teacher_dir, data, tmp_path,
+                                                                                 vocab_file):
+    reader = mtl.reader.IntentSlotReader(vocab_file, 32, seed=1).load_data(data / "train", batch_size=8)
+    labelled = mtl.Trainer("joint", reader=reader, head=joint_heads(reader))
+    texts = ["book a flight to denver tomorrow", "play some music", "will it rain in boston"] * 4
+    extra = mtl.Trainer("extra", reader=reader.from_texts(texts, batch_size=4), reuse_head_with=labelled)
+    trainer = mtl.MultiHeadTrainer([labelled, extra], backbone=tiny_bert(), lr=3e-3, num_epochs=2,
+                                   precision="fp32", sampling_reference="joint")
+    teacher = Teacher(teacher_dir, task="joint", cache_dir=tmp_path, precision="fp32")
+    attached = distill_into(trainer, {"joint": teacher, "extra": teacher})
+    assert attached["extra"] == {"intent_ids": len(texts), "slot_ids": len(texts)}
+    batch = next(extra.reader.batches())
+    assert "intent_ids" not in batch and batch["teacher"]["intent_ids"][1].all()  # no label, every target
+    result = trainer.train(print_steps=0)
+    assert result["steps"] > 0 and all(torch.isfinite(p).all() for p in trainer.model.parameters())

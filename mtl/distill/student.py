@@ -26,26 +26,36 @@ def distill_into(trainer: "object", teachers: Teacher | Mapping[str, Teacher], a
         raise MtlError(f"teachers given for tasks {unknown}, which the trainer does not have "
                        f"({[task.name for task in trainer.tasks]})")
     attached = {}
+    by_name = {task.name: task for task in trainer.tasks}
     for task in trainer.tasks:
         if task.name in by_task:
-            attached[task.name] = _attach(task, by_task[task.name], alpha)
+            attached[task.name] = _attach(task, _heads(task, by_name), by_task[task.name], alpha)
     return attached
 
 
-def _attach(task: "object", teacher: Teacher, alpha: float) -> dict[str, int]:
+def _heads(task: "object", by_name: dict) -> dict:
+    """The task's heads, or those of the task it shares them with (`reuse_head_with`: unlabelled text for a
+    labelled task's heads), following chains."""
+    while not task.heads and getattr(task, "reuse_head_with", None) is not None:
+        other = task.reuse_head_with
+        task = by_name[other] if isinstance(other, str) else other
+    return task.heads
+
+
+def _attach(task: "object", heads: dict, teacher: Teacher, alpha: float) -> dict[str, int]:
     reader = task.reader
     data = reader.input_file if reader.input_file != "<texts>" else [f.meta["text"] for f in reader.features]
     tables = teacher.targets(data, task.name, getattr(reader, "file_format", None))
     settings = Distilling(teacher.temperature, alpha)
     distilled = []
-    for head in task.heads.values():
+    for head in heads.values():
         field = head.label_fields[0] if head.label_fields else None
         if field in tables:
             _check_labels(task.name, field, reader.label_names.get(field), tables[field])
             head.distilling = settings
             distilled.append(field)
     if not distilled:
-        raise MtlError(f"task {task.name!r}: none of its heads ({sorted(task.heads)}) has a teacher target "
+        raise MtlError(f"task {task.name!r}: none of its heads ({sorted(heads)}) has a teacher target "
                        f"(the teacher hands on {sorted(tables)})")
     used = {field: tables[field] for field in distilled}
     reader.side_inputs[TEACHER] = lambda metas: {field: table.collate(metas) for field, table in used.items()}

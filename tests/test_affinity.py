@@ -1,0 +1,93 @@
+"""Task affinity: the lookahead (TAG) and gradient-cosine estimates touch nothing of the run; grouping advice
+searches every partition and writes configs `mtl train` accepts."""
+import pytest
+import torch
+import yaml
+
+from conftest import UTTERANCES, write_intent_slot
+from mtl.errors import MtlError
+from mtl.trainers.affinity import AffinityEstimator
+from mtl.trainers.task_groups import best_grouping, group_configs, grouping_score, partitions
+from tiny_runs import tiny_config, two_task_trainer
+
+
+@pytest.fixture
+def two_tasks(vocab_file, tmp_path):
+    write_intent_slot(tmp_path / "train", UTTERANCES * 2)
+    write_intent_slot(tmp_path / "dev", UTTERANCES)
+    trainer = two_task_trainer(vocab_file, tmp_path, num_epochs=1)
+    trainer.train(print_steps=0)  # a model and an optimizer state that have moved
+    return trainer
+
+
+def batches_of(trainer) -> dict:
+    return {task.name: next(task.reader.iter_once()) for task in trainer.tasks}
+
+
+def test_an_estimate_leaves_weights_gradients_and_random_streams_as_they_were(two_tasks):
+    model = two_tasks.model
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 0.5)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = [p.grad.clone() for p in model.parameters()]
+    rng = torch.get_rng_state()
+    record = AffinityEstimator(every=1).estimate(model, batches_of(two_tasks), lr=1e-3)
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+    assert all(torch.equal(g, p.grad) for g, p in zip(grads, model.parameters()))
+    assert torch.equal(rng, torch.get_rng_state())
+    assert set(record["tag"]) == {"slot", "intent"} and set(record["tag"]["slot"]) == {"slot", "intent"}
+
+
+def test_a_step_on_a_tasks_own_gradient_lowers_its_loss(two_tasks):
+    estimator = AffinityEstimator(every=1)
+    for _ in range(2):
+        estimator.estimate(two_tasks.model, batches_of(two_tasks), lr=1e-3)
+    assert len(estimator.history) == 2
+    for task in ("slot", "intent"):
+        assert estimator.tag[task][task] > 0  # dropout draws the same masks before and after
+        assert estimator.cosine[task][task] == pytest.approx(1.0, abs=1e-5)
+    assert estimator.cosine["slot"]["intent"] == pytest.approx(estimator.cosine["intent"]["slot"])
+
+
+def test_partitions_are_all_there_once():
+    tasks = ["a", "b", "c", "d"]
+    every = [sorted(sorted(g) for g in p) for p in partitions(tasks, 4)]
+    assert len(every) == 15 and len({str(p) for p in every}) == 15  # Bell(4)
+    assert len(list(partitions(tasks, 2))) == 8  # S(4,1) + S(4,2)
+
+
+def test_best_grouping_keeps_helpers_together_and_a_hurt_task_apart():
+    z = {"a": {"a": 0.1, "b": 0.3, "c": -0.2}, "b": {"a": 0.2, "b": 0.1, "c": -0.3}, "c": {"a": 0.0, "b": -0.1, "c": 0.1}}
+    groups, score = best_grouping(z, max_groups=3)
+    assert sorted(sorted(g) for g in groups) == [["a", "b"], ["c"]]
+    assert score == pytest.approx(grouping_score([["a", "b"], ["c"]], z)) == pytest.approx(0.5)
+    together, _ = best_grouping(z, max_groups=1)
+    assert together == [["a", "b", "c"]]
+    with pytest.raises(MtlError, match="at most"):
+        best_grouping({str(i): {str(j): 0.0 for j in range(11)} for i in range(11)}, 2)
+
+
+def test_group_configs_are_runs_mtl_train_accepts(vocab_file, tmp_path):
+    from mtl.config import validate_config
+    write_intent_slot(tmp_path / "train", UTTERANCES)
+    write_intent_slot(tmp_path / "dev", UTTERANCES)
+    config = tiny_config(vocab_file, tmp_path, str(tmp_path / "run"))
+    second = dict(config["tasks"][0], name="other")
+    config["tasks"].append(second)
+    config["trainer"]["sampling_reference"] = "other"
+    paths = group_configs(config, [["joint"], ["other"]], tmp_path / "groups")
+    first = yaml.safe_load(paths[0].read_text())
+    assert [t["name"] for t in first["tasks"]] == ["joint"] and "sampling_reference" not in first["trainer"]
+    assert first["saver"]["save_path"].endswith("run-group1")
+    for path in paths:
+        validate_config(yaml.safe_load(path.read_text()), tmp_path)
+
+
+def test_the_matrix_prints_as_a_table_and_draws_as_a_heat_map(tmp_path):
+    from mtl.plots import heatmap
+    from mtl.trainers.task_groups import format_matrix
+    z = {"intent": {"intent": 0.02, "slots": -0.01}, "slots": {"intent": 0.005, "slots": 0.03}}
+    table = format_matrix(z, "lookahead affinity")
+    assert "-> slots" in table and "-0.0100" in table.splitlines()[2]
+    png = heatmap(z, tmp_path / "affinity.png", "lookahead affinity")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 2000

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from common import mean_std, write_result
-from mtl.trainers.device import resolve_device, resolve_precision
+from mtl.model.device import resolve_device, resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = {"mrpc": ROOT / "examples" / "matching" / "mrpc.py",

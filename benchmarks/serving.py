@@ -37,7 +37,7 @@ from mtl.metrics import accuracy, seqeval_scores
 from mtl.serving.onnx_export import export_onnx
 from mtl.serving.onnx_runtime import load_onnx
 from mtl.serving.process import ServerProcess, serve_command
-from mtl.trainers.device import resolve_precision
+from mtl.model.device import resolve_precision
 
 CONCURRENCY = (1, 8, 32)
 RUNS = RESULTS / "runs" / "serving"

@@ -113,6 +113,7 @@ def main() -> None:
         figures["ratio"] = {k: round(v / figures["baseline"][k], 3) for k, v in figures["metrics"].items()}
     path = write_result("startup", {
         "model": "the quick start's MiniLM-L6 joint intent + slot model (1 epoch)", "repeats": args.repeats,
+        "data": "10 utterances (UTTERANCES above) for predict_10; the warm-up text for serve_ready",
         "revisions": {key: revision(source) for key, source in sources.items()}, **figures,
         "load_average": {"before": load_before, "after": load_average()}})
     for name, value in figures["metrics"].items():

@@ -15,7 +15,7 @@ from mtl.version import __version__
 _LAZY: dict[str, tuple[str, str | None]] = {
     **{name: (f"mtl.{name}", None) for name in ("reader", "backbone", "head", "optimizer", "lr_sched", "saver",
                                                  "balancer", "config")},
-    "Trainer": ("mtl.trainers.solo", "Trainer"),
+    "Trainer": ("mtl.trainers.trainer", "Trainer"),
     "MultiHeadTrainer": ("mtl.trainers.multi_head", "MultiHeadTrainer"),
     "Selector": ("mtl.trainers.selection", "Selector"),
     "Predictor": ("mtl.predictor", "Predictor"),
@@ -45,4 +45,4 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
     from mtl.predictor import Predictor, load  # noqa: F401
     from mtl.trainers.multi_head import MultiHeadTrainer  # noqa: F401
     from mtl.trainers.selection import Selector  # noqa: F401
-    from mtl.trainers.solo import Trainer  # noqa: F401
+    from mtl.trainers.trainer import Trainer  # noqa: F401

@@ -1,8 +1,10 @@
 """Metrics on decoded predictions, on a 0-100 scale: accuracy, macro-F1, seqeval entity F1, frame accuracy,
-extractive QA (SQuAD v1.1's word-level EM/F1, CMRC 2018's character-level ones)."""
-from seqeval.metrics import f1_score, precision_score, recall_score
-from seqeval.metrics.sequence_labeling import get_entities
+extractive QA (SQuAD v1.1's word-level EM/F1, CMRC 2018's character-level ones).
 
+seqeval (and scikit-learn, which it imports: about a second) is imported by `seqeval_scores`, when entity F1
+is computed, not with this module: heads import it to decode, and a server or `mtl predict` computes no
+metric. This deferred import of an optional heavy library is deliberate (DESIGN.md, "Import rules"); the
+entity spans a prediction needs come from `get_entities` below, seqeval's rules without its imports."""
 from mtl.text import word_char_offsets
 
 
@@ -43,10 +45,36 @@ def roc_auc(scores: list[float], is_positive: list[bool]) -> float:
 
 
 def seqeval_scores(predicted: list[list[str]], gold: list[list[str]]) -> dict[str, float]:
-    """Entity-level micro precision/recall/F1 (CoNLL rules, as seqeval's default mode)."""
+    """Entity-level micro precision/recall/F1 (CoNLL rules, as seqeval's default mode). seqeval is imported
+    here, when metrics are computed (see the module's docstring)."""
+    from seqeval.metrics import f1_score, precision_score, recall_score
     return {"f1": 100.0 * float(f1_score(gold, predicted)),
             "precision": 100.0 * float(precision_score(gold, predicted, zero_division=0)),
             "recall": 100.0 * float(recall_score(gold, predicted, zero_division=0))}
+
+
+def get_entities(tags: list[str]) -> list[tuple[str, int, int]]:
+    """(type, first, last) of each entity in IOB1/IOB2/IOBES tags (`B-PER`, `I-PER`, `O`, ...), last inclusive:
+    seqeval's `get_entities` (prefix tags, its default), rule for rule, so spans and entity F1 agree."""
+    chunks, begin, prev_tag, prev_type = [], 0, "O", ""
+    for i, chunk in enumerate(list(tags) + ["O"]):
+        tag, kind = chunk[0], chunk[1:].split("-", maxsplit=1)[-1] or "_"
+        if _chunk_ends(prev_tag, tag, prev_type, kind):
+            chunks.append((prev_type, begin, i - 1))
+        if _chunk_starts(prev_tag, tag, prev_type, kind):
+            begin = i
+        prev_tag, prev_type = tag, kind
+    return chunks
+
+
+def _chunk_ends(prev_tag: str, tag: str, prev_type: str, kind: str) -> bool:
+    return (prev_tag in ("E", "S") or (prev_tag in ("B", "I") and tag in ("B", "S", "O"))
+            or (prev_tag not in ("O", ".") and prev_type != kind))
+
+
+def _chunk_starts(prev_tag: str, tag: str, prev_type: str, kind: str) -> bool:
+    return (tag in ("B", "S") or (prev_tag in ("E", "S", "O") and tag in ("E", "I"))
+            or (tag not in ("O", ".") and prev_type != kind))
 
 
 def entity_spans(words: list[str], tags: list[str], text: str | None = None) -> list[dict]:

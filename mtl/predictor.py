@@ -9,9 +9,8 @@ loaded in one process cannot interfere.
 """
 import json
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from transformers.utils import logging as hf_logging
@@ -19,22 +18,13 @@ from transformers.utils import logging as hf_logging
 from mtl.components.backbones.encoder import Encoder
 from mtl.components.heads.base import Head
 from mtl.components.readers.base import Reader
-from mtl.errors import MtlError
-from mtl.safe_load import Component, ModelPlan, TaskPlan, read_model_folder
 from mtl.components.savers.checkpoint import load_heads
-from mtl.trainers.device import autocast, resolve_device, resolve_precision, to_device
-from mtl.trainers.evaluation import decode_batch, decode_task, merge_task
-from mtl.trainers.model import MultiTaskModel
-
-
-@dataclass
-class PredictTask:
-    """One task of a loaded model: its predict-phase reader, its heads, and label names per label field."""
-
-    name: str
-    reader: Reader
-    heads: dict[str, Head]
-    label_names: dict[str, list[str]]
+from mtl.errors import MtlError
+from mtl.model.decode import decode_batch, decode_task, merge_task
+from mtl.model.device import autocast, resolve_device, resolve_precision, to_device
+from mtl.model.multitask import MultiTaskModel
+from mtl.model.task import PredictTask
+from mtl.safe_load import Component, ModelPlan, TaskPlan, read_model_folder
 
 
 def load(folder: str | Path, device: str | None = None, precision: str = "auto", *, trust_code: bool = False,
@@ -114,11 +104,14 @@ class Predictor:
 
     @classmethod
     def from_folder(cls, folder: str | Path, device: str | None = None, precision: str = "auto", *,
-                    trust_code: bool = False, allowed_modules: Sequence[str] | None = None) -> "Predictor":
+                    trust_code: bool = False, allowed_modules: Sequence[str] | None = None,
+                    backbone: Callable[[ModelPlan], Any] | None = None) -> "Predictor":
         """See `mtl.load`. Every check runs before the first class is built; a failure after that (a value its
-        class rejects, weights that do not fit) is an MtlError naming the file and key too."""
+        class rejects, weights that do not fit) is an MtlError naming the file and key too. `backbone`: what
+        stands where the Encoder stands, built from the checked plan (a runtime that runs the encoder itself,
+        onnxruntime's graph); None loads the folder's Encoder."""
         plan = read_model_folder(folder, trust_code, allowed_modules)
-        backbone = _build_backbone(plan, trust_code)
+        backbone = backbone(plan) if backbone is not None else _build_backbone(plan, trust_code)
         readers: dict[tuple, Reader] = {}  # tasks with the same reader spec share one reader
         built = {task.name: {name: _build(head) for name, head in task.heads.items()} for task in plan.tasks}
         tasks = []

@@ -57,7 +57,8 @@ def test_partitions_are_all_there_once():
 
 
 def test_best_grouping_keeps_helpers_together_and_a_hurt_task_apart():
-    z = {"a": {"a": 0.1, "b": 0.3, "c": -0.2}, "b": {"a": 0.2, "b": 0.1, "c": -0.3}, "c": {"a": 0.0, "b": -0.1, "c": 0.1}}
+    z = {"a": {"a": 0.1, "b": 0.3, "c": -0.2}, "b": {"a": 0.2, "b": 0.1, "c": -0.3},
+         "c": {"a": 0.0, "b": -0.1, "c": 0.1}}
     groups, score = best_grouping(z, max_groups=3)
     assert sorted(sorted(g) for g in groups) == [["a", "b"], ["c"]]
     assert score == pytest.approx(grouping_score([["a", "b"], ["c"]], z)) == pytest.approx(0.5)
@@ -91,3 +92,44 @@ def test_the_matrix_prints_as_a_table_and_draws_as_a_heat_map(tmp_path):
     assert "-> slots" in table and "-0.0100" in table.splitlines()[2]
     png = heatmap(z, tmp_path / "affinity.png", "lookahead affinity")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 2000
+
+
+def test_a_run_with_the_estimate_on_ends_with_the_weights_of_one_with_it_off(vocab_file, tmp_path):
+    write_intent_slot(tmp_path / "train", UTTERANCES * 2)
+    write_intent_slot(tmp_path / "dev", UTTERANCES)
+    runs = {}
+    for every in (None, 3):
+        trainer = two_task_trainer(vocab_file, tmp_path, num_epochs=2, affinity_every=every)
+        trainer.set_saver(tmp_path / f"run-{every}")
+        result = trainer.train(print_steps=0)
+        runs[every] = (trainer, result)
+    plain, estimated = runs[None][0], runs[3][0]
+    assert all(torch.equal(v, estimated.model.state_dict()[k]) for k, v in plain.model.state_dict().items())
+    records = [r for r in map(yaml.safe_load, (tmp_path / "run-3" / "metrics.jsonl").read_text().splitlines())
+               if "affinity" in r]
+    assert len(records) == plain.global_step // 3 == len(estimated.affinity.history)
+    assert set(records[0]["affinity"]["tag"]) == {"slot", "intent"}
+    assert runs[3][1]["affinity_seconds"] > 0 and "affinity_seconds" not in runs[None][1]
+
+
+def test_mtl_affinity_trains_then_prints_the_matrices_and_writes_the_advice(vocab_file, tmp_path, caplog):
+    import logging
+    from mtl.cli import main
+    from tiny_runs import write_yaml
+    write_intent_slot(tmp_path / "train", UTTERANCES * 2)
+    write_intent_slot(tmp_path / "dev", UTTERANCES)
+    config = tiny_config(vocab_file, tmp_path, str(tmp_path / "run"))
+    config["tasks"].append(dict(config["tasks"][0], name="other"))
+    path = write_yaml(tmp_path / "run.yaml", config)
+    with caplog.at_level(logging.INFO, logger="mtl"):
+        assert main(["affinity", str(path), "--every", "2", "--groups", "2", "--threads", "1"]) == 0
+    out = tmp_path / "run" / "affinity"
+    report = yaml.safe_load((out / "affinity.json").read_text())
+    assert set(report["tag"]) == {"joint", "other"} and report["estimates"] >= 2
+    assert (out / "tag.png").is_file() and (out / "grad_cosine.png").is_file()
+    assert [p for p in report["configs"]] == [f"group{i}.yaml" for i in range(1, len(report["groups"]) + 1)]
+    assert "suggested grouping" in caplog.text and "lookahead affinity" in caplog.text
+    assert (tmp_path / "run" / "final").is_dir()  # an ordinary run besides
+
+    single = write_yaml(tmp_path / "one.yaml", tiny_config(vocab_file, tmp_path, str(tmp_path / "one")))
+    assert main(["affinity", str(single)]) == 2

@@ -56,7 +56,7 @@ def test_a_bad_config_fails_before_training_with_one_message(config_file, capsys
     assert error.strip() == (f"mtl train: {config_file}: trainer.num_epoch: unknown key for mtl.MultiHeadTrainer "
                              "(it takes: lr, num_epochs, sampling_reference, warmup_proportion, weight_decay, "
                              "seed, precision, device, log_dir, max_nonfinite_steps, grad_accum_steps, compile, "
-                             "embedding_grad_buffer, fast_dropout, balancer)")
+                             "embedding_grad_buffer, fast_dropout, balancer, affinity_every)")
     assert not (config_file.parent / "out").exists()
 
 

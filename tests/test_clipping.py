@@ -1,14 +1,14 @@
 """Gradient clipping with the norm over the embedding rows a batch wrote and the scaling inside the fused
 AdamW step: the same norm and the same update as torch's clip_grad_norm_ followed by the step; without the
-kernels, exactly torch's clip_grad_norm_ path."""
+kernels, exactly torch's clip_grad_norm_ path. The path is chosen by the kernels' installer, not guessed."""
 import copy
 
 import pytest
 import torch
 from torch import nn
 
-from mtl.speed.clipping import clipped_step, gradient_norm, kernels_on
-from mtl.speed.dropout import FastDropout
+from mtl.speed import SpeedKernels
+from mtl.speed.clipping import clipped_step, gradient_norm, plain_clipped_step
 from mtl.speed.grad_buffer import GradBufferEmbedding
 
 
@@ -72,7 +72,8 @@ def test_without_kernels_it_is_torchs_clip_grad_norm_exactly(max_norm, monkeypat
     """No kernel on the model: even a fused AdamW gets torch's clip_grads_with_norm_ and a plain step."""
     plain, _ = _pair()
     reference = copy.deepcopy(plain)
-    assert not kernels_on(plain)
+    kernels = SpeedKernels(plain, fast_dropout=False, grad_buffer=True).install()  # no encoder: nothing to put on
+    assert not kernels.installed and kernels.clipped_step is plain_clipped_step
     step, scaled = torch.optim.AdamW.step, []
 
     def watched(self: torch.optim.AdamW, *args, **kwargs) -> None:
@@ -84,7 +85,7 @@ def test_without_kernels_it_is_torchs_clip_grad_norm_exactly(max_norm, monkeypat
         for model, optimizer in zip((plain, reference), optimizers):
             optimizer.zero_grad(set_to_none=True)
             model.loss(ids).backward()
-        clipped_step(optimizers[0], plain, float(gradient_norm(plain)), max_norm)
+        kernels.clipped_step(optimizers[0], plain, float(gradient_norm(plain)), max_norm)
         if max_norm:
             torch.nn.utils.clip_grad_norm_(reference.parameters(), max_norm)
         optimizers[1].step()
@@ -93,9 +94,12 @@ def test_without_kernels_it_is_torchs_clip_grad_norm_exactly(max_norm, monkeypat
     assert scaled and not any(scaled)
 
 
-def test_any_kernel_on_the_model_turns_the_fast_path_on():
+def test_the_installer_chooses_the_clipping_not_the_module_types():
+    """The fast path goes with kernels this call installed; a model that merely holds a kernel's module class
+    (put there by someone else) keeps torch's path, and the path goes back to torch's when the block ends."""
     plain, buffered = _pair()
-    assert kernels_on(buffered) and not kernels_on(plain)
+    assert SpeedKernels(buffered, fast_dropout=False, grad_buffer=True).clipped_step is plain_clipped_step
     with_dropout = nn.Sequential(plain, nn.Dropout(0.1))
-    with_dropout[1].__class__ = FastDropout
-    assert kernels_on(with_dropout)
+    with SpeedKernels(with_dropout, fast_dropout=True, grad_buffer=False) as kernels:
+        assert kernels.installed == ["fast_dropout"] and kernels.clipped_step is clipped_step
+    assert kernels.clipped_step is plain_clipped_step

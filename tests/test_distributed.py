@@ -17,7 +17,7 @@ import mtl
 from mtl import distributed
 from conftest import UTTERANCES, write_intent_slot
 from ddp_child import build, solo_trainer
-from mtl.components.readers.base import shard_bounds
+from mtl.components.readers.batch_drawing import shard_bounds
 from mtl.trainers.batches import split_rows
 from tiny_runs import same_records
 

@@ -1,18 +1,20 @@
 """The house's import picture (DESIGN.md, "Import rules"), checked on the source so that it stays true:
 components never import trainers, the CLI, configs or the package face; heads and readers never import
 each other; the encoder knows no task; inference reaches no training module; no cycles; no mtl import
-hidden in a function (the CLI may defer its heavy imports)."""
+hidden in a function (the CLI may defer its heavy imports). Inference is also checked where it counts: in a
+fresh interpreter, through `sys.modules`."""
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mtl"
-TRAINING = ("mtl.trainers.multi_head", "mtl.trainers.step", "mtl.trainers.batches", "mtl.trainers.rng",
-            "mtl.trainers.logbook", "mtl.trainers.selection", "mtl.trainers.sampling",
-            "mtl.trainers.solo", "mtl.trainers.balancing", "mtl.trainers.separate_gradients", "mtl.speed",
-            "mtl.config", "mtl.cli")
-INFERENCE = ("mtl.predictor", "mtl.serving")
+TRAINING = ("mtl.trainers", "mtl.speed", "mtl.components.optimizers", "mtl.components.lr_schedulers", "mtl.config",
+            "mtl.distill", "mtl.cli")
+INFERENCE = ("mtl.predictor", "mtl.safe_load", "mtl.serving")
 
 
 def module_name(path: Path) -> str:
@@ -71,6 +73,7 @@ RULES = [  # (importer prefix, forbidden prefixes, why)
     ("mtl.components.backbones", ("mtl.components.heads", "mtl.components.readers"), "the encoder knows no task"),
     ("mtl.trainers", ("mtl.cli", "mtl.config", "mtl.predictor", "mtl.serving"), "trainers sit below configs"),
     ("mtl.speed", ("mtl.trainers",), "speed kernels sit below the trainers"),
+    ("mtl.model", TRAINING + INFERENCE, "the model package is what training and inference share, below both"),
 ]
 
 
@@ -124,3 +127,17 @@ def test_inference_reaches_no_training_module(entry):
                 todo.append(target)
     reached = sorted(m for m in seen if any(under(m, t) for t in TRAINING))
     assert not reached, f"{entry} reaches training modules: {reached}"
+
+
+def test_inference_loads_no_training_module_in_a_fresh_interpreter():
+    """What a server process really holds: the import graph above misses imports made by code that runs at
+    import time (a package face, a plugin table), `sys.modules` does not."""
+    code = ("import json, sys\nimport mtl.serving.server, mtl.predictor\n"
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('mtl'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "mtl.predictor" in loaded and "mtl.model.decode" in loaded
+    training = [m for m in loaded if any(under(m, t) for t in TRAINING)]
+    assert not training, f"importing mtl.serving.server and mtl.predictor loaded training modules: {training}"

@@ -12,7 +12,7 @@ from conftest import SPECIAL as SPECIAL_TOKENS, WORDS, tiny_bert
 from mtl.errors import DataError
 from mtl.metrics import (cmrc_exact_match, cmrc_f1, cmrc_scores, cmrc_segments, normalize_answer, squad_exact_match,
                          squad_f1, squad_scores)
-from mtl.trainers.evaluation import merge_task
+from mtl.model.decode import merge_task
 
 CONTEXT = " ".join(WORDS[:30])  # 30 distinct in-vocab words: one token each, token i = word i
 

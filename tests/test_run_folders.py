@@ -13,7 +13,7 @@ import yaml
 
 import mtl
 from mtl.cli import main
-from mtl.trainers.device import resolve_device, resolve_precision
+from mtl.model.device import resolve_device, resolve_precision
 from tiny_runs import TEXTS, tiny_config, two_task_trainer, write_yaml
 
 WEIGHT_FILES = ("backbone/model.safetensors", "heads.safetensors")

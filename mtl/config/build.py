@@ -20,7 +20,7 @@ from mtl.errors import ConfigError, MtlError
 from mtl.spec import COMPONENT, locate, parameters
 from mtl.trainers.multi_head import MultiHeadTrainer
 from mtl.trainers.selection import Selector
-from mtl.trainers.solo import Trainer
+from mtl.trainers.trainer import Trainer
 
 
 def instantiate(node: dict, key: str = "", **extra: Any) -> Any:

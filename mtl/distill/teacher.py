@@ -14,8 +14,9 @@ import torch
 from mtl.distill.targets import (TargetTable, average, cache_key, data_digest, folder_digest, open_cached, pack,
                                  store)
 from mtl.errors import MtlError
-from mtl.predictor import PredictTask, Predictor, load
-from mtl.trainers.device import autocast, to_device
+from mtl.model.device import autocast, to_device
+from mtl.model.task import PredictTask
+from mtl.predictor import Predictor, load
 
 DEFAULT_CACHE = Path.home() / ".cache" / "mtl" / "teacher_targets"
 

@@ -1,9 +1,11 @@
-"""A Predictor whose encoder and heads run in onnxruntime (a folder written by `mtl export DIR --onnx OUT`).
+"""The onnxruntime runtime: a Predictor whose encoder and heads run in onnxruntime (a folder written by
+`mtl export DIR --onnx OUT`; it fits a folder with model.onnx).
 
 It is `mtl.load`'s Predictor itself, with two parts swapped: where the Encoder stood, `OnnxGraph` runs the
 whole graph (encoder and every head) once per batch; each head's `forward` reads its outputs from the graph's
 results instead of computing them. Readers, tokenization, the one-pass grouping, `predict`, `decode`, `merge`
 (and the weights they use, a CRF's transitions) stay the same code, so decoding is identical by construction.
+The Encoder is never built: its weights are in the graph, and transformers' modelling code is not imported.
 """
 import json
 from pathlib import Path
@@ -14,8 +16,10 @@ from torch import nn
 
 from mtl.components.heads.base import Head
 from mtl.errors import MtlError
-from mtl.predictor import PredictTask, Predictor, load
-from mtl.safe_load import inside
+from mtl.predictor import Predictor
+from mtl.safe_load import ModelPlan, inside
+from mtl.serving.predictor_model import PredictorModel
+from mtl.serving.runtime import LoadOptions
 
 ONNX_FILE, ONNX_INFO = "model.onnx", "onnx.json"
 
@@ -105,12 +109,29 @@ def load_onnx(folder: str | Path, device: str | None = None, threads: int | None
     """The folder's model (checked as `mtl.load` checks it) with its encoder and heads run by onnxruntime;
     `threads`: onnxruntime's intra-op threads (None: its default). On `cuda` it uses CUDAExecutionProvider
     when the installed onnxruntime has it."""
-    import onnxruntime
     folder = Path(folder)
     info = read_onnx_info(folder)
     graph_file = inside(folder.resolve(), ONNX_FILE, f"{folder}: {ONNX_FILE}", False)
     check_no_external_data(graph_file)
-    torch_model = load(folder, "cpu", "fp32", trust_code=trust_code, allowed_modules=allowed_modules)
+    graph = OnnxGraph(_session(graph_file, device, threads), info["encoder_inputs"])
+
+    def stand_in(plan: ModelPlan) -> OnnxGraph:  # where the Encoder would be loaded from backbone/
+        return graph
+    predictor = OnnxPredictor.from_folder(folder, "cpu", "fp32", trust_code=trust_code,
+                                          allowed_modules=allowed_modules, backbone=stand_in)
+    for task in predictor.tasks:
+        for name, head in task.heads.items():
+            outputs = info["outputs"].get(f"{task.name}.{name}")
+            if outputs is None or not set(outputs.values()) <= set(graph.names):
+                raise MtlError(f"{folder / ONNX_INFO}: no graph outputs for head {task.name}.{name}; "
+                               "export the model again with `mtl export`")
+            replay(head, outputs)
+    return predictor
+
+
+def _session(graph_file: Path, device: str | None, threads: int | None) -> Any:
+    """An onnxruntime session over the graph: CPU, or CUDA first on a `cuda` device."""
+    import onnxruntime  # the optional serve extra, imported when an ONNX folder is loaded
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads or 0, 1
     providers = ["CPUExecutionProvider"]
@@ -118,16 +139,20 @@ def load_onnx(folder: str | Path, device: str | None = None, threads: int | None
         if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
             raise MtlError("this onnxruntime has no CUDA provider (pip install onnxruntime-gpu), or serve on cpu")
         providers.insert(0, "CUDAExecutionProvider")
-    session = onnxruntime.InferenceSession(str(graph_file), options, providers=providers)
-    graph = OnnxGraph(session, info["encoder_inputs"])
-    tasks = []
-    for task in torch_model.tasks:
-        heads = {}
-        for name, head in task.heads.items():
-            outputs = info["outputs"].get(f"{task.name}.{name}")
-            if outputs is None or not set(outputs.values()) <= set(graph.names):
-                raise MtlError(f"{folder / ONNX_INFO}: no graph outputs for head {task.name}.{name}; "
-                               "export the model again with `mtl export`")
-            heads[name] = replay(head, outputs)
-        tasks.append(PredictTask(task.name, task.reader, heads, task.label_names))
-    return OnnxPredictor(graph, tasks, "cpu", "fp32")
+    return onnxruntime.InferenceSession(str(graph_file), options, providers=providers)
+
+
+class OnnxRuntime:
+    """The runtime table's `onnx`: model.onnx on onnxruntime, as exported (fp32, or the int8 graph
+    `--quantize int8` wrote); `threads` sets onnxruntime's intra-op threads."""
+
+    def fits(self, folder: Path) -> bool:
+        return (folder / ONNX_FILE).is_file()
+
+    def load(self, folder: Path, options: LoadOptions) -> PredictorModel:
+        if options.precision not in ("auto", "fp32"):
+            raise MtlError(f"the onnx runtime runs the graph as exported; --precision {options.precision} is for "
+                           "torch")
+        predictor = load_onnx(folder, options.device, options.threads, trust_code=options.trust_code,
+                              allowed_modules=list(options.allowed_modules))
+        return PredictorModel(predictor, "onnxruntime")

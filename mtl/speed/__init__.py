@@ -6,18 +6,19 @@ one buffer (mtl.speed.grad_buffer), and the clipping that reads that buffer's wr
 a fused AdamW step (mtl.speed.clipping). The first two change a model in place (module classes, the
 attention implementation of its transformers config), so they are scoped: `SpeedKernels` installs them on
 entry and puts back exactly what it changed on exit, however the block ends. Importing mtl registers nothing
-with transformers and changes no model; the clipping follows the model (plain torch clipping when it
-carries no kernel). Without them the training step is plain PyTorch:
+with transformers and changes no model. The clipping goes with what was installed (`clipped_step`: the fast
+path while a kernel is on, torch's otherwise). Without them the training step is plain PyTorch:
 
-    with SpeedKernels(model, fast_dropout=True, grad_buffer=True):
-        ...  # the training loop
+    with SpeedKernels(model, fast_dropout=True, grad_buffer=True) as kernels:
+        ...  # the training loop, clipping with kernels.clipped_step(optimizer, model, norm, max_norm)
 """
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 
-from mtl.speed.clipping import clipped_step, gradient_norm, kernels_on, plain_clipped_step
+from mtl.speed.clipping import ClippedStep, clipped_step, gradient_norm, plain_clipped_step
 from mtl.speed.dropout import HAND_WRITTEN_MAX_KEYS, FastDropout, install_fast_dropout
 from mtl.speed.grad_buffer import GradBufferEmbedding, install_grad_buffer
 
@@ -60,6 +61,27 @@ class SpeedKernels:
             self._undo.pop()()
         self.installed.clear()
 
+    @property
+    def clipped_step(self) -> ClippedStep:
+        """The clipping that goes with what this call installed: `mtl.speed.clipping.clipped_step` (the norm
+        over the buffer's written rows, the scaling inside a fused Adam step) while a kernel is on, torch's
+        `plain_clipped_step` when none is. Chosen here, where the kernels are known, not from module types."""
+        return clipped_step if self.installed else plain_clipped_step
+
+    @contextmanager
+    def autograd_only(self) -> Iterator[None]:
+        """For the block, gradients go through autograd alone: the embedding buffer steps aside, so work that
+        takes gradients beside the run (`torch.autograd.grad`: task-affinity estimates) leaves the run's
+        `.grad` as it was."""
+        embeddings = [m for m in self.model.modules() if isinstance(m, GradBufferEmbedding)]
+        for module in embeddings:
+            module.__dict__["_autograd_only"] = True
+        try:
+            yield
+        finally:
+            for module in embeddings:
+                module.__dict__.pop("_autograd_only", None)
+
     def __enter__(self) -> "SpeedKernels":
         return self.install()
 
@@ -67,5 +89,5 @@ class SpeedKernels:
         self.undo()
 
 
-__all__ = ["SpeedKernels", "FastDropout", "GradBufferEmbedding", "HAND_WRITTEN_MAX_KEYS", "clipped_step",
-           "gradient_norm", "kernels_on", "plain_clipped_step"]
+__all__ = ["SpeedKernels", "FastDropout", "GradBufferEmbedding", "HAND_WRITTEN_MAX_KEYS", "ClippedStep",
+           "clipped_step", "gradient_norm", "plain_clipped_step"]

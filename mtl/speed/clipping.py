@@ -2,26 +2,28 @@
 
 The plain path is torch's `clip_grad_norm_` in two halves, as nanoGPT's loop writes it: the norm over every
 gradient (`get_total_norm`, which the non-finite guard reads first), then `clip_grads_with_norm_` and the
-optimizer step. It is taken when the model carries none of mtl's speed kernels (mtl.speed.SpeedKernels).
+optimizer step. It is taken when no speed kernel is on the model for the run.
 
-With them on, it reads every gradient once less and multiplies none. For MiniLM torch's path is twice
+With them on (`clipped_step`), it reads every gradient once less and multiplies none. For MiniLM torch's path is twice
 22.7M numbers a step, half of them the word-embedding gradient, which is zero outside the rows the batch
 looked up. Here the norm of a word-embedding gradient kept in mtl's buffer is taken over the rows its
 lookups wrote (`GradBufferEmbedding.written_rows`; every other row is zero, so the norm is the same), and a
 gradient that must shrink is scaled by a fused Adam or AdamW step itself: its `grad_scale` (the contract
 torch's GradScaler uses) divides each gradient as the kernel reads it. Other optimizers get torch's in-place
 multiplication. The clipped update is torch's, up to rounding: max_norm / (norm + 1e-6) when that is below 1.
+
+Which of the two a run takes is chosen where the kernels are installed (`SpeedKernels.clipped_step`): the
+installer knows what it put on the model, so nothing here guesses it from the model's module types.
 """
+from typing import Callable
+
 import torch
 from torch import nn
 
-from mtl.speed.dropout import FastDropout
 from mtl.speed.grad_buffer import GradBufferEmbedding
 
-
-def kernels_on(model: nn.Module) -> bool:
-    """Whether `model` carries one of mtl's speed kernels (a FastDropout or GradBufferEmbedding module)."""
-    return any(isinstance(module, (FastDropout, GradBufferEmbedding)) for module in model.modules())
+# (optimizer, model, norm, max_norm): one optimizer step with the gradients clipped to max_norm
+ClippedStep = Callable[[torch.optim.Optimizer, nn.Module, float, float | None], None]
 
 
 def gradient_norm(model: nn.Module) -> torch.Tensor:
@@ -47,11 +49,8 @@ def plain_clipped_step(optimizer: torch.optim.Optimizer, model: nn.Module, norm:
 
 def clipped_step(optimizer: torch.optim.Optimizer, model: nn.Module, norm: float, max_norm: float | None) -> None:
     """One optimizer step with `model`'s gradients scaled by max_norm / (norm + 1e-6) when that is below 1
-    (`norm` from `gradient_norm`, finite; no clipping when `max_norm` is None or 0): the plain path unless
-    `model` carries the speed kernels."""
-    if not kernels_on(model):
-        plain_clipped_step(optimizer, model, norm, max_norm)
-        return
+    (`norm` from `gradient_norm`, finite; no clipping when `max_norm` is None or 0), the scaling inside a
+    fused Adam or AdamW step: the path that goes with the speed kernels."""
     scale = max_norm / (norm + 1e-6) if max_norm else 1.0
     if scale >= 1.0:
         optimizer.step()

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-_STATE = ("_grad_buffer", "_rows", "_unique_rows", "_clean_version")  # kept in __dict__: no state dict entry
+# kept in __dict__: no state dict entry
+_STATE = ("_grad_buffer", "_rows", "_unique_rows", "_clean_version", "_autograd_only")
 
 
 class _Lookup(torch.autograd.Function):
@@ -47,7 +48,7 @@ class GradBufferEmbedding(nn.Embedding):
     buffer. Made by `install_grad_buffer`, which swaps the class of an existing embedding in place."""
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        if not (torch.is_grad_enabled() and self.weight.requires_grad):
+        if not (torch.is_grad_enabled() and self.weight.requires_grad) or self.__dict__.get("_autograd_only"):
             return F.embedding(ids, self.weight, self.padding_idx)
         return _Lookup.apply(ids, self.weight, self)
 

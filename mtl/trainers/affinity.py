@@ -30,6 +30,7 @@ class AffinityEstimator:
             raise ValueError(f"affinity: every must be >= 1 step, got {every}")
         self.every = every
         self.history: list[dict] = []
+        self.seconds = 0.0  # time spent estimating (its cost against the run's)
 
     def due(self, step: int) -> bool:
         return step % self.every == 0

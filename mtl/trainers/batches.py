@@ -5,7 +5,8 @@ from typing import Any, Iterator
 
 import torch
 
-from mtl.components.readers.base import Part, Reader, shard_bounds
+from mtl.components.readers.base import Reader
+from mtl.components.readers.batch_drawing import Part, shard_bounds
 from mtl import distributed
 
 

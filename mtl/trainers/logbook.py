@@ -128,6 +128,15 @@ class Logbook:
                      "best": verdict.improved, "improved_tasks": verdict.improved_tasks,
                      "early_stop": verdict.stop})
 
+    def affinity(self, record: dict[str, Any]) -> None:
+        """One task-affinity estimate: its two matrices as a JSON line and as TensorBoard scalars."""
+        self._write({"affinity": record})
+        if self.writer is not None:
+            for kind in ("tag", "grad_cosine"):
+                for i, row in record[kind].items():
+                    for j, value in row.items():
+                        self.writer.add_scalar(f"affinity/{kind}/{i}->{j}", value, record["step"])
+
     def end(self, step: int, best_score: float, stopped_early: bool, finished: bool) -> None:
         """The last record of a run; `finished` is false when it stopped at max_steps (to be resumed)."""
         self._write({"kind": "end", "step": step, "best_score": best_score if math.isfinite(best_score) else None,

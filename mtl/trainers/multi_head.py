@@ -1,35 +1,28 @@
-"""MultiHeadTrainer: a shared backbone under several tasks; batches drawn across tasks by mix ratio."""
-import copy
-import logging
-import time
-import warnings
+"""MultiHeadTrainer: a shared backbone under several tasks; batches drawn across tasks by mix ratio.
+
+A thin face (PALM's verbs and the direct form) over parts with one concern each, which share the trainer's
+state: the plan of model, optimizer, budgets and steps (mtl.trainers.planner), the loop
+(mtl.trainers.loop, its step body in mtl.trainers.step), evaluation and selection (mtl.trainers.evaluator)
+and checkpoint I/O (mtl.trainers.checkpoints)."""
 from pathlib import Path
 from typing import Any
-
-import torch
-from tqdm import tqdm
 
 from mtl.components.backbones.encoder import Encoder
 from mtl.components.optimizers.adam import Adam
 from mtl.components.readers.base import Reader
 from mtl.components.savers import Saver, Snapshot
-from mtl.components.savers.checkpoint import label_names
-from mtl.errors import MtlError
-from mtl import distributed
-from mtl.speed import SpeedKernels
-from mtl.trainers import rng, run_state
-from mtl.trainers.batches import batch_stream
-from mtl.trainers.device import resolve_device, resolve_precision
+from mtl.model.device import resolve_device, resolve_precision
+from mtl.model.multitask import MultiTaskModel
 from mtl.trainers.balancing import LossBalancer
-from mtl.trainers.evaluation import decode_everywhere, evaluate_tasks, write_jsonl
-from mtl.trainers.logbook import Logbook, evaluation_line
-from mtl.trainers.model import MultiTaskModel
-from mtl.trainers.sampling import MixRatioSampler, TaskSampler, plan_run
+from mtl.trainers.checkpoints import Checkpoints
+from mtl.trainers.evaluator import Evaluator
+from mtl.trainers.loop import Loop
+from mtl.trainers.affinity import AffinityEstimator
+from mtl.trainers.planner import Planner
+from mtl.trainers.sampling import TaskSampler
 from mtl.trainers.selection import Selector
-from mtl.trainers.step import RunState, Step
-from mtl.trainers.trainer import Task, link_shared_heads
-
-log = logging.getLogger(__name__)
+from mtl.trainers.step import RunState
+from mtl.trainers.task import Task, link_shared_heads
 
 
 class MultiHeadTrainer:
@@ -58,6 +51,10 @@ class MultiHeadTrainer:
     nn.Dropout modules and of its attention probabilities from a cheaper random source on the CPU
     (mtl.speed.dropout). Both are on the model during train() only (mtl.speed.SpeedKernels); with both off the
     step is plain PyTorch, torch's clipping included.
+
+    `affinity_every=N` estimates every N steps how a step for each task moves every other task's loss
+    (mtl.trainers.affinity: TAG's lookahead and gradient cosine; the run itself is untouched); the matrices
+    go to metrics.jsonl and TensorBoard as they evolve and are `self.affinity.tag` / `.cosine` at the end.
     """
 
     def __init__(self, trainers: list[Task], backbone: Encoder | None = None, lr: float | None = None,
@@ -66,7 +63,7 @@ class MultiHeadTrainer:
                  precision: str = "auto", device: str | None = None, sampler: TaskSampler | None = None,
                  log_dir: str | Path | None = None, max_nonfinite_steps: int = 5, grad_accum_steps: int = 1,
                  compile: bool = False, embedding_grad_buffer: bool = True, fast_dropout: bool = True,
-                 balancer: LossBalancer | None = None) -> None:
+                 balancer: LossBalancer | None = None, affinity_every: int | None = None) -> None:
         names = [t.name for t in trainers]
         if grad_accum_steps < 1:
             raise ValueError(f"grad_accum_steps must be >= 1, got {grad_accum_steps}")
@@ -82,6 +79,7 @@ class MultiHeadTrainer:
         self.precision = resolve_precision(precision, self.device)
         self.sampler, self.log_dir = sampler, log_dir
         self.balancer = balancer or LossBalancer()
+        self.affinity = AffinityEstimator(affinity_every) if affinity_every else None
         self.model: MultiTaskModel | None = None
         self.ddp, self.grad_accum_steps = None, grad_accum_steps  # the model in DistributedDataParallel, if any
         self.compile = compile  # torch.compile the backbone (dynamic shapes: no recompile per batch width)
@@ -89,10 +87,10 @@ class MultiHeadTrainer:
         self.adam: Adam | None = None
         self.optimizer, self.scheduler, self.saver = None, None, Saver.in_memory()
         self.total_steps, self.state = 0, RunState(skipped_steps={name: 0 for name in names})
-        self.selector = Selector()
-        self._sampler_start, self._rng = None, None  # the sampler's first state; the run's RNG between calls
-        self.max_nonfinite_steps, self._step = max_nonfinite_steps, None
-        self._calls = 0  # train() calls: with the step, the moment a checkpoint is saved at (see _moment)
+        self.selector, self.max_nonfinite_steps = Selector(), max_nonfinite_steps
+        # the parts, each with one concern, over this trainer's state
+        self.planner, self.loop = Planner(self), Loop(self)
+        self.evaluator, self.checkpoints = Evaluator(self), Checkpoints(self)
 
     @property
     def global_step(self) -> int:
@@ -103,39 +101,20 @@ class MultiHeadTrainer:
         """Steps skipped for a non-finite loss or gradient norm, per task."""
         return self.state.skipped_steps
 
+    @property
+    def best_score(self) -> float:
+        """The best selection score seen by dev evaluation (-inf before any)."""
+        return self.selector.best
+
     # ---- PALM verbs -----------------------------------------------------------------------------------
     def build_forward(self) -> MultiTaskModel:
         """Join the tasks' heads over the one shared backbone; returns PALM's `loss_var` (the model)."""
-        backbones = {id(t.backbone): t.backbone for t in self.tasks if t.backbone is not None}
-        if self.backbone is not None:
-            backbones.setdefault(id(self.backbone), self.backbone)
-        if len(backbones) != 1:
-            raise ValueError(f"tasks must share exactly one backbone, found {len(backbones)}")
-        self.backbone = next(iter(backbones.values()))
-        for task in self.tasks:
-            task.build_forward(self.backbone)
-        self.model = MultiTaskModel(self.backbone, {t.name: t.heads for t in self.tasks},
-                                    self.balancer).to(self.device)
-        if self.compile:
-            # in place (nn.Module.compile): parameter names and checkpoints stay those of the eager model
-            self.backbone.compile(dynamic=True)
-        return self.model
+        return self.planner.assemble()
 
     def build_backward(self, optimizer: Adam | None = None, weight_decay: float | None = None) -> None:
         """Keep the optimizer (the torch one is built once the step count is known); `weight_decay` is set on
         it (PALM's verb). Without one, an Adam from this trainer's `lr` and `weight_decay`."""
-        given = {"lr": self.lr, "weight_decay": self.weight_decay}
-        if optimizer is None:
-            optimizer = Adam(**{name: value for name, value in given.items() if value is not None})
-        ignored = [f"{name}={value} (the optimizer's: {getattr(optimizer, name)})" for name, value in given.items()
-                   if value is not None and value != getattr(optimizer, name)]
-        if ignored:  # the optimizer is the one home of its settings
-            warnings.warn(f"MultiHeadTrainer {', '.join(ignored)} is not used: the optimizer given to build_backward "
-                          "has its own settings, and they win (give lr and weight_decay to mtl.optimizer.Adam)",
-                          UserWarning, stacklevel=2)
-        if weight_decay is not None:
-            optimizer.weight_decay = weight_decay
-        self.adam = optimizer
+        self.adam = self.planner.optimizer(optimizer, weight_decay)
 
     def fit_readers_with_mixratio(self, readers: list[Reader], sampling_reference: str,
                                   num_epochs: float) -> None:
@@ -150,30 +129,6 @@ class MultiHeadTrainer:
         """Load pretrained encoder weights from an HF folder (a no-op in effect after from_pretrained)."""
         self._ready_model().backbone.load_weights(pretrain_dir)
 
-    # ---- planning ---------------------------------------------------------------------------------------
-    def _ready_model(self) -> MultiTaskModel:
-        return self.model if self.model is not None else self.build_forward()
-
-    def _plan(self) -> None:
-        """Budgets, the exact number of steps, then optimizer and schedule bound to that number."""
-        self.sampler = self.sampler or MixRatioSampler([t.mix_ratio for t in self.tasks], self.seed)
-        self._sampler_start = self._sampler_start or copy.deepcopy(self.sampler.state_dict())
-        self.sampler.load_state_dict(copy.deepcopy(self._sampler_start))  # every plan starts where the run did
-        plan = plan_run(self.tasks, self.reference, self.num_epochs, self.sampler)
-        self.num_epochs, self.total_steps = plan.num_epochs, plan.total_steps
-        for task, budget in zip(self.tasks, plan.budgets):
-            task.budget = budget
-        distributed.check_same("the run plan (steps, budgets, sampler state)",
-                               (self.total_steps, plan.budgets, self._sampler_start))
-        model = self._ready_model()
-        if self.adam is None:
-            self.build_backward()
-        self.balancer.bind([f"{t.name}.{h}" for t in self.tasks for h in t.heads], plan.base)
-        self.balancer.to(self.device)  # a parameter it made on binding
-        self.optimizer = self.adam.build(model)
-        self.scheduler = self.adam.build_schedule(self.optimizer, self.total_steps, self.warmup_proportion)
-
-    # ---- training ---------------------------------------------------------------------------------------
     def train(self, print_steps: int = 10, eval_steps: int | None = None, resume_from: str | Path | None = None,
               max_steps: int | None = None, selector: Selector | None = None) -> dict[str, Any]:
         """The training loop. `eval_steps`: every N steps (and at the end) the dev readers are scored and the
@@ -184,136 +139,16 @@ class MultiHeadTrainer:
         calling train() again goes on in-process. A new run refuses a save_path that holds another run
         (MtlError) unless the saver was set with `overwrite=True`. Returns, besides the figures, `checkpoint`:
         the folder to load (`final`) or to resume from (`step-N`, when stopped by max_steps)."""
-        distributed.init(self.device)
-        self.saver.begin_run(resuming=resume_from is not None)
-        self._calls += 1
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):  # seeded dropout, the caller's global RNG untouched
-            if self.optimizer is None or self._rng is None or resume_from is not None:
-                torch.manual_seed(self.seed + distributed.rank())  # rank 0 draws as a single process does
-                self._plan()
-            else:  # called again (after max_steps): the same run goes on, its dropout RNG too
-                rng.set_rng(self.device, self._rng)
-            self.selector = selector or self.selector
-            self.selector.check_tasks([t.name for t in self.tasks])
-            resumed = self._resume(resume_from) if resume_from is not None else None
-            # on the model for this call only, undone however it ends; no gradient buffer under DDP or compile
-            # (they need autograd's embedding gradient) nor with per-loss gradients (they move the encoder's)
-            kernels = SpeedKernels(self.model, fast_dropout=self.fast_dropout and not self.compile,
-                                   grad_buffer=self.embedding_grad_buffer and not distributed.active()
-                                   and not self.compile and not self.balancer.per_loss_gradients)
-            try:
-                with kernels:
-                    return self._train(print_steps, eval_steps, max_steps, resumed)
-            finally:
-                self._rng = rng.get_rng(self.device)
+        return self.loop.train(print_steps, eval_steps, resume_from, max_steps, selector)
 
-    def _train(self, print_steps: int, eval_steps: int | None, max_steps: int | None,
-               resumed: int | None) -> dict[str, Any]:
-        if resumed is not None and (self.global_step >= self.total_steps or self.selector.stopped):
-            log.info("the checkpoint at step %d ended its run: nothing left to train", resumed)
-            if self.saver.on_disk and not self.saver.holds("final"):  # it stopped before final/ was written
-                self._save("final")
-            return self._outcome([], finished=True)
-        logbook = Logbook.for_trainer(self, self.global_step or None)  # a resumed run keeps its earlier logs
-        self.ddp = distributed.wrap(self.model, self.ddp)  # copies rank 0's weights to every rank
-        self._step = Step(self.model, self.ddp, self.optimizer, self.scheduler, self.device, self.precision,
-                          self.adam.max_grad_norm, self.max_nonfinite_steps)
-        (self.ddp if self.ddp is not None else self.model).train()
-        batches = {t.name: batch_stream(t.reader, self.grad_accum_steps) for t in self.tasks}
-        stop_at = min(self.total_steps, max_steps) if max_steps is not None else self.total_steps
-        logbook.start(self, print_steps, stop_at)  # the plan in one line; a warning when the cores are busy
-        main = distributed.is_main()
-        progress = tqdm(total=self.total_steps, initial=self.global_step, disable=None if main else True, desc="train")
-        history, started, last_print = [], time.perf_counter(), self.global_step
-        while self.global_step < stop_at and not self.selector.stopped:
-            # 1. the sampler picks the task; 2. its reader gives the next batch (padded to its longest)
-            task = self.tasks[self.sampler.draw(self.global_step)]
-            batch = self._next_batch(task, batches[task.name])  # this rank's share of it, when distributed
-            loss, head_losses = self._train_step(task, batch)
-            self.state.global_step += 1
-            task.cur_train_step += 1
-            progress.update(1)
-            logbook.step(self.global_step, task.name, loss, head_losses, self.scheduler.get_last_lr()[0])
-            if print_steps and self.global_step % print_steps == 0:
-                speed = (self.global_step - last_print) / max(time.perf_counter() - started, 1e-9)
-                started, last_print = time.perf_counter(), self.global_step
-                if main:
-                    progress.write(logbook.console_line(self, task, loss, speed))
-                logbook.report(self)
-            if eval_steps and (self.global_step % eval_steps == 0 or self.global_step == self.total_steps):
-                history.append(self._evaluate_and_select(logbook))
-            if self.saver.should_save(self.global_step):  # after the evaluation: it holds its verdict
-                self._save(self.global_step)
-        progress.close()
-        finished = self.global_step >= self.total_steps or self.selector.stopped
-        if self.saver.on_disk and finished:
-            self._save("final")
-        elif self.saver.on_disk and not self.saver.should_save(self.global_step):
-            self._save(self.global_step)  # stopped at max_steps: a point to resume from
-        if not (print_steps and self.global_step % print_steps == 0):
-            logbook.report(self)
-        logbook.end(self.global_step, self.best_score, self.selector.stopped, finished)
-        return self._outcome(history, finished)
-
-    def _outcome(self, history: list[dict], finished: bool) -> dict[str, Any]:
-        last = ("final" if finished else f"step-{self.global_step}") if self.saver.on_disk else None
-        return {"steps": self.global_step, "history": history, "best_score": self.best_score,
-                "stopped_early": self.selector.stopped, "finished": finished, "skipped_steps": dict(self.skipped_steps),
-                "checkpoint": None if last is None else self.saver.save_path / last, "precision": self.precision}
-
-    def _train_step(self, task: Task, batch: Any) -> tuple[float, dict[str, float]]:
-        """3-5. forward, balanced losses, backward, clip, step: mtl.trainers.step, top to bottom."""
-        return self._step(task, batch, self.state)
-
-    @staticmethod
-    def _next_batch(task: Task, batches: Any) -> Any:
-        try:
-            return next(batches)
-        except StopIteration:
-            raise MtlError(f"task {task.name!r}: its reader ran out after num_epochs={task.reader.num_epochs} "
-                           "epochs before training ended; load_data(num_epochs=None) lets the trainer decide") from None
-
-    # ---- evaluation and prediction ----------------------------------------------------------------------
     def evaluate(self, readers: dict[str, Reader] | None = None) -> dict[str, dict[str, float]]:
         """Metrics per task on the given readers, or on each task's dev reader. Under torch.distributed each
         rank decodes its shard of the examples and every rank scores all of them (the single-process metrics)."""
-        distributed.init(self.device)
-        readers = {t.name: t.dev_reader for t in self.tasks} if readers is None else readers
-        return evaluate_tasks(self._ready_model(), self.tasks, readers, self.device, self.precision)
+        return self.evaluator.evaluate(readers)
 
     def predict(self, task_name: str, inputs: Reader | list[str], output_file: str | Path | None = None) -> list[dict]:
         """Decoded predictions of one task (labels and spans, not ids); written as JSONL when asked."""
-        task = {t.name: t for t in self.tasks}[task_name]
-        reader = inputs if isinstance(inputs, Reader) else (task.reader or task.dev_reader).from_texts(inputs)
-        distributed.init(self.device)
-        records, _ = decode_everywhere(self._ready_model(), task, reader, self.device, self.precision)
-        if output_file is not None and distributed.is_main():
-            write_jsonl(records, output_file)
-        distributed.barrier()
-        return records
-
-    def _evaluate_and_select(self, logbook: Logbook) -> dict:
-        """Score the dev readers; keep the best model overall (`best`) and, with several tasks, per task.
-        Every rank gets the same gathered metrics, so all reach the same verdict (and early stop together)."""
-        metrics = self.evaluate()
-        verdict = self.selector.update(self.global_step, metrics)
-        logbook.evaluation(verdict, metrics)
-        if distributed.is_main():
-            log.info("%s", evaluation_line(verdict, self.selector))
-        per_task = verdict.improved_tasks if self.saver.on_disk and len(self.tasks) > 1 else []
-        if verdict.improved or per_task:  # best folders hold no run state unless the saver keeps it
-            snapshot = self._snapshot(training=self.saver.keep_best_optimizer_state)
-            if verdict.improved:
-                self.saver.keep_best(self.model, snapshot, self._moment())
-            for task_name in per_task:  # the same files as best/: hard links
-                self.saver.keep_task_best(task_name, self.model, snapshot, self._moment())
-        return {"step": self.global_step, "score": verdict.score, "metrics": metrics, "best": verdict.improved}
-
-    @property
-    def best_score(self) -> float:
-        """The best selection score seen by dev evaluation (-inf before any)."""
-        return self.selector.best
+        return self.evaluator.predict(task_name, inputs, output_file)
 
     # ---- checkpoints: the trainer says what its state is; its Saver writes and reads the folders ------------
     def set_saver(self, save_path: str | Path, save_steps: int | None = None, keep_last: int = 3,
@@ -322,42 +157,37 @@ class MultiHeadTrainer:
         `best-<task>`, `final`; the run state only in step-N and final (what a resume reads) unless
         `keep_best_optimizer_state`; `overwrite`: a new run deletes a run already there instead of refusing
         to start; see mtl.saver.Saver."""
-        self.saver = Saver(save_path, save_steps, keep_last, keep_best_optimizer_state, overwrite)
+        self.checkpoints.set_saver(save_path, save_steps, keep_last, keep_best_optimizer_state, overwrite)
 
     def save(self, folder: str | Path) -> Path:
         """Save the current model now (atomically) into `folder`, with the run state when training has started."""
-        return Saver.write_to(folder, self._ready_model(), self._snapshot())
+        return self.checkpoints.save_to(folder)
 
     def export(self, folder: str | Path) -> Path:
         """A deployable folder (no training state): `mtl.load(folder)` rebuilds the model with no user code."""
-        return Saver.write_to(folder, self._ready_model(), self._snapshot(training=False, strict=True))
+        return self.checkpoints.export(folder)
 
     def load_checkpoint(self, folder: str | Path) -> None:
         """Load a saved model's weights into these assembled components (e.g. in a fresh process); the
         readers' label maps must be the checkpoint's, or every prediction would decode to the wrong name."""
-        Saver.restore_weights(folder, self._ready_model(), label_names(self.tasks))
+        self.checkpoints.load_weights(folder)
 
     def load_best(self) -> None:
         """Restore the best model seen by dev evaluation during `train`."""
-        self.saver.load_best(self.model)
+        self.checkpoints.load_best()
 
-    def _save(self, name: str | int) -> Path:
-        """Checkpoint `name` (an int: `step-N`, pruned to the last K) in the saver's folder."""
-        return self.saver.write(name, self._ready_model(), self._snapshot(), self._moment())
+    # ---- the seams the parts call through (tests and benchmarks wrap them) --------------------------------
+    def _ready_model(self) -> MultiTaskModel:
+        return self.planner.ready_model()
 
-    def _moment(self) -> tuple[int, int]:
-        """Within one train() call a step number names one set of weights and run state: checkpoints saved at
-        the same moment share their files (hard links) instead of holding copies (mtl.saver.Saver)."""
-        return self._calls, self.global_step
+    def _plan(self) -> None:
+        """Budgets, the exact number of steps, then optimizer and schedule bound to that number."""
+        self.planner.plan()
+
+    def _train_step(self, task: Task, batch: Any) -> tuple[float, dict[str, float]]:
+        """3-5. forward, balanced losses, backward, clip, step: mtl.trainers.step, top to bottom."""
+        return self.loop.step(task, batch, self.state)
 
     def _snapshot(self, training: bool = True, strict: bool = False) -> Snapshot:
         """What a checkpoint holds besides the weights (mtl.trainers.run_state)."""
-        self._ready_model()
-        return run_state.snapshot(self, training, strict)
-
-    def _resume(self, folder: str | Path) -> int:
-        """Go on from a checkpoint of this run (after `_plan`): its weights and run state; returns its step."""
-        state = self.saver.load_run_state(folder, [t.name for t in self.tasks], self.total_steps)
-        Saver.restore_weights(folder, self.model)
-        run_state.load_run_state(self, state)
-        return self.global_step
+        return self.checkpoints.snapshot(training, strict)

@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from mtl.components.readers.base import Part
+from mtl.components.readers.batch_drawing import Part
 from mtl.errors import MtlError
 from mtl import distributed
-from mtl.speed.clipping import clipped_step, gradient_norm
-from mtl.trainers.device import autocast, to_device
+from mtl.speed.clipping import ClippedStep, gradient_norm, plain_clipped_step
+from mtl.model.device import autocast, to_device
 from mtl.trainers.separate_gradients import SeparateGradients
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class Step:
     precision: str
     max_grad_norm: float | None
     max_nonfinite_steps: int
+    clipped_step: ClippedStep = plain_clipped_step  # the speed kernels' own when they are on (SpeedKernels)
 
     def __call__(self, task: Any, batch: dict | list[Part], state: RunState) -> tuple[float, dict[str, float]]:
         """The update for one batch of `task`; returns the summed head loss and each head's loss."""
@@ -68,7 +69,7 @@ class Step:
             norm = float(gradient_norm(self.model))
             problem = None if math.isfinite(norm) else f"gradient norm is {norm}"
         if problem is None:
-            clipped_step(self.optimizer, self.model, norm, self.max_grad_norm)
+            self.clipped_step(self.optimizer, self.model, norm, self.max_grad_norm)
             state.nonfinite_in_a_row = 0
         else:  # no update: weights and Adam moments untouched; the step still counts
             self.skip(task, problem, head_losses, state)

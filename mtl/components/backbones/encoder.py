@@ -1,11 +1,19 @@
-"""Backbone: any HF transformers encoder, from a name, a local folder or a config."""
+"""Backbone: any HF transformers encoder, from a name, a local folder or a config.
+
+transformers' modelling code (`modeling_utils`, `PreTrainedModel`, the model classes: seconds to import) loads
+when an encoder is built, not when this module is imported: `AutoModel` and `MODEL_MAPPING` are read from
+transformers' own lazy namespace at call time, and `PreTrainedModel` is named for type checkers only. A
+process that only checks a model folder (the ONNX runtime, `mtl predict` on an export) never pays for it."""
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
+import transformers
 from torch import nn
-from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
-from transformers.models.auto.modeling_auto import MODEL_MAPPING
+from transformers import AutoConfig, PretrainedConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 from mtl.errors import MtlError
 
@@ -32,7 +40,7 @@ def attention_implementation(config: PretrainedConfig) -> str | None:
     """`sdpa` (PyTorch's fused attention, and the one the speed kernels build on) where transformers implements
     it for this architecture, `eager` where it does not (MPNet, for one); None for a class transformers does
     not map (remote code), which then picks for itself."""
-    model_class = MODEL_MAPPING.get(type(config), None)
+    model_class = transformers.MODEL_MAPPING.get(type(config), None)
     if model_class is None:
         return None
     return "sdpa" if getattr(model_class, "_supports_sdpa", False) else "eager"
@@ -47,7 +55,7 @@ class Encoder(nn.Module):
     output_fields = ("sequence_output", "pooled_output", "word_embeddings")
     default_model_type: str | None = None  # from_config's model_type when a config dict has none
 
-    def __init__(self, model: PreTrainedModel) -> None:
+    def __init__(self, model: "PreTrainedModel") -> None:
         super().__init__()
         self.model = model
         self.config = model.config
@@ -63,7 +71,7 @@ class Encoder(nn.Module):
         if "attn_implementation" not in kwargs:
             config = AutoConfig.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
             kwargs["attn_implementation"] = attention_implementation(config)
-        model = AutoModel.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code, **kwargs)
+        model = transformers.AutoModel.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code, **kwargs)
         encoder = cls(model)
         return encoder.keep_layers(layers) if layers is not None else encoder
 
@@ -91,7 +99,7 @@ class Encoder(nn.Module):
                 raise ValueError("from_config: the config dict needs a model_type (e.g. 'bert', 'roberta'), or "
                                  "use BERT.from_config for a BERT")
             config = AutoConfig.for_model(config.pop("model_type"), **config)
-        return cls(AutoModel.from_config(config, attn_implementation=attention_implementation(config)))
+        return cls(transformers.AutoModel.from_config(config, attn_implementation=attention_implementation(config)))
 
     @property
     def input_fields(self) -> tuple[str, ...]:
@@ -118,7 +126,8 @@ class Encoder(nn.Module):
 
     def load_weights(self, folder: str | Path) -> None:
         """Load pretrained weights from an HF folder into this encoder (PALM's load_pretrain)."""
-        loaded = AutoModel.from_pretrained(str(folder), config=self.config, **safe_weights_kwargs(folder, {}))
+        loaded = transformers.AutoModel.from_pretrained(str(folder), config=self.config,
+                                                        **safe_weights_kwargs(folder, {}))
         self.model.load_state_dict(loaded.state_dict())
 
     def save(self, folder: str | Path) -> None:

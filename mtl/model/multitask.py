@@ -1,4 +1,5 @@
-"""The module every step runs: one shared backbone, each task's heads; one encoder pass per batch."""
+"""The multi-task model: one shared backbone under each task's heads, one encoder pass per batch. Training
+runs it every step; `mtl.load`'s Predictor builds the same module from a model folder."""
 import torch
 from torch import nn
 
@@ -15,7 +16,7 @@ class MultiTaskModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.heads = nn.ModuleDict({task: nn.ModuleDict(task_heads) for task, task_heads in heads.items()})
-        self.balancer = balancer  # the trainer's loss balancer (mtl.trainers.balancing); None for inference
+        self.balancer = balancer  # the trainer's loss balancer (an nn.Module); None for inference
 
     def forward(self, task: str, batch: dict) -> dict[str, dict[str, torch.Tensor]]:
         """Encode once, then run every head of `task` on the same outputs (the joint mode); a head being

@@ -1,0 +1,171 @@
+"""Task affinity against the truth: the estimates of one all-tasks run, checked against every pair trained.
+
+Six tasks over MiniLM-L6, each a reader and its heads: ATIS intents, ATIS slots, SNIPS joint intent + slots,
+CoNLL-2003 NER, SST-2 and MRPC. At one budget (`--steps-per-task` steps of batch 32 for every task in a run,
+mix ratios equal, no model selection: each run's final model is scored once on each task's test split, dev
+for the GLUE tasks, whose test labels are not public) for each seed:
+  - every task alone, and every pair of tasks trained together;
+  - the gain of each pair member over its single-task run (its main metric, points);
+  - one run of all tasks together with `affinity_every` on: the lookahead (TAG) and gradient-cosine
+    matrices, averaged over the run.
+Then: Spearman correlation between each estimate's Z(i -> j) and the measured gain of j when trained with i;
+the grouping the estimate suggests (at most `--max-groups` groups) scored as the mean over tasks of each
+task's score in its group's run (pairs and singles measured; larger groups trained here), against all
+tasks together and all apart; and the estimate's cost as a fraction of the exhaustive runs' training time.
+Every run is kept in results/runs/task_affinity/ (`--resume` skips it). Writes results/task_affinity.json.
+
+    python benchmarks/task_affinity.py --seeds 1 2 --steps-per-task 600 --resume
+"""
+import argparse
+import importlib.util
+import itertools
+import json
+import logging
+import time
+
+import numpy as np
+import torch
+
+import mtl
+from common import DATA, RESULTS, RunStore, mean_std, minilm_dir, write_result
+from mtl.trainers.task_groups import best_grouping
+
+TASKS = ("atis_intent", "atis_slots", "snips", "conll", "sst2", "mrpc")
+CACHE = RESULTS / "runs" / "task_affinity" / "features"  # tokenized once per data set and settings
+MAIN = {"atis_intent": "intent.accuracy", "atis_slots": "slots.f1", "snips": "score", "conll": "f1",
+        "sst2": "accuracy", "mrpc": "accuracy"}
+
+
+def build_task(name: str, seed: int, max_seqlen: int = 64) -> tuple["mtl.Trainer", object]:
+    """Task `name`: its training task and its test reader."""
+    model = minilm_dir()
+    if name in ("atis_intent", "atis_slots", "snips"):
+        folder = DATA / name.split("_")[0]
+        reader = mtl.reader.IntentSlotReader(model, max_seqlen, seed=seed).load_data(folder / "train", cache_dir=CACHE)
+        heads = mtl.head.intent_slot_heads(reader, 384, 0.1, sentence_vector="cls", slot_loss_coef=3.0)
+        keep = {"atis_intent": ("intent",), "atis_slots": ("slots",), "snips": ("intent", "slots")}[name]
+        return mtl.Trainer(name, reader=reader, head={h: heads[h] for h in keep}), reader.eval_reader(folder / "test")
+    if name == "conll":
+        reader = mtl.reader.SequenceLabelReader(model, max_seqlen, label_map="auto", seed=seed)
+        reader.load_data(DATA / "conll2003_en" / "train.txt", file_format="conll", cache_dir=CACHE)
+        head = mtl.head.SequenceLabel(len(reader.label_names["label_ids"]), 384, 0.1)
+        return mtl.Trainer(name, reader=reader, head=head), reader.eval_reader(DATA / "conll2003_en" / "test.txt",
+                                                                             file_format="conll")
+    files = glue_files(name)
+    if name == "sst2":
+        reader = mtl.reader.ClassifyReader(model, max_seqlen, seed=seed).load_data(files["train"], cache_dir=CACHE)
+        head = mtl.head.Classify(2, 384, 0.1)
+    else:
+        reader = mtl.reader.MatchReader(model, max_seqlen, seed=seed, learning_strategy="pointwise")
+        reader.load_data(files["train"], cache_dir=CACHE)
+        head = mtl.head.Match(2, 384, 0.1)
+    return mtl.Trainer(name, reader=reader, head=head), reader.eval_reader(files["dev"])
+
+
+def glue_files(name: str) -> dict:
+    """The examples' own GLUE -> PALM conversion, written once under results/runs/task_affinity/data."""
+    path = {"sst2": "classification/sst2.py", "mrpc": "matching/mrpc.py"}[name]
+    spec = importlib.util.spec_from_file_location(name, RESULTS.parents[1] / "examples" / path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    return example.prepare(out=RESULTS / "runs" / "task_affinity" / "data" / name)
+
+
+def train(names: tuple[str, ...], seed: int, args: argparse.Namespace, affinity_every: int | None = None) -> dict:
+    """One run of `names` together; each task's test metrics (and the affinity matrices when asked)."""
+    torch.manual_seed(seed)
+    built = [build_task(name, seed) for name in names]
+    tasks, tests = [b[0] for b in built], {b[0].name: b[1] for b in built}
+    reference = tasks[0].reader
+    epochs = args.steps_per_task * reference.batch_size / reference.num_examples  # steps of the reference task
+    trainer = mtl.MultiHeadTrainer(tasks, backbone=mtl.backbone.BERT.from_pretrained(minilm_dir()), lr=args.lr,
+                                   num_epochs=epochs, seed=seed, affinity_every=affinity_every)
+    started = time.perf_counter()
+    result = trainer.train(print_steps=0)
+    seconds = time.perf_counter() - started
+    scores = trainer.evaluate(tests)
+    record = {"tasks": list(names), "seed": seed, "steps": result["steps"], "train_seconds": round(seconds, 1),
+              "precision": trainer.precision, "test": scores,
+              "main": {name: scores[name][MAIN[name]] for name in names}}
+    if trainer.affinity is not None:
+        record.update(tag=trainer.affinity.tag, grad_cosine=trainer.affinity.cosine,
+                      affinity_seconds=round(trainer.affinity.seconds, 1), estimates=len(trainer.affinity.history))
+    print(f"{'+'.join(names)} seed {seed}: " + ", ".join(f"{k} {v:.2f}" for k, v in record["main"].items())
+          + f"; {seconds:.0f}s", flush=True)
+    return record
+
+
+def run(store: RunStore, names: tuple[str, ...], seed: int, args: argparse.Namespace, **options) -> dict:
+    key = f"{'+'.join(names)}-seed{seed}" + ("-affinity" if options else "")
+    stored = store.load(key)
+    if args.resume and stored is not None:
+        return stored
+    record = train(names, seed, args, **options)
+    store.save(key, record)
+    return record
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    rank = lambda values: np.argsort(np.argsort(values)).astype(float)  # noqa: E731 - no ties expected
+    return float(np.corrcoef(rank(np.array(x)), rank(np.array(y)))[0, 1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    parser.add_argument("--steps-per-task", type=int, default=600)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--affinity-every", type=int, default=25)
+    parser.add_argument("--max-groups", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    store, names = RunStore("task_affinity"), tuple(args.tasks)
+    singles = {(n, s): run(store, (n,), s, args) for n in names for s in args.seeds}
+    pairs = {(p, s): run(store, p, s, args) for p in itertools.combinations(names, 2) for s in args.seeds}
+    together = [run(store, names, s, args, affinity_every=args.affinity_every) for s in args.seeds]
+    alone = {n: mean_std([singles[(n, s)]["main"][n] for s in args.seeds])[0] for n in names}
+    gain = {(i, j): mean_std([pairs[(tuple(sorted((i, j), key=names.index)), s)]["main"][j] for s in args.seeds])[0]
+            - alone[j] for i in names for j in names if i != j}
+    estimates = {kind: {i: {j: float(np.mean([r[kind][i][j] for r in together])) for j in names} for i in names}
+                 for kind in ("tag", "grad_cosine")}
+    ordered = sorted(gain)
+    metrics = {f"spearman.{kind}": round(spearman([estimates[kind][i][j] for i, j in ordered],
+                                                  [gain[(i, j)] for i, j in ordered]), 3) for kind in estimates}
+    groups, _ = best_grouping(estimates["tag"], args.max_groups)
+    metrics.update(grouping_scores(store, groups, names, singles, pairs, together, args))
+    exhaustive = sum(r["train_seconds"] for r in [*singles.values(), *pairs.values()])
+    metrics["cost.fraction_of_exhaustive"] = round(sum(r["affinity_seconds"] for r in together) / exhaustive, 4)
+    write_result("task_affinity", {
+        "tasks": list(names), "settings": vars(args), "metrics": metrics, "suggested_groups": groups,
+        "estimates": estimates, "measured_gain": {f"{i}->{j}": round(v, 3) for (i, j), v in gain.items()},
+        "alone": alone, "precisions": sorted({r["precision"] for r in [*singles.values(), *together]})})
+    print(json.dumps(metrics, indent=1))
+
+
+def grouping_scores(store: RunStore, groups: list, names: tuple, singles: dict, pairs: dict, together: list,
+                    args: argparse.Namespace) -> dict[str, float]:
+    """Mean over tasks of each task's main metric in its group's run: suggested, all together, all apart."""
+    def group_run(group: tuple, seed: int) -> dict:
+        if len(group) == 1:
+            return singles[(group[0], seed)]
+        if len(group) == 2:
+            return pairs[(group, seed)]
+        if len(group) == len(names):
+            return next(r for r in together if r["seed"] == seed)
+        return run(store, group, seed, args)
+
+    def score(partition: list[tuple]) -> float:
+        per_seed = [np.mean([group_run(g, s)["main"][n] for g in partition for n in g]) for s in args.seeds]
+        return round(float(np.mean(per_seed)), 2)
+    suggested = [tuple(sorted(g, key=names.index)) for g in groups]
+    return {"grouping.suggested.mean_score": score(suggested),
+            "grouping.all_together.mean_score": score([names]),
+            "grouping.all_separate.mean_score": score([(n,) for n in names])}
+
+
+if __name__ == "__main__":
+    main()

@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -134,6 +135,7 @@ def main() -> None:
     parser.add_argument("--warmup-minutes", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", help="an exported mtl model folder (default: serving.py's ATIS joint model)")
+    parser.add_argument("--name", default="soak_serving", help="the results file's name (results/NAME.json)")
     args = parser.parse_args()
     model = Path(args.model) if args.model else prepare_models(argparse.Namespace(model=None))[0]
     texts = atis_test()[0]
@@ -154,9 +156,10 @@ def main() -> None:
                "rss.drift_percent": round(drift, 2), "normal.p50_ms": round(latencies[len(latencies) // 2], 1),
                "normal.p99_ms": round(latencies[int(0.99 * (len(latencies) - 1))], 1),
                "still_ready": still_ready, "graceful_shutdown": graceful}
-    path = write_result("soak_serving", {
+    path = write_result(args.name, {
         "model": str(model.name), "settings": vars(args), "behaviours": counts.by_kind, "metrics": metrics,
         "rss_samples": samples, "problems": counts.wrong_examples[:20], "load_average_before": load_before,
+        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
         "note": "the clients share the machine's cores with the server"})
     for key, value in metrics.items():
         print(f"{key:<26}{value}")

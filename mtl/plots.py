@@ -1,15 +1,22 @@
-"""Pictures for reports: a task x task heat-map. matplotlib is optional (`pip install mtl[plots]`); only the
-commands that draw import this module."""
+"""Pictures for reports: a task x task heat-map. matplotlib is optional (`pip install mtl[plots]`): without
+it `AVAILABLE` is False and drawing says what to install."""
 from pathlib import Path
 
-import matplotlib
+from mtl.errors import MtlError
 
-matplotlib.use("Agg")  # files only, never a window
-from matplotlib import pyplot  # noqa: E402
+try:
+    import matplotlib
+    matplotlib.use("Agg")  # files only, never a window
+    from matplotlib import pyplot
+    AVAILABLE = True
+except ImportError:  # an optional extra
+    AVAILABLE = False
 
 
 def heatmap(matrix: dict[str, dict[str, float]], path: Path, title: str) -> Path:
     """Rows: the task whose step is taken; columns: the task whose loss changes. Red helps, blue hurts."""
+    if not AVAILABLE:
+        raise MtlError("drawing needs matplotlib: pip install matplotlib (or mtl[plots])")
     tasks = list(matrix)
     values = [[matrix[i][j] for j in tasks] for i in tasks]
     limit = max((abs(v) for row in values for v in row), default=1.0) or 1.0

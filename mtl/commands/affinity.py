@@ -6,11 +6,11 @@ both matrices on the console and in affinity.json, a heat-map of each (with matp
 grouping into at most `--groups` groups, and one ready-to-run config per group (mtl.trainers.task_groups).
 """
 import argparse
-import importlib.util
 import json
 import logging
 from pathlib import Path
 
+from mtl import plots
 from mtl.commands.training import train
 from mtl.config.build import Run
 from mtl.config.yaml_file import read_yaml
@@ -59,8 +59,7 @@ def report(run: Run, result: dict, args: argparse.Namespace) -> Path:
 
 
 def _heatmaps(matrices: dict, out: Path) -> list[Path]:
-    if importlib.util.find_spec("matplotlib") is None:
+    if not plots.AVAILABLE:  # matplotlib is an optional extra
         return []
-    from mtl.plots import heatmap  # matplotlib is an optional extra
-    return [heatmap(matrix, out / f"{kind}.png", TITLES[kind].split(" Z(")[0].split(" cos(")[0])
+    return [plots.heatmap(matrix, out / f"{kind}.png", TITLES[kind].split(" Z(")[0].split(" cos(")[0])
             for kind, matrix in matrices.items()]

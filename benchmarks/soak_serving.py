@@ -136,11 +136,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", help="an exported mtl model folder (default: serving.py's ATIS joint model)")
     parser.add_argument("--name", default="soak_serving", help="the results file's name (results/NAME.json)")
+    parser.add_argument("--pad-to-multiple-of", type=int, default=16, help="the server's option (1: widths as they "
+                        "come; results/soak_serving_unrounded.json ran before the option existed, so without it)")
     args = parser.parse_args()
     model = Path(args.model) if args.model else prepare_models(argparse.Namespace(model=None))[0]
     texts = atis_test()[0]
     load_before = load_average()
-    server = ServerProcess(serve_command(model, "--threads", str(args.threads)), RUNS / "soak_serving.log")
+    server = ServerProcess(serve_command(model, "--threads", str(args.threads), "--pad-to-multiple-of",
+                                         str(args.pad_to_multiple_of)), RUNS / "soak_serving.log")
     port = int(server.url.rsplit(":", 1)[1])
     try:
         counts, samples = asyncio.run(soak(port, server.process.pid, texts, args))

@@ -123,6 +123,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-texts", type=int, default=64, help="texts per request")
     serve.add_argument("--max-text-chars", type=int, default=2000, help="characters per text")
     serve.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
+    serve.add_argument("--pad-to-multiple-of", type=_positive, default=16, metavar="N", help="batch widths rounded "
+                       "up to N tokens: few distinct shapes keep the server's memory bounded (1: no rounding)")
     _model_options(serve)
     serve.set_defaults(run=serve_command)
     export = command("export", "one ONNX graph with the encoder and every head, beside the model; or, from a "

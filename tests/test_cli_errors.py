@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import UTTERANCES, joint_trainer, write_intent_slot
+from conftest import UTTERANCES, write_intent_slot
 from mtl.cli import _parser, main
-from tiny_runs import tiny_config, write_yaml
+from tiny_runs import exported_tiny_joint, tiny_config, write_yaml
 
 LATIN1 = "café".encode("latin-1")  # b'caf\xe9': not UTF-8
 
@@ -41,10 +41,7 @@ def one_error(stderr: str, command: str) -> str:
 @pytest.fixture(scope="module")
 def model(vocab_file, tmp_path_factory) -> Path:
     """An exported tiny joint intent + slot model (untrained: only the CLI's paths are under test)."""
-    data = tmp_path_factory.mktemp("data")
-    write_intent_slot(data / "train", UTTERANCES)
-    write_intent_slot(data / "dev", UTTERANCES)
-    return joint_trainer(vocab_file, data).export(tmp_path_factory.mktemp("export") / "model")
+    return exported_tiny_joint(vocab_file, tmp_path_factory)
 
 
 @pytest.fixture

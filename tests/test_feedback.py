@@ -11,10 +11,9 @@ import torch
 from transformers.utils import logging as hf_logging
 
 import mtl
-from conftest import UTTERANCES, joint_trainer, write_intent_slot
 from mtl.cli import main
 from mtl.trainers import busy_cores
-from tiny_runs import tiny_config, two_task_trainer, write_yaml
+from tiny_runs import exported_tiny_joint, tiny_config, two_task_trainer, write_yaml
 
 CONSOLE = re.compile(r"global step: (\d+), (\w+): step \d+/\d+ \(epoch \d+\), batch loss: [\d.]+, "
                      r"mean loss of steps (\d+)-(\d+): ([\d.]+), speed: [\d.]+ steps/s")
@@ -23,10 +22,7 @@ CONSOLE = re.compile(r"global step: (\d+), (\w+): step \d+/\d+ \(epoch \d+\), ba
 @pytest.fixture(scope="module")
 def model(vocab_file, tmp_path_factory) -> Path:
     """An exported tiny joint intent + slot model (untrained)."""
-    data = tmp_path_factory.mktemp("data")
-    write_intent_slot(data / "train", UTTERANCES)
-    write_intent_slot(data / "dev", UTTERANCES)
-    return joint_trainer(vocab_file, data).export(tmp_path_factory.mktemp("export") / "model")
+    return exported_tiny_joint(vocab_file, tmp_path_factory)
 
 
 def error_line(stderr: str, verb: str) -> str:

@@ -291,3 +291,13 @@ def test_a_real_atis_model_exported_to_onnx_and_served(tmp_path):
     assert [r["intent"]["label"] for r in served] == [r["intent"]["label"] for r in in_torch]
     assert [r["slots"]["tags"] for r in served] == [r["slots"]["tags"] for r in in_torch]
     assert sum(r["intent"]["label"] == gold for r, gold in zip(served, golds)) >= 60  # a trained model, not chance
+
+
+def test_served_batches_come_in_a_few_widths_and_answer_as_unpadded(model, predictor):
+    """Widths rounded up to 16 tokens (bounded per-shape caches): the same records, up to float rounding."""
+    engine = load_engine(model, "torch", precision="fp32", width_multiple=16)
+    readers = [task.reader for task in engine.model.predictor.tasks]
+    widths = {reader.collate(reader.from_texts([text]).features[:1])["input_ids"].shape[1]
+              for reader in readers for text in UTTERANCE_TEXTS}
+    assert widths and all(width % 16 == 0 for width in widths)
+    assert same_records(engine.predict(UTTERANCE_TEXTS), predictor.predict(UTTERANCE_TEXTS))

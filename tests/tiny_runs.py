@@ -79,3 +79,12 @@ def _labels(decoded: dict) -> dict:
 def _probs(decoded: dict) -> list[float]:
     values = [decoded["prob"]] if "prob" in decoded else []
     return values + [p for p in decoded.get("probs", []) if p is not None]
+
+
+def exported_tiny_joint(vocab: Path, tmp_path_factory) -> Path:
+    """An exported tiny joint intent + slot model, untrained: for tests of the paths around a model folder."""
+    from conftest import UTTERANCES, joint_trainer, write_intent_slot
+    data = tmp_path_factory.mktemp("data")
+    write_intent_slot(data / "train", UTTERANCES)
+    write_intent_slot(data / "dev", UTTERANCES)
+    return joint_trainer(vocab, data).export(tmp_path_factory.mktemp("export") / "model")

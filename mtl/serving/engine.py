@@ -72,12 +72,16 @@ class Engine:
 
 def load_engine(folder: str | Path, runtime: str = AUTO, device: str | None = None, precision: str = "auto",
                 batch_size: int = 32, threads: int | None = None, *, trust_code: bool = False,
-                allowed_modules: Sequence[str] | None = None) -> Engine:
+                allowed_modules: Sequence[str] | None = None, width_multiple: int | None = 16) -> Engine:
     """The folder's model for serving on `runtime` (a name of mtl.serving.runtime.RUNTIMES, or `auto`: the
-    first that fits the folder). `threads`: the runtime's intra-op threads (None: its default)."""
+    first that fits the folder). `threads`: the runtime's intra-op threads (None: its default).
+    `width_multiple`: batch widths rounded up to it (bounded memory: PredictorModel.round_widths)."""
     options = LoadOptions(device, precision, threads, trust_code, tuple(allowed_modules or ()))
     _, chosen = pick_runtime(folder, runtime)
-    return Engine(chosen.load(Path(folder), options), folder, batch_size)
+    model = chosen.load(Path(folder), options)
+    if width_multiple and hasattr(model, "round_widths"):  # a runtime without readers of its own has none
+        model.round_widths(width_multiple)
+    return Engine(model, folder, batch_size)
 
 
 def folder_checksum(folder: Path) -> str:

@@ -15,6 +15,13 @@ class PredictorModel:
         self.task_names = [task.name for task in predictor.tasks]
         self._subsets: dict[tuple[str, ...], Any] = {}
 
+    def round_widths(self, multiple: int) -> None:
+        """Pad every batch's width up to a multiple of `multiple` tokens: a server then sees a few distinct
+        shapes, not one per batch size and length, and the runtime's per-shape caches (oneDNN primitives and
+        their reordered weights, allocator pools) stop growing (benchmarks/soak_serving.py measures it)."""
+        for task in self.predictor.tasks:
+            task.reader.pad_to_multiple_of = multiple
+
     def predict(self, texts: list[Any], tasks: Sequence[str] | None = None,
                 batch_size: int = 32) -> list[dict[str, Any]]:
         if tasks is None or set(tasks) >= set(self.task_names):

@@ -157,6 +157,12 @@ def main() -> None:
                   else f"{epochs:g} epochs")
         print(row(f"{name.upper()}: mtl joint, MiniLM, {budget}, {seeds} seeds", result["metrics"], result["std"]))
         print(row(f"{name.upper()}: two single-task MiniLM models, same budget", single["mean"], single["std"]))
+        base = load(f"{name}_joint_mpnet")
+        if base is not None:
+            print(row(f"{name.upper()}: mtl joint, MPNet-base, lr {base['chosen_lr']:g} chosen on dev, heads at "
+                      f"{base['settings']['head_lr_scale']:g}x, up to {base['settings']['epochs']:g} epochs, "
+                      f"{len(base['seeds'])} seeds, {'/'.join(sorted(set(base['precisions'])))}", base["metrics"],
+                      base["std"]))
         print(row(f"{name.upper()}: JointBERT, BERT-base (published)",
                   result["baseline"]["published_jointbert_bert_base"], None))
     print("\n| task, split | MiniLM, mean ± std over seeds | command |\n|---|---|---|")

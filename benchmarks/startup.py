@@ -34,7 +34,7 @@ UTTERANCES = ["book a flight from boston to denver tomorrow", "play some jazz", 
 
 def environment(source: Path) -> dict[str, str]:
     """This environment with `source`'s mtl first on the import path (it wins over the editable install)."""
-    return {**os.environ, "PYTHONPATH": str(source), "HF_HUB_OFFLINE": "1"}
+    return {**os.environ, "PYTHONPATH": str(source.resolve()), "HF_HUB_OFFLINE": "1"}
 
 
 def timed(command: list[str], env: dict[str, str]) -> float:
@@ -101,12 +101,15 @@ def main() -> None:
     args = parser.parse_args()
     RUNS.mkdir(parents=True, exist_ok=True)
     model, onnx = prepare_models()
-    sources = {"metrics": ROOT, **({"baseline": args.baseline} if args.baseline else {})}
+    baseline, here = (args.baseline.resolve() if args.baseline else None), Path.cwd()
+    os.chdir(RUNS)  # `python -m mtl` and `-c` put the working folder first on sys.path: not a checkout's
+    sources = {"metrics": ROOT, **({"baseline": baseline} if baseline else {})}
     runs: dict[str, dict[str, list[float]]] = {key: {} for key in sources}
     load_before = load_average()
     for _ in range(args.repeats):
         for key, source in sources.items():
             measure(source, model, onnx, runs[key])
+    os.chdir(here)  # the command is recorded as it was typed
     figures = {key: {name: round(statistics.median(values), 3) for name, values in found.items()}
                for key, found in runs.items()}
     if args.baseline:

@@ -5,7 +5,8 @@ CoNLL-2003 NER, SST-2 and MRPC. At one budget (`--steps-per-task` steps of batch
 mix ratios equal, no model selection: each run's final model is scored once on each task's test split, dev
 for the GLUE tasks, whose test labels are not public) for each seed:
   - every task alone, and every pair of tasks trained together;
-  - the gain of each pair member over its single-task run (its main metric, points);
+  - the gain of each pair member over its single-task run (points of its `score`: the main metric of a
+    one-head task; for SNIPS the mean of intent accuracy, slot F1 and sentence accuracy);
   - one run of all tasks together with `affinity_every` on: the lookahead (TAG) and gradient-cosine
     matrices, averaged over the run.
 Then: Spearman correlation between each estimate's Z(i -> j) and the measured gain of j when trained with i;
@@ -32,8 +33,6 @@ from mtl.trainers.task_groups import best_grouping
 
 TASKS = ("atis_intent", "atis_slots", "snips", "conll", "sst2", "mrpc")
 CACHE = RESULTS / "runs" / "task_affinity" / "features"  # tokenized once per data set and settings
-MAIN = {"atis_intent": "intent.accuracy", "atis_slots": "slots.f1", "snips": "score", "conll": "f1",
-        "sst2": "accuracy", "mrpc": "accuracy"}
 
 
 def build_task(name: str, seed: int, max_seqlen: int = 64) -> tuple["mtl.Trainer", object]:
@@ -86,7 +85,7 @@ def train(names: tuple[str, ...], seed: int, args: argparse.Namespace, affinity_
     scores = trainer.evaluate(tests)
     record = {"tasks": list(names), "seed": seed, "steps": result["steps"], "train_seconds": round(seconds, 1),
               "precision": trainer.precision, "test": scores,
-              "main": {name: scores[name][MAIN[name]] for name in names}}
+              "main": {name: scores[name]["score"] for name in names}}
     if trainer.affinity is not None:
         record.update(tag=trainer.affinity.tag, grad_cosine=trainer.affinity.cosine,
                       affinity_seconds=round(trainer.affinity.seconds, 1), estimates=len(trainer.affinity.history))

@@ -5,6 +5,7 @@ task's reader reads, or a list of unlabelled texts), from the cache when the sam
 the same data at the same temperature; otherwise the teachers are loaded (as `mtl.load` loads any folder:
 safe loading applies), run in inference mode, and their outputs stored (mtl.distill.targets).
 """
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -18,7 +19,10 @@ from mtl.model.device import autocast, to_device
 from mtl.model.task import PredictTask
 from mtl.predictor import Predictor, load
 
-DEFAULT_CACHE = Path.home() / ".cache" / "mtl" / "teacher_targets"
+
+def default_cache() -> Path:
+    """`$MTL_HOME/teacher_targets` (default `~/.cache/mtl/teacher_targets`), beside the assembled encoders."""
+    return Path(os.environ.get("MTL_HOME", Path.home() / ".cache" / "mtl")) / "teacher_targets"
 
 
 class Teacher:
@@ -36,7 +40,7 @@ class Teacher:
                 raise MtlError(f"Teacher: {folder} does not exist (a folder written by mtl train/export)")
         self.task, self.temperature, self.precision = task, float(temperature), precision
         self.batch_size = batch_size
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache()
         self._digests: list[str] | None = None
 
     def targets(self, data: str | Path | Sequence[str], task: str | None = None,

@@ -30,7 +30,8 @@ class LoadOptions:
 
 
 class Model(Protocol):
-    """A loaded model, whatever runs it."""
+    """A loaded model, whatever runs it. A model whose readers pad batches may also offer
+    `round_widths(multiple)`, which `mtl serve` calls to keep the shapes it meets few (bounded memory)."""
 
     task_names: list[str]
 

@@ -20,6 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from mtl.checksums import file_checksum, folder_checksum
+
 FORMAT = 1
 
 
@@ -69,29 +71,12 @@ class TargetTable:
                    np.load(folder / "values.npy", mmap_mode="r"), about["per_word"], about.get("names"))
 
 
-def file_digest(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def folder_digest(folder: str | Path) -> str:
-    """sha256 over a model folder's files (relative path and bytes, sorted; links not followed)."""
-    digest = hashlib.sha256()
-    root = Path(folder)
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
-        digest.update(path.relative_to(root).as_posix().encode("utf-8") + b"\0" + file_digest(path).encode())
-    return digest.hexdigest()
-
-
 def data_digest(source: str | Path | Sequence[str]) -> str:
     """The data's identity: a file's (or a folder's) bytes, or the texts themselves."""
     if isinstance(source, (str, Path)) and Path(source).is_dir():
-        return folder_digest(source)
+        return folder_checksum(source)
     if isinstance(source, (str, Path)):
-        return file_digest(source)
+        return file_checksum(source)
     return hashlib.sha256(json.dumps(list(source), ensure_ascii=False).encode("utf-8")).hexdigest()
 
 

@@ -12,7 +12,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from mtl.distill.targets import (TargetTable, average, cache_key, data_digest, folder_digest, open_cached, pack,
+from mtl.checksums import folder_checksum
+from mtl.distill.targets import (TargetTable, average, cache_key, data_digest, open_cached, pack,
                                  store)
 from mtl.errors import MtlError
 from mtl.model.device import autocast, to_device
@@ -47,7 +48,7 @@ class Teacher:
                 file_format: str | None = None) -> dict[str, TargetTable]:
         """Label field -> targets for every example of `data` (computed once, then read from the cache)."""
         task = self.task or task
-        self._digests = self._digests or [folder_digest(f) for f in self.folders]
+        self._digests = self._digests or [folder_checksum(f) for f in self.folders]
         key = cache_key(self._digests, str(task), data_digest(data), self.temperature, file_format)
         folder = self.cache_dir / key
         cached = open_cached(folder)

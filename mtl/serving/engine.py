@@ -3,12 +3,11 @@ onnxruntime for an `mtl export --onnx` folder) behind one `predict(texts, tasks)
 reports about it (tasks, heads, label sets, runtime, version, checksum). The folder is loaded as `mtl.load`
 loads it (checked whole first); nothing here reads a path that came from a request, and nothing here knows
 one runtime from another."""
-import hashlib
 import logging
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from mtl.checksums import folder_checksum
 from mtl.errors import MtlError
 from mtl.serving.runtime import AUTO, LoadOptions, Model, pick_runtime
 from mtl.version import __version__
@@ -82,18 +81,3 @@ def load_engine(folder: str | Path, runtime: str = AUTO, device: str | None = No
     if width_multiple and hasattr(model, "round_widths"):  # a runtime without readers of its own has none
         model.round_widths(width_multiple)
     return Engine(model, folder, batch_size)
-
-
-def folder_checksum(folder: Path) -> str:
-    """sha256 over every regular file of the folder (relative path and bytes, in sorted order; links are not
-    followed): two servers answering with the same checksum run the same model."""
-    digest = hashlib.sha256()
-    files = sorted(Path(root, name) for root, _, names in os.walk(folder) for name in names)
-    for path in files:
-        if path.is_symlink() or not path.is_file():
-            continue
-        digest.update(path.relative_to(folder).as_posix().encode("utf-8") + b"\0")
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return "sha256:" + digest.hexdigest()

@@ -5,8 +5,9 @@ training file with its own reader and tokenizer; each head hands on what `Head.t
 (probabilities over its label space at the temperature, per sentence or per word). They are stored under
 `cache_root/<key>/`, the key a sha256 of the teachers' folder checksums, the data file's bytes, the task, the
 temperature and this format's version: the same teachers on the same data are never run twice, and a changed
-teacher or file never reuses stale targets. Rows are found by the example's key: its line in the file
-(`meta["line"]`, which every reader keeps), so the student's reader, whatever its tokenizer, finds them.
+teacher or file never reuses stale targets. Rows are found by the example's key (`example_key`): its line in
+the file (`meta["line"]`), or for readers whose examples are not lines (SQuAD questions) a number drawn from its
+id, so the student's reader, whatever its tokenizer and windows, finds them.
 """
 import hashlib
 import json
@@ -45,7 +46,7 @@ class TargetTable:
     def collate(self, metas: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor]:
         """(targets, mask) for a batch: (B, K) and (B,) per sentence, (B, W, K) and (B, W) per word; an example
         the teacher never saw gets mask 0."""
-        found = [self.rows(meta["line"]) for meta in metas]
+        found = [self.rows(example_key(meta)) for meta in metas]
         classes = self.values.shape[1]
         if not self.per_word:
             targets = np.stack([f[0] if f is not None else np.zeros(classes, np.float32) for f in found])
@@ -69,6 +70,14 @@ class TargetTable:
         about = json.loads((folder / "table.json").read_text(encoding="utf-8"))
         return cls(np.load(folder / "keys.npy"), np.load(folder / "offsets.npy"),
                    np.load(folder / "values.npy", mmap_mode="r"), about["per_word"], about.get("names"))
+
+
+def example_key(meta: dict) -> int:
+    """The example a feature came from, the same under any tokenizer: its line, else its id's sha256 (63 bits)."""
+    if "line" in meta:
+        return int(meta["line"])
+    digest = hashlib.sha256(str(meta["id"]).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
 def data_digest(source: str | Path | Sequence[str]) -> str:

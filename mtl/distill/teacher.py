@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from mtl.checksums import folder_checksum
-from mtl.distill.targets import (TargetTable, average, cache_key, data_digest, open_cached, pack,
-                                 store)
+from mtl.distill.targets import (TargetTable, average, cache_key, data_digest, example_key, open_cached,
+                                 pack, store)
 from mtl.errors import MtlError
 from mtl.model.device import autocast, to_device
 from mtl.model.task import PredictTask
@@ -84,10 +84,10 @@ def _pick(predictor: Predictor, name: str | None, folder: Path) -> PredictTask:
 
 @torch.inference_mode()
 def _signals(predictor: Predictor, task: PredictTask, reader, temperature: float) -> dict[str, TargetTable]:
-    """Run the teacher over every example once; each head's `teacher_signal` per example."""
-    keys: dict[str, list[int]] = {}
-    rows: dict[str, list[np.ndarray]] = {}
-    per_word: dict[str, bool] = {}  # a sentence head hands on (K,) per example, a word head (W, K)
+    """Run the teacher over every example once; each head's `teacher_signal` per feature, then its
+    `merge_signals` per example (an example read as several features: MRC's windows)."""
+    parts: dict[str, dict[int, list[np.ndarray]]] = {}  # field -> example key -> its features' signals
+    heads: dict[str, object] = {}
     for batch in reader.iter_once():
         batch = to_device(batch, predictor.device)
         with autocast(predictor.device, predictor.precision):
@@ -97,11 +97,17 @@ def _signals(predictor: Predictor, task: PredictTask, reader, temperature: float
                 if signal is None:
                     continue
                 field = head.label_fields[0]
-                per_word[field] = signal[0].dim() == 2 if signal else per_word.get(field, False)
-                keys.setdefault(field, []).extend(int(meta["line"]) for meta in batch["meta"])
-                rows.setdefault(field, []).extend(s.float().cpu().numpy().reshape(-1, s.shape[-1]) for s in signal)
-    if not rows:
+                heads[field], by_key = head, parts.setdefault(field, {})
+                for meta, row in zip(batch["meta"], signal):
+                    by_key.setdefault(example_key(meta), []).append(row.float().cpu().numpy())
+    if not parts:
         raise MtlError(f"no head of task {task.name!r} hands anything on to a student (none implements "
                        "teacher_signal)")
-    return {field: pack(np.array(keys[field], np.int64), rows[field],
-                        per_word[field], rows[field][0].shape[-1], task.label_names.get(field)) for field in rows}
+    tables = {}
+    for field, by_key in parts.items():
+        rows = [heads[field].merge_signals(features, temperature) for features in by_key.values()]
+        per_word = rows[0].ndim == 2  # a sentence head hands on (K,) per example, a word head (W, K)
+        rows = [row.reshape(-1, row.shape[-1]).astype(np.float32) for row in rows]
+        tables[field] = pack(np.array(list(by_key), np.int64), rows, per_word, rows[0].shape[-1],
+                             task.label_names.get(field))
+    return tables

@@ -1,6 +1,7 @@
 """Head base class: the contract every task layer follows, built-in or written by a user."""
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -61,6 +62,12 @@ class Head(nn.Module):
         word for word-level heads): probabilities over the label space at `temperature`. None: this head
         hands nothing on (its student learns from labels alone)."""
         return None
+
+    def merge_signals(self, features: list[np.ndarray], temperature: float) -> np.ndarray:
+        """As a teacher: one example's targets from the `teacher_signal`s of its features. The default: the
+        one feature's, or the mean of several. A head whose reader splits an example into windows overrides
+        it (MRC: logits of a word seen in several windows averaged, then one softmax over all words)."""
+        return features[0] if len(features) == 1 else np.mean(features, axis=0)
 
     def distill_loss(self, outputs: dict[str, torch.Tensor], batch: dict, targets: torch.Tensor,
                      mask: torch.Tensor, temperature: float) -> torch.Tensor:

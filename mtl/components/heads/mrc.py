@@ -3,11 +3,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from mtl.components.heads.base import Head
+from mtl.components.heads.mrc_distill import merge_windows, window_loss, window_signal
 from mtl.metrics import qa_metric
 
 
@@ -20,7 +22,8 @@ class MRC(Head):
     question, the best-scoring span over all its windows, decoded as the context substring via the offsets.
     Metrics: exact match and F1, best over the gold answers: `metric="squad"` scores words as SQuAD v1.1's
     official script does; `metric="cmrc2018"` scores characters as CMRC 2018's does (Chinese answers have no
-    spaces, so word F1 would equal exact match).
+    spaces, so word F1 would equal exact match). Distillation is over the context's words (mrc_distill), so a
+    student may tokenize and window differently from its teacher.
     """
 
     label_fields = ("start_positions", "end_positions")
@@ -46,6 +49,25 @@ class MRC(Head):
             out["loss"] = (F.cross_entropy(start, batch["start_positions"])
                            + F.cross_entropy(end, batch["end_positions"])) / 2
         return out
+
+    # ---- distillation over words (mtl.components.heads.mrc_distill) -----------------------------------------
+    def teacher_signal(self, outputs: dict[str, torch.Tensor], batch: dict,
+                       temperature: float) -> list[torch.Tensor]:
+        """Per window: (start, end) logits per word of the whole context, NaN where the window does not
+        cover the word; `merge_signals` turns a question's windows into its targets."""
+        return [window_signal(start, end, meta) for start, end, meta in
+                zip(outputs["start_logits"], outputs["end_logits"], batch["meta"])]
+
+    def merge_signals(self, features: list[np.ndarray], temperature: float) -> np.ndarray:
+        return merge_windows(features, temperature)
+
+    def distill_loss(self, outputs: dict[str, torch.Tensor], batch: dict, targets: torch.Tensor,
+                     mask: torch.Tensor, temperature: float) -> torch.Tensor:
+        return window_loss(outputs["start_logits"], outputs["end_logits"], batch["meta"], targets, temperature)
+
+    def loss_units(self, batch: dict) -> float:
+        """Both losses, hard and soft, are means over the batch's windows."""
+        return float(len(batch["input_ids"]))
 
     def predict(self, outputs: dict[str, torch.Tensor], batch: dict) -> list[list[tuple[float, int, int]]]:
         """Per window: up to `n_best` (score, start token, end token), best first, context tokens only."""

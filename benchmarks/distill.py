@@ -1,12 +1,12 @@
 """Distillation on ATIS or SNIPS joint intent + slots: students against the same models trained directly.
 
-Three comparisons, every run kept in results/runs/distill_<data>/ (`--resume` skips it):
+Two comparisons, every run kept in results/runs/distill_<data>/ (`--resume` skips it):
   student     MPNet-base teacher (benchmarks/base_encoder.py's model of the same seed, at its chosen lr)
               -> MiniLM-L6 student, against MiniLM-L6 trained directly (results/runs/<data>_joint/, the
               same seeds: paired differences)
   l3_student  MiniLM-L6 trained directly (re-run here and kept as a model folder) -> a 3-layer student
               (MiniLM's layers 0, 2, 4), against the same 3-layer model fine-tuned directly
-  speed       utterances/s of each model at batch 1 and 32, torch and ONNX, measured in one run
+(Serving speed, and the picture of accuracy against it: benchmarks/distill_speed.py, on the folders kept here.)
 Students and 3-layer models use the direct MiniLM recipe (results/<data>_joint.json: up to 20 epochs,
 early stopping with patience 3 on dev, the best dev model tested once), their lr picked on dev with the first
 seed among `--lrs`. The teacher labels each training set once (cached, memory-mapped).
@@ -96,7 +96,7 @@ def main() -> None:
                                                                                            "layers": LAYERS}))
         models["l3_student"] = summary(lr_then_seeds(store, "l3-student", args, lambda seed: {
             **direct, **soft, "layers": LAYERS,
-            "teacher": f"runs/distill_{args.data}/models/direct6-seed{seed}"}))
+            "teacher": f"runs/distill_{args.data}/models/direct6-seed{seed}"}, export=True))  # timed by distill_speed
     write(args, models)
 
 

@@ -8,7 +8,8 @@ import torch
 
 import mtl
 from conftest import INTENTS, SLOT_TAGS, TINY_CONFIG, UTTERANCES, joint_heads, tiny_bert, write_intent_slot
-from mtl.components.heads.distill import Distilling, kl_to_targets, mix_teacher_loss, soft_targets
+from mtl.components.heads.distill import (RELATIONS, Distilling, kl_to_targets, mix_teacher_loss, relation_loss,
+                                          soft_targets, token_relations)
 from mtl.distill import Teacher, distill_into
 from mtl.distill import teacher as teacher_module
 from mtl.errors import MtlError
@@ -72,10 +73,10 @@ def test_mixing_uses_the_labels_only_where_the_batch_has_them():
     logits = torch.randn(2, 3)
     targets = (soft_targets(torch.randn(2, 3), 1.0), torch.ones(2, dtype=torch.bool))
     labelled = {"label_ids": torch.tensor([0, 2]), "teacher": {"label_ids": targets}}
-    out = mix_teacher_loss(head, {"logits": logits, "loss": torch.tensor(2.0)}, labelled)
+    out = mix_teacher_loss(head, {"logits": logits, "loss": torch.tensor(2.0)}, labelled, {})
     assert torch.isclose(out["loss"], 0.25 * out["loss_soft"] + 0.75 * 2.0)
     unlabelled = {"label_ids": torch.tensor([-100, -100]), "teacher": {"label_ids": targets}}
-    out = mix_teacher_loss(head, {"logits": logits, "loss": torch.tensor(float("nan"))}, unlabelled)
+    out = mix_teacher_loss(head, {"logits": logits, "loss": torch.tensor(float("nan"))}, unlabelled, {})
     assert torch.isclose(out["loss"], out["loss_soft"])  # no label: the teacher alone
 
 
@@ -238,3 +239,45 @@ def test_unlabelled_text_is_labelled_by_the_teacher_and_trains_the_shared_heads(
     assert "intent_ids" not in batch and batch["teacher"]["intent_ids"][1].all()  # no label, every target
     result = trainer.train(print_steps=0)
     assert result["steps"] > 0 and all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+# ---- the hidden-state relation loss ------------------------------------------------------------------------
+def test_the_relation_loss_is_zero_on_the_teachers_own_states_and_skips_other_lengths():
+    torch.manual_seed(0)
+    hidden, mask = torch.randn(2, 5, 8), torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]])
+    targets = torch.zeros(2, 16, 1)
+    targets[0, :16, 0] = token_relations(hidden[0, :4]).flatten()
+    targets[1, :9, 0] = token_relations(hidden[1, :3]).flatten()
+    seen = torch.tensor([[True] * 16, [True] * 9 + [False] * 7])
+    assert float(relation_loss(hidden, mask, targets, seen)) == pytest.approx(0.0, abs=1e-6)
+    assert float(relation_loss(hidden[:, torch.randperm(5)] * 3 + 1, mask, targets, seen)) > 1e-3
+    other_length = torch.tensor([[True] * 16, [True] * 4 + [False] * 12])  # the teacher cut row 1 to 2 tokens
+    assert float(relation_loss(hidden, mask, targets, other_length)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_layer_dropped_student_matches_its_teachers_token_relations(teacher_dir, data, tmp_path, vocab_file):
+    trainer = student_trainer(vocab_file, data)
+    teacher = Teacher(teacher_dir, cache_dir=tmp_path / "cache", precision="fp32")
+    assert distill_into(trainer, teacher, hidden_weight=1.0) == {"joint": {"intent_ids": 2 * len(UTTERANCES),
+                                                                         "slot_ids": 2 * len(UTTERANCES)}}
+    batch = next(trainer.tasks[0].reader.batches())
+    targets, mask = batch["teacher"][RELATIONS]
+    assert torch.equal(mask.sum(1), batch["attention_mask"].sum(1) ** 2)
+    model = trainer.build_forward()
+    out = model("joint", batch)
+    carriers = [name for name, head_out in out.items() if "loss_hidden" in head_out]
+    assert len(carriers) == 1 and float(out[carriers[0]]["loss_hidden"]) > 0
+    trainer.train(print_steps=0)
+    after = trainer.model("joint", batch)[carriers[0]]["loss_hidden"]  # the model trained in place
+    assert float(after) < float(out[carriers[0]]["loss_hidden"])
+
+
+def test_the_hidden_state_loss_is_refused_where_the_tokenizers_differ(teacher_dir, data, tmp_path, vocab_file):
+    words = [w for w in vocab_file.read_text().splitlines() if w not in ("flights", "boston")]
+    other_vocab = tmp_path / "vocab.txt"
+    other_vocab.write_text("\n".join(words + ["bos", "##ton"]) + "\n", encoding="utf-8")
+    trainer = student_trainer(other_vocab, data)
+    teacher = Teacher(teacher_dir, cache_dir=tmp_path / "cache", precision="fp32")
+    with pytest.raises(MtlError, match="another number of tokens"):
+        distill_into(trainer, teacher, hidden_weight=0.5)
+    distill_into(trainer, teacher)  # without it, per-word targets still reach this student

@@ -97,7 +97,7 @@ def _attach_teachers(trainer: MultiHeadTrainer, section: dict) -> None:
         teachers: Any = Teacher(section["teacher"], **options)
     else:
         teachers = {name: Teacher(folders, **options) for name, folders in section["teachers"].items()}
-    distill_into(trainer, teachers, alpha=section.get("alpha", 0.5))
+    distill_into(trainer, teachers, alpha=section.get("alpha", 0.5), hidden_weight=section.get("hidden_weight", 0.0))
 
 
 def build_eval_run(config: RunConfig, checkpoint: Path) -> Run:

@@ -70,12 +70,14 @@ class DistillSection:
     """`distill:` makes the run a student's (mtl.distill): `teacher` is one model folder or a list (an
     ensemble, soft labels averaged) teaching every task; or `teachers` maps task names to folders (several
     single-task teachers into one multi-task student). `alpha` weighs the soft loss (1 - alpha the labels);
-    `temperature` softens the teacher's distributions; targets are cached in `cache_dir`."""
+    `temperature` softens the teacher's distributions; `hidden_weight` > 0 adds the hidden-state relation
+    loss (teacher and student must tokenize alike); targets are cached in `cache_dir`."""
 
     teacher: str | list | None = None
     teachers: dict | None = None
     temperature: float = 2.0
     alpha: float = 0.5
+    hidden_weight: float = 0.0
     cache_dir: Path | None = None
     precision: str = "auto"  # the teacher's, while it labels the data once
 

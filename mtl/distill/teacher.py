@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from mtl.checksums import folder_checksum
+from mtl.components.heads.distill import RELATIONS, token_relations
 from mtl.distill.targets import (TargetTable, average, cache_key, data_digest, example_key, open_cached,
                                  pack, store)
 from mtl.errors import MtlError
@@ -45,23 +46,25 @@ class Teacher:
         self._digests: list[str] | None = None
 
     def targets(self, data: str | Path | Sequence[str], task: str | None = None,
-                file_format: str | None = None) -> dict[str, TargetTable]:
-        """Label field -> targets for every example of `data` (computed once, then read from the cache)."""
+                file_format: str | None = None, hidden: bool = False) -> dict[str, TargetTable]:
+        """Label field -> targets for every example of `data` (computed once, then read from the cache);
+        `hidden`: also the token relations of the last hidden states (under `RELATIONS`)."""
         task = self.task or task
         self._digests = self._digests or [folder_checksum(f) for f in self.folders]
-        key = cache_key(self._digests, str(task), data_digest(data), self.temperature, file_format)
+        fields = [file_format, RELATIONS] if hidden else file_format  # the key of a run without stays as it was
+        key = cache_key(self._digests, str(task), data_digest(data), self.temperature, fields)
         folder = self.cache_dir / key
         cached = open_cached(folder)
         if cached is not None:
             return cached
-        tables = average([self._run(f, data, task, file_format) for f in self.folders])
+        tables = average([self._run(f, data, task, file_format, hidden) for f in self.folders])
         about = {"teachers": [str(f) for f in self.folders], "task": task, "temperature": self.temperature,
                  "data": str(data) if isinstance(data, (str, Path)) else f"{len(data)} texts",
                  "examples": {field: len(table.keys) for field, table in tables.items()}}
         return store(tables, folder, about)
 
     def _run(self, folder: Path, data: str | Path | Sequence[str], task_name: str | None,
-             file_format: str | None) -> dict[str, TargetTable]:
+             file_format: str | None, hidden: bool) -> dict[str, TargetTable]:
         predictor = load(folder, precision=self.precision)
         task = _pick(predictor, task_name, folder)
         task.reader.use_label_names(task.label_names)  # the teacher's own label maps, as it was trained
@@ -69,7 +72,7 @@ class Teacher:
             reader = task.reader.eval_reader(data, file_format, batch_size=self.batch_size)
         else:
             reader = task.reader.from_texts(list(data), batch_size=self.batch_size)
-        return _signals(predictor, task, reader, self.temperature)
+        return _signals(predictor, task, reader, self.temperature, hidden)
 
 
 def _pick(predictor: Predictor, name: str | None, folder: Path) -> PredictTask:
@@ -83,9 +86,11 @@ def _pick(predictor: Predictor, name: str | None, folder: Path) -> PredictTask:
 
 
 @torch.inference_mode()
-def _signals(predictor: Predictor, task: PredictTask, reader, temperature: float) -> dict[str, TargetTable]:
+def _signals(predictor: Predictor, task: PredictTask, reader, temperature: float,
+             hidden: bool = False) -> dict[str, TargetTable]:
     """Run the teacher over every example once; each head's `teacher_signal` per feature, then its
-    `merge_signals` per example (an example read as several features: MRC's windows)."""
+    `merge_signals` per example (an example read as several features: MRC's windows); with `hidden`, each
+    feature's token relations too (flattened n x n, one column)."""
     parts: dict[str, dict[int, list[np.ndarray]]] = {}  # field -> example key -> its features' signals
     heads: dict[str, object] = {}
     for batch in reader.iter_once():
@@ -100,6 +105,12 @@ def _signals(predictor: Predictor, task: PredictTask, reader, temperature: float
                 heads[field], by_key = head, parts.setdefault(field, {})
                 for meta, row in zip(batch["meta"], signal):
                     by_key.setdefault(example_key(meta), []).append(row.float().cpu().numpy())
+            if hidden:
+                heads[RELATIONS], by_key = _SentenceSignal(), parts.setdefault(RELATIONS, {})
+                for meta, states, length in zip(batch["meta"], enc["sequence_output"],
+                                                batch["attention_mask"].sum(1).tolist()):
+                    relations = token_relations(states[:length]).reshape(-1, 1)
+                    by_key.setdefault(example_key(meta), []).append(relations.cpu().numpy())
     if not parts:
         raise MtlError(f"no head of task {task.name!r} hands anything on to a student (none implements "
                        "teacher_signal)")
@@ -111,3 +122,15 @@ def _signals(predictor: Predictor, task: PredictTask, reader, temperature: float
         tables[field] = pack(np.array(list(by_key), np.int64), rows, per_word, rows[0].shape[-1],
                              task.label_names.get(field))
     return tables
+
+
+class _SentenceSignal:
+    """The relation targets' merge: one feature per example (a reader that windows examples has no
+    one-to-one tokens to compare)."""
+
+    @staticmethod
+    def merge_signals(features: list[np.ndarray], temperature: float) -> np.ndarray:
+        if len(features) != 1:
+            raise MtlError("the hidden-state loss needs one feature per example; this reader splits examples "
+                           "into windows (MRC): distil it without hidden_weight")
+        return features[0]

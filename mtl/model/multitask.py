@@ -22,4 +22,5 @@ class MultiTaskModel(nn.Module):
         """Encode once, then run every head of `task` on the same outputs (the joint mode); a head being
         distilled mixes in its teacher's loss."""
         enc = self.backbone(batch)
-        return {name: mix_teacher_loss(head, head(batch, enc), batch) for name, head in self.heads[task].items()}
+        heads = self.heads[task]
+        return {name: mix_teacher_loss(head, head(batch, enc), batch, enc) for name, head in heads.items()}

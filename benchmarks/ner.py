@@ -11,12 +11,14 @@ results/conll2003_ner.json is the config with the better mean valid F1 (chosen o
 import argparse
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 import mtl
 from common import DATA, RunStore, mean_std, minilm_dir, write_result
+from mtl.distill import Teacher, distill_into
 
 CONLL = DATA / "conll2003_en"
 
@@ -38,9 +40,12 @@ def subsample(reader: mtl.reader.Reader, size: int | None, seed: int = 0) -> mtl
     return reader
 
 
-def train_one(seed: int, crf: bool, settings: dict, model_dir: str | None = None) -> dict:
+def train_one(seed: int, crf: bool, settings: dict, model_dir: str | None = None, export_to: Path | None = None,
+              teacher: Path | None = None) -> dict:
     """Train one model, select on valid after each epoch, return test metrics of the best. `model_dir`: the
-    pretrained encoder and its tokenizer (default MiniLM)."""
+    pretrained encoder and its tokenizer (default MiniLM); `settings` may add `head_lr` (the heads' own lr),
+    and with `teacher` (a model folder) `alpha` and `temperature`: the run is then that teacher's student;
+    `export_to`: the best model is kept there as a model folder."""
     torch.manual_seed(seed)
     model_dir = model_dir or minilm_dir()
     reader = mtl.reader.SequenceLabelReader(model_dir, settings["max_seqlen"], label_map="auto", seed=seed)
@@ -52,11 +57,17 @@ def train_one(seed: int, crf: bool, settings: dict, model_dir: str | None = None
     task = mtl.Trainer("ner", reader=reader, head=head, dev_reader=valid)
     trainer = mtl.MultiHeadTrainer([task], backbone=encoder, lr=settings["lr"], num_epochs=settings["epochs"],
                                    seed=seed, precision=settings["precision"])
+    if settings.get("head_lr"):
+        trainer.build_backward(mtl.optimizer.Adam(lr=settings["lr"], head_lr=settings["head_lr"]))
+    if teacher is not None:
+        distill_into(trainer, Teacher(teacher, temperature=settings["temperature"]), alpha=settings["alpha"])
     started = time.perf_counter()
     result = trainer.train(print_steps=0, eval_steps=reader.steps_per_epoch,
                            selector=mtl.Selector(early_stopping_patience=settings["patience"]))
     seconds = time.perf_counter() - started
     trainer.load_best()
+    if export_to is not None:
+        trainer.export(export_to)
     metrics = trainer.evaluate({"ner": test})["ner"]
     dev_curve = [round(h["metrics"]["ner"]["ner.f1"], 2) for h in result["history"]]
     print(f"{'crf' if crf else 'softmax'} seed {seed}: valid F1 per epoch {dev_curve}; test "

@@ -83,6 +83,24 @@ def _build_backbone(plan: ModelPlan, trust_code: bool) -> Encoder:
                        f"{type(error).__name__}: {error}") from error
 
 
+def _with_adapters(encoder: Encoder, plan: ModelPlan) -> Encoder:
+    """The folder's LoRA adapters added to the encoder, after checking that it is the base they were trained
+    over (the weights' checksum): an adapter over other weights would predict nonsense, silently."""
+    if not plan.adapters:
+        return encoder
+    found = encoder.base_checksum()
+    if found != plan.base_checksum:
+        raise MtlError(f"{plan.backbone_folder}: these encoder weights (checksum {found[:12]}) are not the base the "
+                       f"adapters of {sorted(plan.adapters)} were trained over ({plan.base_checksum[:12]}); load them "
+                       "over that base")
+    for name, (lora, folder) in plan.adapters.items():
+        try:
+            encoder.load_adapter(name, lora, folder)
+        except Exception as error:  # noqa: BLE001 - a corrupt or mismatched adapter file
+            raise MtlError(f"{folder}: adapter {name!r} cannot be loaded: {type(error).__name__}: {error}") from error
+    return encoder
+
+
 class Predictor:
     """Every task of a model over its one encoder.
 
@@ -111,7 +129,7 @@ class Predictor:
         stands where the Encoder stands, built from the checked plan (a runtime that runs the encoder itself,
         onnxruntime's graph); None loads the folder's Encoder."""
         plan = read_model_folder(folder, trust_code, allowed_modules)
-        backbone = backbone(plan) if backbone is not None else _build_backbone(plan, trust_code)
+        backbone = backbone(plan) if backbone is not None else _with_adapters(_build_backbone(plan, trust_code), plan)
         readers: dict[tuple, Reader] = {}  # tasks with the same reader spec share one reader
         built = {task.name: {name: _build(head) for name, head in task.heads.items()} for task in plan.tasks}
         tasks = []
@@ -162,24 +180,30 @@ class Predictor:
             for head_name in task.heads:
                 record[self.keys[(task.name, head_name)]] = merged[head_name]
 
-    def _share_encoder(self, prepared: dict[int, Reader]) -> list[list[int]]:
-        """Readers (by id) grouped by identical encoder inputs over all texts: one encoder pass per group."""
+    def _share_encoder(self, prepared: dict[int, Reader]) -> list[list[PredictTask]]:
+        """Tasks grouped by identical encoder inputs over all texts and the same adapter (a task's own LoRA
+        adapter, or none): one encoder pass per group."""
         fields = [name for name in self.model.backbone.input_fields if name != "attention_mask"]
-        groups: dict[tuple, list[int]] = {}
-        for reader_id, reader in prepared.items():
-            key = tuple(tuple(tuple(f.fields[name]) for name in fields) for f in reader.features)
-            groups.setdefault(key, []).append(reader_id)
+        inputs = {rid: tuple(tuple(tuple(f.fields[name]) for name in fields) for f in reader.features)
+                  for rid, reader in prepared.items()}
+        adapters = getattr(self.model.backbone, "adapters", {})
+        groups: dict[tuple, list[PredictTask]] = {}
+        for task in self.tasks:
+            if id(task.reader) in inputs:
+                key = (inputs[id(task.reader)], task.name if task.name in adapters else None)
+                groups.setdefault(key, []).append(task)
         return list(groups.values())
 
-    def _predict_batch(self, group: list[int], prepared: dict[int, Reader], start: int, size: int,
+    def _predict_batch(self, group: list[PredictTask], prepared: dict[int, Reader], start: int, size: int,
                        records: list[dict]) -> None:
-        batches = {rid: to_device(prepared[rid].collate(prepared[rid].features[start:start + size]), self.device)
-                   for rid in group}
+        batches: dict[int, dict] = {}
+        for task in group:
+            reader = prepared[id(task.reader)]
+            if id(task.reader) not in batches:
+                batches[id(task.reader)] = to_device(reader.collate(reader.features[start:start + size]), self.device)
         with autocast(self.device, self.precision):
-            enc = self.model.backbone(batches[group[0]])
-            for task in self.tasks:
-                batch = batches.get(id(task.reader))
-                if batch is None:
-                    continue
+            enc = self.model.encode(group[0].name, batches[id(group[0].reader)])
+            for task in group:
+                batch = batches[id(task.reader)]
                 for row, decoded in enumerate(decode_batch(task.heads, batch, enc, task.label_names)):
                     records[start + row].update({self.keys[(task.name, h)]: value for h, value in decoded.items()})

@@ -11,12 +11,13 @@ Every refusal is an MtlError naming the file, the key in it and, where trust wou
 """
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from torch import nn
 
+from mtl.components.backbones.adapters import ADAPTER_WEIGHTS, LoRA
 from mtl.components.backbones.encoder import Encoder
 from mtl.components.heads.base import Head
 from mtl.components.readers.base import Reader
@@ -55,6 +56,8 @@ class ModelPlan:
     tasks: list[TaskPlan]
     labels: dict[str, dict[str, list[str]]]
     heads_file: Path
+    adapters: dict[str, tuple[LoRA, Path]] = field(default_factory=dict)  # task -> its LoRA and its folder
+    base_checksum: str | None = None  # of the encoder weights the adapters were trained over
 
 
 def read_model_folder(folder: str | Path, trust_code: bool = False,
@@ -74,7 +77,7 @@ def read_model_folder(folder: str | Path, trust_code: bool = False,
     if not labels_shape_ok(labels):
         raise MtlError(f"{folder / LABELS}: expected {{task: {{label field: [label name, ...]}}}}")
     return ModelPlan(plan["backbone"], plan["backbone_folder"], plan["tasks"], labels,
-                     inside(root, HEADS, f"{folder}: {HEADS}", trust_code))
+                     inside(root, HEADS, f"{folder}: {HEADS}", trust_code), plan["adapters"], plan["base_checksum"])
 
 
 def model_folder(folder: str | Path) -> Path:
@@ -185,7 +188,35 @@ class _Checker:
             owner = task.reuse_head_with
             if owner is not None and (owner not in names or checked[names.index(owner)].reuse_head_with is not None):
                 raise self.fail(f"tasks[{i}].reuse_head_with", f"{owner!r} is not a task of this file with heads")
-        return {"backbone": encoder, "backbone_folder": folder, "tasks": checked}
+        adapters = self.adapters(backbone.get("adapters", {}), names)
+        checksum = backbone.get("base_checksum")
+        if adapters and not isinstance(checksum, str):
+            raise self.fail("backbone.base_checksum", "missing (expected the sha256 of the base encoder's weights)")
+        return {"backbone": encoder, "backbone_folder": folder, "tasks": checked, "adapters": adapters,
+                "base_checksum": checksum if adapters else None}
+
+    def adapters(self, node: Any, names: list[str]) -> dict[str, tuple[LoRA, Path]]:
+        """`backbone.adapters`: {task: {"lora": LoRA's arguments, "folder": its folder inside}}."""
+        if not isinstance(node, dict):
+            raise self.fail("backbone.adapters", "expected an object {task: {lora, folder}}")
+        checked = {}
+        for name, entry in node.items():
+            key = f"backbone.adapters.{name}"
+            if name not in names:
+                raise self.fail(key, f"{name!r} is not a task of this file ({names})")
+            if not isinstance(entry, dict):
+                raise self.fail(key, "expected an object {lora, folder}")
+            settings = self.get(entry, key, "lora", dict, "LoRA's arguments (r, alpha, dropout, target_modules)")
+            self.no_path_out(settings, f"{key}.lora")
+            try:
+                lora = LoRA(**settings)
+            except (TypeError, ValueError) as error:
+                raise self.fail(f"{key}.lora", str(error)) from None
+            folder = inside(self.root, self.get(entry, key, "folder", str, "a folder inside the model folder"),
+                            f"{self.file}: {key}.folder", self.trust_code)
+            inside(self.root, str((folder / ADAPTER_WEIGHTS).relative_to(self.root)), f"{self.file}: {key}.folder")
+            checked[name] = (lora, folder)
+        return checked
 
     def task(self, task: Any, key: str) -> TaskPlan:
         if not isinstance(task, dict):

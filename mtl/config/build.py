@@ -137,7 +137,7 @@ def _task(section: TaskSection, key: str, backbone: Encoder, reader: Reader, dev
         blocks = {}  # reuse_head_with: the other task's heads, tied by MultiHeadTrainer
     heads = {name: _build_head(block, block_key, reader, backbone) for name, (block, block_key) in blocks.items()}
     task = Trainer(section.name, reader=reader, head=heads or None, mix_ratio=section.mix_ratio, dev_reader=dev,
-                   reuse_head_with=section.reuse_head_with, loss_weight=section.loss_weight)
+                   reuse_head_with=section.reuse_head_with, loss_weight=section.loss_weight, adapter=section.adapter)
     if section.aux:
         task.set_as_aux()
     return task

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mtl.components.backbones.adapters import LoRA
 from mtl.components.readers.base import Reader
 from mtl.components.savers.saver import Saver
 from mtl.config.checker import AUTO, Checker, join
@@ -43,7 +44,9 @@ class TaskSection:
     backbone's hidden size). `batch_size`, `file_format`, `group_by_length`,
     `max_tokens`, `pad_to_multiple_of` and `cache_dir` go to the reader's load_data. `stream` (a mapping of
     Reader.load_stream's arguments: `steps_per_epoch`, `shuffle_buffer`, `chunk_lines`, `shuffle`) trains
-    from `train_data` (a file or a folder of shards) read in a bounded window instead of loading it whole."""
+    from `train_data` (a file or a folder of shards) read in a bounded window instead of loading it whole.
+    `adapter` (a mapping of mtl.backbone.LoRA's arguments: `r`, `alpha`, `dropout`, `target_modules`) gives the
+    task its own LoRA adapter in the shared encoder, which stays frozen where every task has one."""
 
     name: str
     reader: dict
@@ -63,6 +66,7 @@ class TaskSection:
     loss_weight: float = 1.0  # scales every head loss of the task (mtl.Trainer's loss_weight)
     aux: bool = False
     reuse_head_with: str | None = None  # another task's name: use its head(s) instead of `head`/`heads`
+    adapter: dict | None = None  # LoRA's arguments: this task trains its own adapter (mtl.backbone.LoRA)
 
 
 @dataclass
@@ -151,8 +155,11 @@ def _task(checker: Checker, value: Any, key: str) -> dict:
         return checker.call(node, Reader.load_stream, sub, "a stream (Reader.load_stream)",
                             supplied=("self", "input_path", "batch_size"))
 
+    def adapter(node: Any, sub: str) -> Any:
+        return node if node is None else checker.call(node, LoRA, sub, "a LoRA adapter (mtl.backbone.LoRA)")
+
     special = {"reader": lambda node, sub: checker.component(node, sub), "head": head, "heads": heads,
-               "stream": stream,
+               "stream": stream, "adapter": adapter,
                "train_data": data(True), "dev_data": data(False), "test_data": data(False)}
     task = checker.call(value, TaskSection, key, "a task (mtl.config.TaskSection)", special=special)
     if isinstance(value, dict) and sum(name in value for name in ("head", "heads", "reuse_head_with")) != 1:

@@ -96,7 +96,7 @@ def _signals(predictor: Predictor, task: PredictTask, reader, temperature: float
     for batch in reader.iter_once():
         batch = to_device(batch, predictor.device)
         with autocast(predictor.device, predictor.precision):
-            enc = predictor.model.backbone(batch)
+            enc = predictor.model.encode(task.name, batch)
             for head in task.heads.values():
                 signal = head.teacher_signal(head(batch, enc), batch, temperature) if head.label_fields else None
                 if signal is None:

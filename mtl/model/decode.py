@@ -32,7 +32,7 @@ def decode_task(model: MultiTaskModel, task: TaskHeads, reader: Reader, device: 
     for batch in reader.iter_once():
         batch = to_device(batch, device)
         with autocast(device, precision):
-            rows = decode_batch(task.heads, batch, model.backbone(batch), names)
+            rows = decode_batch(task.heads, batch, model.encode(task.name, batch), names)
         records += [{"text": meta.get("text"), **row} for row, meta in zip(rows, batch["meta"])]
         metas += batch["meta"]
     model.train(was_training)

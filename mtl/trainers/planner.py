@@ -10,6 +10,16 @@ from mtl.model.multitask import MultiTaskModel
 from mtl.trainers.sampling import MixRatioSampler, plan_run
 
 
+def attach_adapters(backbone: Any, tasks: list) -> None:
+    """Each task's LoRA adapter in the shared encoder (once); the encoder's own weights train only where some
+    task has no adapter (it fine-tunes the encoder, the adapters of the others sit over it)."""
+    for task in tasks:
+        if task.adapter is not None and task.name not in backbone.adapters:
+            backbone.add_adapter(task.name, task.adapter)
+    if backbone.adapters:
+        backbone.set_trainable(base=any(task.adapter is None for task in tasks))
+
+
 class Planner:
     """Assembles and plans for one trainer (a MultiHeadTrainer): writes what it decides onto the trainer
     (`model`, `adam`, `sampler`, `total_steps`, each task's `budget`, `optimizer`, `scheduler`), where the
@@ -34,6 +44,7 @@ class Planner:
         trainer.backbone = next(iter(backbones.values()))
         for task in trainer.tasks:
             task.build_forward(trainer.backbone)
+        attach_adapters(trainer.backbone, trainer.tasks)
         trainer.model = MultiTaskModel(trainer.backbone, {t.name: t.heads for t in trainer.tasks},
                                        trainer.balancer).to(trainer.device)
         if trainer.compile:

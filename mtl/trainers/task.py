@@ -3,6 +3,7 @@
 PALM's `Trainer` (mtl.trainers.trainer) is a Task that can also train alone."""
 from torch import nn
 
+from mtl.components.backbones.adapters import LoRA
 from mtl.components.backbones.encoder import Encoder
 from mtl.components.heads.base import Head
 from mtl.components.readers.base import Reader
@@ -18,12 +19,16 @@ class Task:
     MultiHeadTrainer holding both tasks resolves a name; a head named after the other task is renamed after
     this one (so metrics read `<this task>.accuracy`). Both tasks' readers must give the heads' label fields
     the same label names.
+
+    `adapter` (a `mtl.backbone.LoRA`, or its arguments as a dict): the task trains its own LoRA adapter in
+    the shared encoder instead of the encoder itself; where every task of a run has one, the encoder stays
+    frozen (docs/adapters.md).
     """
 
     def __init__(self, name: str, reader: Reader | None = None, head: Head | dict[str, Head] | None = None,
                  mix_ratio: float = 1.0, dev_reader: Reader | None = None,
                  reuse_head_with: "Task | str | None" = None, loss_weight: float = 1.0,
-                 backbone: Encoder | None = None) -> None:
+                 backbone: Encoder | None = None, adapter: LoRA | dict | None = None) -> None:
         if mix_ratio < 0:
             raise ValueError(f"task {name!r}: mix_ratio must be >= 0, got {mix_ratio}")
         if reuse_head_with is not None and head is not None:
@@ -40,6 +45,7 @@ class Task:
         self.head_owner: Task | None = None  # the task whose heads this one uses (set by link_shared_heads)
         self.head_sharers: list[Task] = []  # the tasks that use this one's heads
         self.backbone = backbone
+        self.adapter = LoRA(**adapter) if isinstance(adapter, dict) else adapter
         self.budget, self.cur_train_step = 0, 0
 
     # ---- PALM verbs -------------------------------------------------------------------------------------

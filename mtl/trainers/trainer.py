@@ -7,7 +7,8 @@ from mtl.components.readers.base import Reader
 from mtl.trainers.multi_head import MultiHeadTrainer
 from mtl.trainers.task import Task
 
-TASK_ARGUMENTS = ("reader", "head", "mix_ratio", "dev_reader", "reuse_head_with", "loss_weight", "backbone")
+TASK_ARGUMENTS = ("reader", "head", "mix_ratio", "dev_reader", "reuse_head_with", "loss_weight", "backbone",
+                  "adapter")
 
 
 class Trainer(Task):

@@ -9,12 +9,15 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 import transformers
+from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoConfig, PretrainedConfig
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
+from mtl.components.backbones import adapters
+from mtl.components.backbones.adapters import LoRA
 from mtl.errors import MtlError
 
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
@@ -59,6 +62,8 @@ class Encoder(nn.Module):
         super().__init__()
         self.model = model
         self.config = model.config
+        self.adapters: dict[str, LoRA] = {}  # LoRA adapters by name (a task's name), mtl.components.backbones.adapters
+        self._lora_layers: list[nn.Module] = []
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, trust_remote_code: bool = False,
@@ -124,6 +129,45 @@ class Encoder(nn.Module):
             pooled = sequence[:, 0]
         return {"sequence_output": sequence, "pooled_output": pooled, "word_embeddings": self.word_embeddings}
 
+    # ---- adapters -----------------------------------------------------------------------------------------
+    def add_adapter(self, name: str, lora: LoRA) -> None:
+        """A LoRA adapter `name` in this encoder's linear layers (freezes the encoder's own weights: see
+        `set_trainable`). Adding a name twice is refused."""
+        if name in self.adapters:
+            raise ValueError(f"the encoder already has an adapter named {name!r}")
+        adapters.add_adapter(self.model, name, lora)
+        self.adapters[name] = lora
+        self._lora_layers = adapters.lora_layers(self.model)
+
+    def use_adapter(self, name: str | None) -> None:
+        """Run adapter `name` from now on (None: the encoder's own weights alone); free without adapters."""
+        if self.adapters:
+            adapters.use_adapter(self._lora_layers, name)
+
+    def set_trainable(self, base: bool) -> None:
+        """Adapters train; the encoder's own weights only when `base`."""
+        adapters.set_trainable(self.model, base)
+
+    def base_checksum(self) -> str:
+        return adapters.base_checksum(self.model)
+
+    def save_adapters(self, folder: str | Path) -> None:
+        """Each adapter in `folder/<name>/`, in PEFT's layout."""
+        for name, lora in self.adapters.items():
+            adapters.save_adapter(self.model, name, lora, Path(folder) / name)
+
+    def load_adapter(self, name: str, lora: LoRA, folder: str | Path) -> None:
+        """Add adapter `name` with its settings and load its weights from `folder` (save_adapters' layout)."""
+        self.add_adapter(name, lora)
+        self.load_adapter_weights(name, folder)
+
+    def load_adapter_weights(self, name: str, folder: str | Path) -> None:
+        adapters.load_adapter(self.model, name, Path(folder))
+
+    def base_names(self) -> dict[str, str]:
+        """The encoder's own weights: their names in a saved folder -> their names here (adapters wrap layers)."""
+        return adapters.base_names(self.model)
+
     def load_weights(self, folder: str | Path) -> None:
         """Load pretrained weights from an HF folder into this encoder (PALM's load_pretrain)."""
         loaded = transformers.AutoModel.from_pretrained(str(folder), config=self.config,
@@ -131,8 +175,15 @@ class Encoder(nn.Module):
         self.model.load_state_dict(loaded.state_dict())
 
     def save(self, folder: str | Path) -> None:
-        """HF format (config.json + model.safetensors): loadable by plain transformers."""
-        self.model.save_pretrained(str(folder), safe_serialization=True)
+        """HF format (config.json + model.safetensors): loadable by plain transformers. With adapters, the
+        encoder's own weights alone, under their own names (the adapters are saved apart, in PEFT's format)."""
+        if not self.adapters:
+            self.model.save_pretrained(str(folder), safe_serialization=True)
+            return
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        self.config.save_pretrained(str(folder))
+        state = {key: tensor.contiguous().cpu() for key, tensor in adapters.base_state(self.model).items()}
+        save_file(state, str(Path(folder) / "model.safetensors"), metadata={"format": "pt"})
 
 
 def _layer_list(model: nn.Module) -> tuple[nn.ModuleList, nn.Module, str]:

@@ -1,6 +1,8 @@
 """What a checkpoint folder holds and how it loads back.
 
     backbone/            the encoder in HF format (config.json + model.safetensors): plain transformers loads it
+    adapters/<task>/     a task's LoRA adapter (adapter_config.json + adapter_model.safetensors: PEFT's layout),
+                         for the tasks that have one; backbone/ then holds the encoder's own weights alone
     heads.safetensors    every task's heads, keys `task.head.param`
     labels.json          label names by id, per task and label field
     tokenizer/           the readers' tokenizer (tokenizer-<task>/ for a task whose tokenizer differs)
@@ -31,6 +33,7 @@ from mtl.spec import component_spec, dotted_path
 
 BACKBONE, HEADS, LABELS, STATE, TRAINING, SPEC = "backbone", "heads.safetensors", "labels.json", \
     "trainer_state.json", "training_state.pt", "model.json"
+ADAPTERS = "adapters"  # adapters/<task>/: a task's LoRA adapter, in PEFT's layout
 READER_SUPPLIED = ("vocab_path", "phase")  # a loaded model's readers get the saved tokenizer, in phase 'predict'
 
 log = logging.getLogger(__name__)
@@ -84,12 +87,14 @@ def write_checkpoint(folder: Path, model: nn.Module, snapshot: Snapshot, same_mo
     if same_model is None:
         check_finite(model)
         model.backbone.save(folder / BACKBONE)
+        if getattr(model.backbone, "adapters", None):
+            model.backbone.save_adapters(folder / ADAPTERS)
         heads = {k: v.contiguous().cpu() for k, v in unique_state(model.heads)[0].items()}  # a shared head once
         save_file(heads, str(folder / HEADS))
         for name, tokenizer in snapshot.tokenizers.items():
             tokenizer.save_pretrained(str(folder / name))
     else:
-        for name in (BACKBONE, *snapshot.tokenizers):
+        for name in (BACKBONE, *snapshot.tokenizers, *([ADAPTERS] if (same_model / ADAPTERS).is_dir() else [])):
             link_tree(same_model / name, folder / name)
         link_or_copy(same_model / HEADS, folder / HEADS)
     (folder / LABELS).write_text(json.dumps(snapshot.labels, indent=1, ensure_ascii=False), encoding="utf-8")
@@ -135,10 +140,20 @@ def model_spec(backbone: Any, tasks: list[Any], tokenizer_of: dict[str, str]) ->
     """model.json: the component spec of every task's reader and heads, so `mtl.load` rebuilds the model
     with no user code. Raises ValueError when a component's arguments are not plain values."""
     return {"format": 1, "mtl_version": __version__,
-            "backbone": {"_component_": dotted_path(type(backbone)), "folder": BACKBONE},
+            "backbone": {"_component_": dotted_path(type(backbone)), "folder": BACKBONE, **_adapters_spec(backbone)},
             "tasks": [{"name": task.name, "tokenizer": tokenizer_of[task.name],
                        "reader": component_spec(task.reader or task.dev_reader, skip=READER_SUPPLIED),
                        **_heads_spec(task)} for task in tasks]}
+
+
+def _adapters_spec(backbone: Any) -> dict:
+    """model.json's record of the encoder's LoRA adapters: their settings, where they are, and the checksum of
+    the base weights they were trained over (nothing for an encoder without adapters)."""
+    adapters = getattr(backbone, "adapters", None)
+    if not adapters:
+        return {}
+    return {"adapters": {name: {"lora": lora.spec(), "folder": f"{ADAPTERS}/{name}"} for name, lora in adapters.items()},
+            "base_checksum": backbone.base_checksum()}
 
 
 def _heads_spec(task: Any) -> dict:
@@ -155,7 +170,10 @@ def load_weights(folder: str | Path, model: nn.Module) -> dict:
     if not (folder / HEADS).is_file():
         raise FileNotFoundError(f"{folder}: not an mtl checkpoint (no {HEADS})")
     backbone_file = folder / BACKBONE / "model.safetensors"
-    _load_exactly(model.backbone.model, backbone_file)
+    adapters = getattr(model.backbone, "adapters", None)
+    _load_exactly(model.backbone.model, backbone_file, model.backbone.base_names() if adapters else None)
+    for name in adapters or ():
+        model.backbone.load_adapter_weights(name, folder / ADAPTERS / name)
     load_heads(model, folder)
     return json.loads((folder / STATE).read_text(encoding="utf-8"))
 
@@ -232,15 +250,21 @@ def latest_checkpoint(save_path: str | Path) -> Path | None:
     return max(candidates)[2] if candidates else None
 
 
-def _load_exactly(module: torch.nn.Module, file: Path) -> None:
+def _load_exactly(module: torch.nn.Module, file: Path, rename: dict[str, str] | None = None) -> None:
     """Load a safetensors file whose keys must match the module's exactly: a mismatch is a wrong model.
     The second names of a tensor the module shares (a head reused by another task) are not in the file:
-    loading the first name fills both."""
+    loading the first name fills both. `rename`: the file's names -> the module's (an encoder whose layers
+    carry adapters holds its own weights under other names); the module's names it leaves out are not
+    expected in the file."""
+    state = load_file(str(file))
+    if rename is not None:
+        state = {rename.get(key, key): tensor for key, tensor in state.items()}
     try:
-        result = module.load_state_dict(load_file(str(file)), strict=False)
+        result = module.load_state_dict(state, strict=False)
     except RuntimeError as error:  # shape mismatches: name the file, not torch's internals
         raise ValueError(f"{file}: weights do not fit the assembled model: {str(error)[:500]}") from None
-    missing = sorted(set(result.missing_keys) - set(unique_state(module)[1]))
+    missing = sorted(set(result.missing_keys) - set(unique_state(module)[1])
+                     - (set() if rename is None else set(module.state_dict()) - set(rename.values())))
     if missing or result.unexpected_keys:
         raise ValueError(f"{file}: weights do not match the assembled model: missing {missing[:5]}, "
                          f"unexpected {result.unexpected_keys[:5]}")

@@ -1,0 +1,163 @@
+"""Per-task LoRA adapters over one frozen encoder: only adapters and heads train, each task runs its own
+adapter, a folder saves them in PEFT's layout beside the untouched base, loads back to the same predictions,
+and is refused over another base."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import mtl
+from conftest import UTTERANCES, joint_heads, tiny_bert, write_intent_slot
+from mtl.components.backbones.adapters import LoRA, base_state, resolve_targets
+from mtl.errors import MtlError
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("adapter-data")
+    write_intent_slot(root / "train", UTTERANCES * 2)
+    return root
+
+
+def two_tasks(vocab: Path, data: Path, adapters: tuple) -> list["mtl.Trainer"]:
+    """An intent task and a slot task on the same data, each with the adapter given (or None)."""
+    readers = [mtl.reader.IntentSlotReader(vocab, 32, seed=seed).load_data(data / "train", batch_size=8)
+               for seed in (1, 2)]
+    heads = joint_heads(readers[0])
+    return [mtl.Trainer("intent", reader=readers[0], head=heads["intent"], adapter=adapters[0]),
+            mtl.Trainer("slots", reader=readers[1], head=heads["slots"], adapter=adapters[1])]
+
+
+def trained(vocab: Path, data: Path, adapters: tuple, epochs: int = 4) -> "mtl.MultiHeadTrainer":
+    torch.manual_seed(0)
+    trainer = mtl.MultiHeadTrainer(two_tasks(vocab, data, adapters), backbone=tiny_bert(), lr=5e-3,
+                                   num_epochs=epochs, precision="fp32", seed=1)
+    trainer.train(print_steps=0)
+    return trainer
+
+
+def test_auto_targets_are_the_attention_query_and_value_of_each_architecture():
+    assert resolve_targets(tiny_bert().model, LoRA()) == ["query", "value"]
+    mpnet = mtl.backbone.Encoder.from_config({"model_type": "mpnet", "vocab_size": 99, "hidden_size": 32,
+                                             "num_hidden_layers": 1, "num_attention_heads": 4,
+                                             "intermediate_size": 37})
+    assert resolve_targets(mpnet.model, LoRA()) == ["q", "v"]
+    with pytest.raises(MtlError, match="name no linear layer"):
+        resolve_targets(tiny_bert().model, LoRA(target_modules=("query", "nonsense")))
+    with pytest.raises(ValueError, match="rank"):
+        LoRA(r=0)
+
+
+def test_only_adapters_and_heads_train_and_the_base_stays_bit_identical(vocab_file, data):
+    torch.manual_seed(0)
+    encoder = tiny_bert()
+    before = {k: v.clone() for k, v in encoder.model.state_dict().items()}
+    trainer = mtl.MultiHeadTrainer(two_tasks(vocab_file, data, (LoRA(r=4), {"r": 2})), backbone=encoder, lr=5e-3,
+                                   num_epochs=4, precision="fp32", seed=1)
+    trainer.train(print_steps=0)
+    assert all(torch.equal(before[k], v) for k, v in base_state(encoder.model).items())
+    trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_" in n or n.startswith("heads.") for n in trainable)
+    lora_a = dict(trainer.model.named_parameters())
+    moved = [n for n in trainable if ".lora_B." in n and float(lora_a[n].detach().abs().sum()) > 0]  # B starts at zero
+    assert any(".intent." in n for n in moved) and any(".slots." in n for n in moved)  # each task its own
+
+
+def test_each_task_runs_its_own_adapter():
+    encoder = tiny_bert()
+    encoder.add_adapter("a", LoRA(r=2, dropout=0.0))
+    encoder.add_adapter("b", LoRA(r=2, dropout=0.0))
+    with torch.no_grad():
+        for name, param in encoder.named_parameters():
+            if ".lora_B.a." in name:
+                param.normal_()
+    batch = {"input_ids": torch.tensor([[2, 7, 9, 3]]), "attention_mask": torch.ones(1, 4, dtype=torch.long),
+             "token_type_ids": torch.zeros(1, 4, dtype=torch.long)}
+    encoder.eval()
+    outputs = {}
+    for name in ("a", "b", None):
+        encoder.use_adapter(name)
+        outputs[name] = encoder(batch)["sequence_output"]
+    assert not torch.allclose(outputs["a"], outputs[None])
+    assert torch.allclose(outputs["b"], outputs[None])  # b's update is still zero: the base's outputs
+
+
+def test_a_task_without_adapter_fine_tunes_the_encoder_beneath_the_others(vocab_file, data):
+    trainer = trained(vocab_file, data, (LoRA(r=2), None), epochs=1)
+    trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert any("base_layer" in n for n in trainable) and any(".lora_" in n for n in trainable)
+
+
+def test_a_folder_with_adapters_loads_back_to_the_same_predictions(vocab_file, data, tmp_path):
+    trainer = trained(vocab_file, data, (LoRA(r=4), LoRA(r=2)))
+    folder = trainer.export(tmp_path / "model")
+    spec = json.loads((folder / "model.json").read_text())
+    assert sorted(spec["backbone"]["adapters"]) == ["intent", "slots"]
+    assert (folder / "adapters" / "intent" / "adapter_model.safetensors").is_file()
+    texts = [row[0] for row in UTTERANCES]
+    expected = trainer.predict("intent", texts), trainer.predict("slots", texts)
+    loaded = mtl.load(folder, precision="fp32").predict(texts)
+    assert [r["intent"]["label"] for r in loaded] == [r["intent"]["label"] for r in expected[0]]
+    assert [r["slots"]["tags"] for r in loaded] == [r["slots"]["tags"] for r in expected[1]]
+    plain = mtl.backbone.BERT.from_pretrained(folder / "backbone")  # backbone/ is the untouched base for HF
+    assert all(torch.equal(v, base_state(trainer.backbone.model)[k]) for k, v in plain.model.state_dict().items())
+
+
+def test_peft_loads_the_saved_adapter_onto_the_base(vocab_file, data, tmp_path):
+    from peft import PeftModel
+    trainer = trained(vocab_file, data, (LoRA(r=4, dropout=0.0), None), epochs=2)
+    folder = trainer.export(tmp_path / "model")
+    theirs = PeftModel.from_pretrained(mtl.backbone.BERT.from_pretrained(folder / "backbone").model,
+                                       str(folder / "adapters" / "intent")).eval()
+    ours = mtl.load(folder, precision="fp32").model.backbone
+    ours.use_adapter("intent")
+    ids = torch.tensor([[2, 7, 9, 11, 3]])
+    expected = theirs(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+    got = ours({"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)})
+    assert torch.allclose(got["sequence_output"], expected, atol=1e-5)
+
+
+def test_adapters_are_refused_over_another_base(vocab_file, data, tmp_path):
+    folder = trained(vocab_file, data, (LoRA(r=2), LoRA(r=2)), epochs=1).export(tmp_path / "model")
+    other = tiny_bert()  # other random weights in the base's place
+    shutil.rmtree(folder / "backbone")
+    other.save(folder / "backbone")
+    with pytest.raises(MtlError, match="not the base the adapters"):
+        mtl.load(folder, precision="fp32")
+    spec = json.loads((folder / "model.json").read_text())
+    spec["backbone"]["adapters"]["intent"]["folder"] = "../elsewhere"
+    (folder / "model.json").write_text(json.dumps(spec))
+    with pytest.raises(MtlError, match="backbone.adapters.intent.folder"):
+        mtl.load(folder, precision="fp32")
+
+
+def test_an_adapter_run_resumes_exactly(vocab_file, data, tmp_path):
+    def run(folder: Path, max_steps: int | None, resume: Path | None) -> dict:
+        torch.manual_seed(0)
+        trainer = mtl.MultiHeadTrainer(two_tasks(vocab_file, data, (LoRA(r=2), LoRA(r=4))), backbone=tiny_bert(),
+                                       lr=5e-3, num_epochs=2, precision="fp32", seed=1)
+        trainer.set_saver(folder, save_steps=2)
+        trainer.train(print_steps=0, max_steps=max_steps, resume_from=resume)
+        return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    whole = run(tmp_path / "whole", None, None)
+    run(tmp_path / "halves", 4, None)
+    resumed = run(tmp_path / "halves", None, tmp_path / "halves" / "step-4")
+    assert any(".lora_B.slots." in k for k in whole) and all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_a_config_gives_a_task_its_adapter(vocab_file, tmp_path):
+    from mtl.cli import main
+    from mtl.config import validate_config
+    from tiny_runs import tiny_config, write_yaml
+    data = write_intent_slot(tmp_path / "data" / "train", UTTERANCES * 2).parent
+    write_intent_slot(data / "dev", UTTERANCES)
+    config = tiny_config(vocab_file, data, str(tmp_path / "run"))
+    config["tasks"][0]["adapter"] = {"r": 4, "alpha": 8, "target_modules": ["query", "value"]}
+    assert main(["train", str(write_yaml(tmp_path / "run.yaml", config)), "--threads", "1"]) == 0
+    spec = json.loads((tmp_path / "run" / "final" / "model.json").read_text())
+    assert spec["backbone"]["adapters"]["joint"]["lora"]["r"] == 4
+    config["tasks"][0]["adapter"] = {"rank": 4}
+    with pytest.raises(Exception, match=r"tasks\[0\]\.adapter\.rank"):
+        validate_config(config, tmp_path, check_resources=False)

@@ -8,17 +8,16 @@ JSON, and transformers runs no remote code. Everything lives on the Predictor in
 loaded in one process cannot interfere.
 """
 import json
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
-from transformers.utils import logging as hf_logging
 
 from mtl.components.backbones.encoder import Encoder
 from mtl.components.heads.base import Head
 from mtl.components.readers.base import Reader
-from mtl.components.savers.checkpoint import load_heads
+from mtl.components.savers.checkpoint import load_heads_of
+from mtl.encoder_loading import shared_encoder
 from mtl.errors import MtlError
 from mtl.model.decode import decode_batch, decode_task, merge_task
 from mtl.model.device import autocast, resolve_device, resolve_precision, to_device
@@ -28,14 +27,17 @@ from mtl.safe_load import Component, ModelPlan, TaskPlan, read_model_folder
 
 
 def load(folder: str | Path, device: str | None = None, precision: str = "auto", *, trust_code: bool = False,
-         allowed_modules: Sequence[str] | None = None) -> "Predictor":
+         allowed_modules: Sequence[str] | None = None, base: str | Path | None = None) -> "Predictor":
     """The model saved in `folder` (by `MultiHeadTrainer.export`, or any checkpoint), ready to predict.
 
     Runs no code that a folder names, whoever wrote it: it may name only mtl's own classes.
     `allowed_modules=["mypkg.heads"]` also admits Head/Reader/Encoder subclasses defined there (your own
     heads); `trust_code=True` admits them from any module and lets transformers run code the backbone folder
-    ships (`auto_map`): only for folders whose author you trust as you trust code you install."""
-    return Predictor.from_folder(folder, device, precision, trust_code=trust_code, allowed_modules=allowed_modules)
+    ships (`auto_map`): only for folders whose author you trust as you trust code you install.
+    `base`: for a folder of LoRA adapters and heads alone (`export(base=False)`), the encoder they go over
+    (an HF folder, or a model folder holding it); its weights must be the very ones they were trained on."""
+    return Predictor.from_folder(folder, device, precision, trust_code=trust_code, allowed_modules=allowed_modules,
+                                 base=base)
 
 
 def _tied_heads(task: TaskPlan, built: dict[str, dict[str, Head]]) -> dict[str, Head]:
@@ -56,49 +58,17 @@ def _build(component: Component, **overrides: Any) -> Any:
                        f"{type(error).__name__}: {error}") from error
 
 
-@contextmanager
-def _quiet_progress() -> Iterator[None]:
-    """transformers' `Loading weights: 100%` bar on stderr: its progress, not the user's (a load takes a
-    second). Off while the backbone loads; as it was afterwards."""
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
-
-
-def _build_backbone(plan: ModelPlan, trust_code: bool) -> Encoder:
-    """The checked Encoder class, loaded from the folder's backbone/: safetensors only, local files only;
-    transformers may run code the folder ships only when the caller trusts it (else `auto_map` was refused)."""
-    try:
-        with _quiet_progress():
-            return plan.backbone.cls.from_pretrained(plan.backbone_folder, trust_remote_code=trust_code,
-                                                     use_safetensors=True, local_files_only=True)
-    except MtlError:
-        raise  # already names the file (pickled weights refused)
-    except Exception as error:  # noqa: BLE001 - a broken config or weights file
-        raise MtlError(f"{plan.backbone.where}: cannot load the backbone from {plan.backbone_folder}: "
-                       f"{type(error).__name__}: {error}") from error
-
-
-def _with_adapters(encoder: Encoder, plan: ModelPlan) -> Encoder:
-    """The folder's LoRA adapters added to the encoder, after checking that it is the base they were trained
-    over (the weights' checksum): an adapter over other weights would predict nonsense, silently."""
-    if not plan.adapters:
-        return encoder
-    found = encoder.base_checksum()
-    if found != plan.base_checksum:
-        raise MtlError(f"{plan.backbone_folder}: these encoder weights (checksum {found[:12]}) are not the base the "
-                       f"adapters of {sorted(plan.adapters)} were trained over ({plan.base_checksum[:12]}); load them "
-                       "over that base")
-    for name, (lora, folder) in plan.adapters.items():
-        try:
-            encoder.load_adapter(name, lora, folder)
-        except Exception as error:  # noqa: BLE001 - a corrupt or mismatched adapter file
-            raise MtlError(f"{folder}: adapter {name!r} cannot be loaded: {type(error).__name__}: {error}") from error
-    return encoder
+def _tasks(plan: ModelPlan) -> list[PredictTask]:
+    """The folder's tasks, built: readers (tasks with the same reader spec share one) and heads."""
+    readers: dict[tuple, Reader] = {}
+    built = {task.name: {name: _build(head) for name, head in task.heads.items()} for task in plan.tasks}
+    tasks = []
+    for task in plan.tasks:
+        key = (task.reader.cls, json.dumps([task.reader.args, str(task.tokenizer)], sort_keys=True))
+        if key not in readers:
+            readers[key] = _build(task.reader, vocab_path=task.tokenizer, phase="predict")
+        tasks.append(PredictTask(task.name, readers[key], _tied_heads(task, built), plan.labels.get(task.name, {})))
+    return tasks
 
 
 class Predictor:
@@ -123,27 +93,39 @@ class Predictor:
     @classmethod
     def from_folder(cls, folder: str | Path, device: str | None = None, precision: str = "auto", *,
                     trust_code: bool = False, allowed_modules: Sequence[str] | None = None,
-                    backbone: Callable[[ModelPlan], Any] | None = None) -> "Predictor":
+                    backbone: Callable[[ModelPlan], Any] | None = None,
+                    base: str | Path | None = None) -> "Predictor":
         """See `mtl.load`. Every check runs before the first class is built; a failure after that (a value its
         class rejects, weights that do not fit) is an MtlError naming the file and key too. `backbone`: what
         stands where the Encoder stands, built from the checked plan (a runtime that runs the encoder itself,
         onnxruntime's graph); None loads the folder's Encoder."""
-        plan = read_model_folder(folder, trust_code, allowed_modules)
-        backbone = backbone(plan) if backbone is not None else _with_adapters(_build_backbone(plan, trust_code), plan)
-        readers: dict[tuple, Reader] = {}  # tasks with the same reader spec share one reader
-        built = {task.name: {name: _build(head) for name, head in task.heads.items()} for task in plan.tasks}
-        tasks = []
-        for task in plan.tasks:
-            key = (task.reader.cls, json.dumps([task.reader.args, str(task.tokenizer)], sort_keys=True))
-            if key not in readers:
-                readers[key] = _build(task.reader, vocab_path=task.tokenizer, phase="predict")
-            tasks.append(PredictTask(task.name, readers[key], _tied_heads(task, built), plan.labels.get(task.name, {})))
-        predictor = cls(backbone, tasks, device, precision)
-        try:
-            load_heads(predictor.model, Path(folder))
-        except Exception as error:  # noqa: BLE001 - a corrupt or mismatched heads.safetensors
-            message = str(error)
-            raise MtlError(message if plan.heads_file.name in message else f"{plan.heads_file}: {message}") from error
+        return cls.from_folders([folder], device, precision, trust_code=trust_code, allowed_modules=allowed_modules,
+                                backbone=backbone, base=base)
+
+    @classmethod
+    def from_folders(cls, folders: Sequence[str | Path], device: str | None = None, precision: str = "auto", *,
+                     trust_code: bool = False, allowed_modules: Sequence[str] | None = None,
+                     backbone: Callable[[ModelPlan], Any] | None = None,
+                     base: str | Path | None = None) -> "Predictor":
+        """Every task of several folders over one encoder loaded once (mtl.encoder_loading): a deployed model
+        and folders of adapters trained over its base later. Task names must differ across the folders."""
+        plans = [read_model_folder(folder, trust_code, allowed_modules) for folder in folders]
+        if backbone is not None and len(plans) > 1:
+            raise MtlError("a runtime that runs the encoder itself serves one folder")
+        names = [task.name for plan in plans for task in plan.tasks]
+        if len(set(names)) != len(names):
+            raise MtlError(f"the folders {[str(f) for f in folders]} name the same task twice ({names}); task names "
+                           "must differ to be served together")
+        encoder = backbone(plans[0]) if backbone is not None else shared_encoder(plans, trust_code, base)
+        per_folder = [_tasks(plan) for plan in plans]
+        predictor = cls(encoder, [task for tasks in per_folder for task in tasks], device, precision)
+        for plan, tasks in zip(plans, per_folder):
+            try:
+                load_heads_of(predictor.model.heads, [task.name for task in tasks], plan.heads_file)
+            except Exception as error:  # noqa: BLE001 - a corrupt or mismatched heads.safetensors
+                message = str(error)
+                raise MtlError(message if plan.heads_file.name in message else f"{plan.heads_file}: {message}") \
+                    from error
         return predictor
 
     @torch.inference_mode()

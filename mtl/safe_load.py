@@ -58,6 +58,8 @@ class ModelPlan:
     heads_file: Path
     adapters: dict[str, tuple[LoRA, Path]] = field(default_factory=dict)  # task -> its LoRA and its folder
     base_checksum: str | None = None  # of the encoder weights the adapters were trained over
+    base_weights: bool = True  # False: backbone/ holds the config alone; the base comes from the caller
+    base_source: str | None = None  # where the base was loaded from when trained (for messages, never opened)
 
 
 def read_model_folder(folder: str | Path, trust_code: bool = False,
@@ -77,7 +79,8 @@ def read_model_folder(folder: str | Path, trust_code: bool = False,
     if not labels_shape_ok(labels):
         raise MtlError(f"{folder / LABELS}: expected {{task: {{label field: [label name, ...]}}}}")
     return ModelPlan(plan["backbone"], plan["backbone_folder"], plan["tasks"], labels,
-                     inside(root, HEADS, f"{folder}: {HEADS}", trust_code), plan["adapters"], plan["base_checksum"])
+                     inside(root, HEADS, f"{folder}: {HEADS}", trust_code), plan["adapters"], plan["base_checksum"],
+                     plan["base_weights"], plan["base_source"])
 
 
 def model_folder(folder: str | Path) -> Path:
@@ -192,8 +195,13 @@ class _Checker:
         checksum = backbone.get("base_checksum")
         if adapters and not isinstance(checksum, str):
             raise self.fail("backbone.base_checksum", "missing (expected the sha256 of the base encoder's weights)")
+        base_weights = backbone.get("base_weights", True)
+        if base_weights is not True and (base_weights is not False or not adapters):
+            raise self.fail("backbone.base_weights", "expected true, or false for a folder of adapters")
+        source = backbone.get("base_source")
         return {"backbone": encoder, "backbone_folder": folder, "tasks": checked, "adapters": adapters,
-                "base_checksum": checksum if adapters else None}
+                "base_checksum": checksum if adapters else None, "base_weights": base_weights,
+                "base_source": source if isinstance(source, str) else None}
 
     def adapters(self, node: Any, names: list[str]) -> dict[str, tuple[LoRA, Path]]:
         """`backbone.adapters`: {task: {"lora": LoRA's arguments, "folder": its folder inside}}."""

@@ -161,3 +161,49 @@ def test_a_config_gives_a_task_its_adapter(vocab_file, tmp_path):
     config["tasks"][0]["adapter"] = {"rank": 4}
     with pytest.raises(Exception, match=r"tasks\[0\]\.adapter\.rank"):
         validate_config(config, tmp_path, check_resources=False)
+
+
+def test_a_folder_of_adapters_alone_goes_back_over_its_base(vocab_file, data, tmp_path):
+    trainer = trained(vocab_file, data, (LoRA(r=4), LoRA(r=2)))
+    full = trainer.export(tmp_path / "full")
+    small = trainer.export(tmp_path / "small", base=False)
+    assert not (small / "backbone" / "model.safetensors").exists()
+    assert sum(f.stat().st_size for f in small.rglob("*") if f.is_file()) < \
+        sum(f.stat().st_size for f in full.rglob("*") if f.is_file()) / 2
+    with pytest.raises(MtlError, match="give the base encoder"):
+        mtl.load(small)
+    texts = [row[0] for row in UTTERANCES]
+    expected = mtl.load(full, precision="fp32").predict(texts)
+    assert mtl.load(small, precision="fp32", base=full).predict(texts) == expected  # an mtl folder as the base
+    assert mtl.load(small, precision="fp32", base=full / "backbone").predict(texts) == expected  # an HF folder
+    other = tmp_path / "other"
+    tiny_bert().save(other)
+    with pytest.raises(MtlError, match="not the base the adapters"):
+        mtl.load(small, base=other)
+
+
+def test_export_without_base_needs_an_adapter_for_every_task(vocab_file, data, tmp_path):
+    trainer = trained(vocab_file, data, (LoRA(r=2), None), epochs=1)
+    with pytest.raises(MtlError, match=r"tasks \['slots'\] have no adapter"):
+        trainer.export(tmp_path / "small", base=False)
+
+
+def test_a_new_adapter_task_is_served_beside_a_deployed_model_over_one_base(vocab_file, data, tmp_path):
+    deployed = trained(vocab_file, data, (LoRA(r=4), LoRA(r=2))).export(tmp_path / "deployed")
+    reader = mtl.reader.IntentSlotReader(vocab_file, 32, seed=3).load_data(data / "train", batch_size=8)
+    base = mtl.backbone.BERT.from_pretrained(deployed / "backbone")  # the deployed model's base, untouched
+    later = mtl.Trainer("intent_v2", reader=reader, head=joint_heads(reader)["intent"], adapter=LoRA(r=8))
+    trainer = mtl.MultiHeadTrainer([later], backbone=base, lr=5e-3, num_epochs=3, precision="fp32", seed=4)
+    trainer.train(print_steps=0)
+    added = trainer.export(tmp_path / "intent_v2", base=False)
+    texts = [row[0] for row in UTTERANCES]
+    served = mtl.Predictor.from_folders([deployed, added], precision="fp32")
+    together = served.predict(texts)
+    alone = mtl.load(deployed, precision="fp32").predict(texts)
+    assert [{k: r[k] for k in ("intent", "slots")} for r in together] == [{k: r[k] for k in ("intent", "slots")}
+                                                                          for r in alone]
+    assert [r["intent_v2"] for r in together] == [r["intent_v2"] for r in trainer.predict("intent_v2", texts)]
+    assert sum(p.numel() for p in served.model.backbone.parameters()) < 1.2 * sum(
+        p.numel() for p in base.model.parameters())  # one base, not three encoders
+    with pytest.raises(MtlError, match="same task twice"):
+        mtl.Predictor.from_folders([deployed, deployed])

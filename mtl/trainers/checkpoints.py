@@ -5,6 +5,7 @@ from typing import Any
 
 from mtl.components.savers import Saver, Snapshot
 from mtl.components.savers.checkpoint import label_names
+from mtl.errors import MtlError
 from mtl.trainers import run_state
 
 
@@ -24,9 +25,16 @@ class Checkpoints:
         """The current model, atomically, into `folder`, with the run state when training has started."""
         return Saver.write_to(folder, self.trainer._ready_model(), self.snapshot())
 
-    def export(self, folder: str | Path) -> Path:
-        """A deployable folder (no training state) that `mtl.load` rebuilds with no user code."""
-        return Saver.write_to(folder, self.trainer._ready_model(), self.snapshot(training=False, strict=True))
+    def export(self, folder: str | Path, base: bool = True) -> Path:
+        """A deployable folder (no training state) that `mtl.load` rebuilds with no user code; `base=False`:
+        the tasks' adapters and heads alone (every task must have an adapter: the base is then untouched)."""
+        model = self.trainer._ready_model()
+        if not base:
+            plain = [t.name for t in self.trainer.tasks if t.name not in model.backbone.adapters]
+            if plain:
+                raise MtlError(f"export(base=False) keeps adapters and heads only, but tasks {plain} have no adapter: "
+                               "they fine-tune the encoder itself, which such a folder would not hold")
+        return Saver.write_to(folder, model, run_state.snapshot(self.trainer, False, True, base_weights=base))
 
     def load_weights(self, folder: str | Path) -> None:
         """A saved model's weights into the assembled components; the readers' label maps must be the

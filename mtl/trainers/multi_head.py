@@ -163,9 +163,11 @@ class MultiHeadTrainer:
         """Save the current model now (atomically) into `folder`, with the run state when training has started."""
         return self.checkpoints.save_to(folder)
 
-    def export(self, folder: str | Path) -> Path:
-        """A deployable folder (no training state): `mtl.load(folder)` rebuilds the model with no user code."""
-        return self.checkpoints.export(folder)
+    def export(self, folder: str | Path, base: bool = True) -> Path:
+        """A deployable folder (no training state): `mtl.load(folder)` rebuilds the model with no user code.
+        `base=False` (every task has a LoRA adapter): the adapters and heads alone, a few hundred kilobytes a
+        task; `mtl.load(folder, base=...)` puts them back over the same base encoder."""
+        return self.checkpoints.export(folder, base)
 
     def load_checkpoint(self, folder: str | Path) -> None:
         """Load a saved model's weights into these assembled components (e.g. in a fresh process); the

@@ -12,7 +12,7 @@ from mtl.components.savers import Snapshot
 from mtl.trainers import rng
 
 
-def snapshot(trainer: Any, training: bool = True, strict: bool = False) -> Snapshot:
+def snapshot(trainer: Any, training: bool = True, strict: bool = False, base_weights: bool = True) -> Snapshot:
     """The checkpoint's contents besides the weights: with the run state once training has started (unless
     `training=False`: an export). Every rank calls it alike (the run state gathers every rank's RNG)."""
     best = trainer.best_score
@@ -20,7 +20,7 @@ def snapshot(trainer: Any, training: bool = True, strict: bool = False) -> Snaps
              "tasks": task_steps(trainer.tasks), "best_score": best if math.isfinite(best) else None,
              "precision": trainer.precision}  # what precision="auto" resolved to on the machine that trained
     state_now = run_state(trainer) if training and trainer.optimizer is not None else None
-    return Snapshot.of(trainer.model.backbone, trainer.tasks, state, state_now, strict)
+    return Snapshot.of(trainer.model.backbone, trainer.tasks, state, state_now, strict, base_weights)
 
 
 def task_steps(tasks: list[Any]) -> dict[str, dict[str, int]]:

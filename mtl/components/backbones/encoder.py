@@ -64,6 +64,7 @@ class Encoder(nn.Module):
         self.config = model.config
         self.adapters: dict[str, LoRA] = {}  # LoRA adapters by name (a task's name), mtl.components.backbones.adapters
         self._lora_layers: list[nn.Module] = []
+        self.source: str | None = None  # the name or folder it was loaded from (an adapter folder records it)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, trust_remote_code: bool = False,
@@ -78,6 +79,7 @@ class Encoder(nn.Module):
             kwargs["attn_implementation"] = attention_implementation(config)
         model = transformers.AutoModel.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code, **kwargs)
         encoder = cls(model)
+        encoder.source = str(name_or_path)
         return encoder.keep_layers(layers) if layers is not None else encoder
 
     def keep_layers(self, layers: Sequence[int]) -> "Encoder":
@@ -174,9 +176,14 @@ class Encoder(nn.Module):
                                                         **safe_weights_kwargs(folder, {}))
         self.model.load_state_dict(loaded.state_dict())
 
-    def save(self, folder: str | Path) -> None:
+    def save(self, folder: str | Path, weights: bool = True) -> None:
         """HF format (config.json + model.safetensors): loadable by plain transformers. With adapters, the
-        encoder's own weights alone, under their own names (the adapters are saved apart, in PEFT's format)."""
+        encoder's own weights alone, under their own names (the adapters are saved apart, in PEFT's format);
+        `weights=False`: the config alone (a folder of adapters over a base kept elsewhere)."""
+        if not weights:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            self.config.save_pretrained(str(folder))
+            return
         if not self.adapters:
             self.model.save_pretrained(str(folder), safe_serialization=True)
             return

@@ -54,12 +54,14 @@ class Snapshot:
     spec: dict | None = None
     spec_problem: str | None = None
     run_state: dict | None = None
+    base_weights: bool = True  # False: the encoder's own weights stay out (adapters over a base kept elsewhere)
 
     @classmethod
     def of(cls, backbone: Any, tasks: list[Any], trainer_state: dict, run_state: dict | None = None,
-           strict: bool = False) -> "Snapshot":
+           strict: bool = False, base_weights: bool = True) -> "Snapshot":
         """From the model's tasks (their readers and heads). `strict` (an export): a component that cannot be
-        written as a spec raises ValueError instead of leaving model.json out."""
+        written as a spec raises ValueError instead of leaving model.json out. `base_weights=False`: adapters
+        and heads only, over a base kept elsewhere."""
         tokenizers, tokenizer_of = tokenizer_folders(tasks)
         spec, problem = None, None
         try:
@@ -68,7 +70,9 @@ class Snapshot:
             if strict:
                 raise
             problem = str(error)
-        return cls(label_names(tasks), tokenizers, trainer_state, spec, problem, run_state)
+        if spec is not None and not base_weights:
+            spec["backbone"]["base_weights"] = False
+        return cls(label_names(tasks), tokenizers, trainer_state, spec, problem, run_state, base_weights)
 
 
 def label_names(tasks: list[Any]) -> dict[str, dict[str, list[str]]]:
@@ -86,7 +90,7 @@ def write_checkpoint(folder: Path, model: nn.Module, snapshot: Snapshot, same_mo
     training_state.pt (mtl.components.savers.links). The small JSON files are always written anew."""
     if same_model is None:
         check_finite(model)
-        model.backbone.save(folder / BACKBONE)
+        model.backbone.save(folder / BACKBONE, weights=snapshot.base_weights)
         if getattr(model.backbone, "adapters", None):
             model.backbone.save_adapters(folder / ADAPTERS)
         heads = {k: v.contiguous().cpu() for k, v in unique_state(model.heads)[0].items()}  # a shared head once
@@ -153,7 +157,7 @@ def _adapters_spec(backbone: Any) -> dict:
     if not adapters:
         return {}
     return {"adapters": {name: {"lora": lora.spec(), "folder": f"{ADAPTERS}/{name}"} for name, lora in adapters.items()},
-            "base_checksum": backbone.base_checksum()}
+            "base_checksum": backbone.base_checksum(), "base_source": backbone.source}
 
 
 def _heads_spec(task: Any) -> dict:
@@ -225,6 +229,12 @@ def _at(names: list[str], index: int) -> str:
 
 def load_heads(model: nn.Module, folder: Path) -> None:
     _load_exactly(model.heads, folder / HEADS)
+
+
+def load_heads_of(heads: nn.ModuleDict, tasks: list[str], file: Path) -> None:
+    """The heads of `tasks` (some of a model's tasks: one folder's, when several are served together) from
+    their heads.safetensors."""
+    _load_exactly(nn.ModuleDict({task: heads[task] for task in tasks}), file)
 
 
 def load_training_state(folder: str | Path) -> dict | None:

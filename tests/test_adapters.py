@@ -207,3 +207,61 @@ def test_a_new_adapter_task_is_served_beside_a_deployed_model_over_one_base(voca
         p.numel() for p in base.model.parameters())  # one base, not three encoders
     with pytest.raises(MtlError, match="same task twice"):
         mtl.Predictor.from_folders([deployed, deployed])
+
+
+def test_one_adapter_task_merges_into_a_plain_folder_that_exports_to_onnx(vocab_file, data, tmp_path):
+    from mtl.serving.merge import merge_adapter
+    from mtl.serving.onnx_export import export_onnx
+    from mtl.serving.onnx_runtime import load_onnx
+    trainer = trained(vocab_file, data, (LoRA(r=4, dropout=0.0), LoRA(r=2, dropout=0.0)))
+    small = trainer.export(tmp_path / "small", base=False)
+    full = trainer.export(tmp_path / "full")
+    merged = merge_adapter(small, "slots", tmp_path / "slots", base=full)
+    assert not (merged / "adapters").exists()
+    texts = [row[0] for row in UTTERANCES]
+    expected = [r["slots"] for r in mtl.load(full, precision="fp32").predict(texts)]
+    plain = mtl.load(merged, precision="fp32")
+    assert plain.model.backbone.adapters == {} and [t.name for t in plain.tasks] == ["slots"]
+    assert [r["slots"]["tags"] for r in plain.predict(texts)] == [r["tags"] for r in expected]
+    export_onnx(merged, tmp_path / "slots-onnx")
+    onnx = load_onnx(tmp_path / "slots-onnx")
+    assert [r["slots"]["tags"] for r in onnx.predict(texts)] == [r["tags"] for r in expected]
+    with pytest.raises(MtlError, match="has no adapter here"):
+        merge_adapter(full, "nope", tmp_path / "nope")
+
+
+def test_onnx_export_of_adapter_tasks_names_the_task_to_fold_in(vocab_file, data, tmp_path):
+    from mtl.serving.onnx_export import export_onnx
+    from mtl.serving.onnx_runtime import load_onnx
+    trainer = trained(vocab_file, data, (LoRA(r=4, dropout=0.0), LoRA(r=2, dropout=0.0)), epochs=2)
+    folder = trainer.export(tmp_path / "model")
+    with pytest.raises(MtlError, match="--task NAME"):
+        export_onnx(folder, tmp_path / "onnx")
+    export_onnx(folder, tmp_path / "intent-onnx", task="intent")
+    texts = [row[0] for row in UTTERANCES]
+    assert [r["intent"]["label"] for r in load_onnx(tmp_path / "intent-onnx").predict(texts)] == \
+        [r["intent"]["label"] for r in mtl.load(folder, precision="fp32").predict(texts)]
+
+
+def test_mtl_serve_hosts_a_deployed_model_and_a_later_adapter_task_over_one_base(vocab_file, data, tmp_path):
+    import httpx
+    from mtl.serving.process import ServerProcess, serve_command
+    deployed = trained(vocab_file, data, (LoRA(r=4), LoRA(r=2))).export(tmp_path / "deployed")
+    reader = mtl.reader.IntentSlotReader(vocab_file, 32, seed=3).load_data(data / "train", batch_size=8)
+    later = mtl.Trainer("intent_v2", reader=reader, head=joint_heads(reader)["intent"], adapter=LoRA(r=8))
+    trainer = mtl.MultiHeadTrainer([later], backbone=mtl.backbone.BERT.from_pretrained(deployed / "backbone"),
+                                   lr=5e-3, num_epochs=2, precision="fp32", seed=4)
+    trainer.train(print_steps=0)
+    added = trainer.export(tmp_path / "intent_v2", base=False)
+    command = serve_command(added, "--model", str(deployed), "--threads", "1", "--precision", "fp32")
+    server = ServerProcess(command, tmp_path / "serve.log")
+    try:
+        meta = httpx.get(f"{server.url}/metadata").json()
+        assert meta["tasks"]["intent_v2"]["adapter"]["r"] == 8 and meta["tasks"]["slots"]["adapter"]["r"] == 2
+        texts = [row[0] for row in UTTERANCES[:4]]
+        answer = httpx.post(f"{server.url}/predict", json={"texts": texts, "tasks": ["slots", "intent_v2"]}).json()
+        expected = mtl.Predictor.from_folders([deployed, added], precision="fp32").predict(texts)
+        assert [(r["slots"]["tags"], r["intent_v2"]["label"]) for r in answer["predictions"]] == \
+            [(r["slots"]["tags"], r["intent_v2"]["label"]) for r in expected]
+    finally:
+        assert server.stop(), server.text()[-2000:]

@@ -12,7 +12,7 @@ log = logging.getLogger("mtl")
 def export_onnx_folder(args: argparse.Namespace) -> int:
     import_roots(Path.cwd())  # for --allow-module's modules only, as in predict
     info = export_onnx(args.model, args.onnx, args.quantize, args.opset, trust_code=args.trust_code,
-                       allowed_modules=args.allow_module)
+                       allowed_modules=args.allow_module, task=args.task, base=args.base)
     log.info("wrote %s: %d inputs, %d outputs; largest difference from PyTorch %s", args.onnx, len(info["inputs"]),
              len(info["output_names"]), ", ".join(f"{k} {v:.2e}" for k, v in info["parity"].items()))
     return 0

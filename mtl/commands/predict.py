@@ -15,7 +15,8 @@ log = logging.getLogger("mtl")
 
 def predict(args: argparse.Namespace) -> int:
     import_roots(Path.cwd())  # for --allow-module's modules only: the folder still names nothing else
-    options = LoadOptions(args.device, args.precision, args.threads, args.trust_code, tuple(args.allow_module))
+    options = LoadOptions(args.device, args.precision, args.threads, args.trust_code, tuple(args.allow_module),
+                          base=args.base)
     model = load_model(args.model, args.runtime, options)
     texts = read_utterances(args.input)  # blank lines skipped with a warning naming them; bad UTF-8 named
     records = model.predict(texts, None, args.batch_size)

@@ -19,10 +19,11 @@ def serve(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise MtlError(str(error)) from None
     import_roots(Path.cwd())  # for --allow-module's modules only, as in predict
-    engine = load_engine(model_folder(args.model), args.runtime, args.device, args.precision, args.max_batch_size,
+    first, *beside = [model_folder(folder) for folder in args.model]
+    engine = load_engine(first, args.runtime, args.device, args.precision, args.max_batch_size,
                          args.threads, trust_code=args.trust_code, allowed_modules=args.allow_module,
-                         width_multiple=args.pad_to_multiple_of)
-    log.info("loaded %s (%s runtime; tasks: %s); starting the server on %s", args.model, engine.runtime,
+                         width_multiple=args.pad_to_multiple_of, beside=beside, base=args.base)
+    log.info("loaded %s (%s runtime; tasks: %s); starting the server on %s", ", ".join(args.model), engine.runtime,
              ", ".join(engine.task_names), args.host)
     run_server(engine, limits, args.host, args.port, args.access_log)
     return 0

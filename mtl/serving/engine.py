@@ -71,11 +71,15 @@ class Engine:
 
 def load_engine(folder: str | Path, runtime: str = AUTO, device: str | None = None, precision: str = "auto",
                 batch_size: int = 32, threads: int | None = None, *, trust_code: bool = False,
-                allowed_modules: Sequence[str] | None = None, width_multiple: int | None = 16) -> Engine:
+                allowed_modules: Sequence[str] | None = None, width_multiple: int | None = 16,
+                beside: Sequence[str | Path] = (), base: str | Path | None = None) -> Engine:
     """The folder's model for serving on `runtime` (a name of mtl.serving.runtime.RUNTIMES, or `auto`: the
     first that fits the folder). `threads`: the runtime's intra-op threads (None: its default).
-    `width_multiple`: batch widths rounded up to it (bounded memory: PredictorModel.round_widths)."""
-    options = LoadOptions(device, precision, threads, trust_code, tuple(allowed_modules or ()))
+    `width_multiple`: batch widths rounded up to it (bounded memory: PredictorModel.round_widths).
+    `beside`: folders of adapter tasks served with it over one encoder; `base`: the encoder of a folder of
+    adapters alone."""
+    options = LoadOptions(device, precision, threads, trust_code, tuple(allowed_modules or ()),
+                          tuple(Path(f) for f in beside), Path(base) if base is not None else None)
     _, chosen = pick_runtime(folder, runtime)
     model = chosen.load(Path(folder), options)
     if width_multiple and hasattr(model, "round_widths"):  # a runtime without readers of its own has none

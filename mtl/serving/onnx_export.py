@@ -7,6 +7,7 @@ and refuses (nothing written) when an fp32 output differs from PyTorch's by more
 """
 import json
 import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,6 +22,7 @@ from mtl.components.savers.checkpoint import BACKBONE, HEADS, LABELS, SPEC, STAT
 from mtl.errors import MtlError
 from mtl.predictor import Predictor, load
 from mtl.serving.engine import sample_inputs
+from mtl.serving.merge import merge_adapter
 from mtl.serving.onnx_runtime import ONNX_FILE, ONNX_INFO
 from mtl.version import __version__
 
@@ -108,14 +110,25 @@ def probe(predictor: Predictor, heads: dict[str, Head], batch: dict) -> tuple[li
 
 
 def export_onnx(folder: str | Path, out: str | Path, quantize: str | None = None, opset: int = 17, *,
-                trust_code: bool = False, allowed_modules: Sequence[str] | None = None) -> dict[str, Any]:
-    """Write OUT (see the module docstring); returns what onnx.json records (inputs, outputs, parity)."""
+                trust_code: bool = False, allowed_modules: Sequence[str] | None = None, task: str | None = None,
+                base: str | Path | None = None) -> dict[str, Any]:
+    """Write OUT (see the module docstring); returns what onnx.json records (inputs, outputs, parity). A folder
+    of adapter tasks runs one encoder per adapter, which one graph cannot: `task` names the one to export, its
+    adapter folded into the encoder first (mtl.serving.merge; `base` as for mtl.load)."""
     folder, out = Path(folder), Path(out)
+    if task is not None:
+        with tempfile.TemporaryDirectory(dir=out.parent) as work:
+            merged = merge_adapter(folder, task, Path(work) / "merged", base)
+            return export_onnx(merged, out, quantize, opset, trust_code=trust_code, allowed_modules=allowed_modules)
     if quantize not in QUANTIZATIONS:
         raise MtlError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise MtlError(f"{out}: exists and is not an empty folder; choose another output folder")
-    predictor = load(folder, "cpu", "fp32", trust_code=trust_code, allowed_modules=allowed_modules)
+    predictor = load(folder, "cpu", "fp32", trust_code=trust_code, allowed_modules=allowed_modules, base=base)
+    if predictor.model.backbone.adapters:
+        raise MtlError(f"{folder}: tasks {sorted(predictor.model.backbone.adapters)} run LoRA adapters, one encoder "
+                       "each, and one ONNX graph runs one encoder: export one task with its adapter folded in "
+                       "(`mtl export DIR --onnx OUT --task NAME`)")
     heads, alias = unique_heads(predictor)
     reader = predictor.tasks[0].reader
     inputs, keys = probe(predictor, heads, sample_batch(reader, TRACE_TEXTS))

@@ -150,6 +150,9 @@ class OnnxRuntime:
         return (folder / ONNX_FILE).is_file()
 
     def load(self, folder: Path, options: LoadOptions) -> PredictorModel:
+        if options.beside or options.base is not None:
+            raise MtlError("the onnx runtime runs one exported graph; serve folders of adapter tasks on torch, or "
+                           "export one task with its adapter folded in (mtl export --onnx --task)")
         if options.precision not in ("auto", "fp32"):
             raise MtlError(f"the onnx runtime runs the graph as exported; --precision {options.precision} is for "
                            "torch")

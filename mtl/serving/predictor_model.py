@@ -42,14 +42,17 @@ class PredictorModel:
                           full.precision)
 
     def describe(self) -> dict[str, Any]:
-        """Runtime, device, precision, and the tasks with their heads (record key, class, label field, labels)."""
-        tasks = {}
+        """Runtime, device, precision, and the tasks with their heads (record key, class, label field, labels)
+        and their LoRA adapter (None: the encoder's own weights)."""
+        tasks, adapters = {}, getattr(self.predictor.model.backbone, "adapters", {})
         for task in self.predictor.tasks:
             heads = {}
             for name, head in task.heads.items():
                 field = head.label_fields[0] if head.label_fields else None
                 heads[name] = {"key": self.predictor.keys[(task.name, name)], "class": type(head).__name__,
                                "label_field": field, "labels": task.label_names.get(field) if field else None}
-            tasks[task.name] = {"reader": type(task.reader).__name__, "heads": heads}
+            adapter = adapters.get(task.name)
+            tasks[task.name] = {"reader": type(task.reader).__name__, "heads": heads,
+                                "adapter": {"kind": "lora", **adapter.spec()} if adapter is not None else None}
         return {"runtime": self.runtime, "device": str(self.predictor.device),
                 "precision": self.predictor.precision, "tasks": tasks}

@@ -20,13 +20,16 @@ AUTO = "auto"
 @dataclass(frozen=True)
 class LoadOptions:
     """How to load a folder, whatever the runtime: device, precision, intra-op threads (None: the runtime's
-    default), and what the folder may name beyond mtl's own classes (mtl.safe_load)."""
+    default), what the folder may name beyond mtl's own classes (mtl.safe_load), and for LoRA adapter tasks
+    the folders served beside it and the base encoder (docs/adapters.md)."""
 
     device: str | None = None
     precision: str = "auto"
     threads: int | None = None
     trust_code: bool = False
     allowed_modules: tuple[str, ...] = ()
+    beside: tuple[Path, ...] = ()  # folders of adapter tasks served with the folder, over its one encoder
+    base: Path | None = None  # the encoder a folder of adapters alone goes over
 
 
 class Model(Protocol):

@@ -4,13 +4,14 @@ from pathlib import Path
 
 import torch
 
-from mtl.predictor import load
+from mtl.predictor import Predictor
 from mtl.serving.predictor_model import PredictorModel
 from mtl.serving.runtime import LoadOptions
 
 
 class TorchRuntime:
-    """`mtl.load` on the device and precision asked for; `threads` sets torch's intra-op threads."""
+    """`mtl.load` on the device and precision asked for (with any folders of adapter tasks beside it, over one
+    encoder); `threads` sets torch's intra-op threads."""
 
     def fits(self, folder: Path) -> bool:
         return True
@@ -18,6 +19,7 @@ class TorchRuntime:
     def load(self, folder: Path, options: LoadOptions) -> PredictorModel:
         if options.threads:
             torch.set_num_threads(options.threads)
-        predictor = load(folder, options.device, options.precision, trust_code=options.trust_code,
-                         allowed_modules=list(options.allowed_modules))
+        predictor = Predictor.from_folders([folder, *options.beside], options.device, options.precision,
+                                           trust_code=options.trust_code, allowed_modules=list(options.allowed_modules),
+                                           base=options.base)
         return PredictorModel(predictor, "torch")

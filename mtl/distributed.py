@@ -154,7 +154,7 @@ def ddp_options(model: nn.Module) -> dict[str, bool]:
     same trainable head parameters (one task, or tasks that share their heads), every step trains the same
     set: `static_graph`, with which DDP finds the parameters no step reaches (the pooler under heads that
     read the [CLS] vector) once, in the first step, and never searches again. Otherwise a step of one task
-    leaves the other tasks' heads without a gradient, a different set from step to step: only
+    leaves the other tasks' heads (and LoRA adapters) without a gradient, a different set from step to step: only
     `find_unused_parameters`, which walks the autograd graph after every forward, keeps DDP from waiting
     for those gradients forever."""
     heads = getattr(model, "heads", None)
@@ -162,6 +162,8 @@ def ddp_options(model: nn.Module) -> dict[str, bool]:
         return {"find_unused_parameters": True}  # not mtl's model: nothing known of its steps
     if getattr(getattr(model, "balancer", None), "per_loss_gradients", False):
         return {}  # every backward runs under no_sync and the step averages gradients itself (PCGrad)
+    if len(heads) > 1 and getattr(getattr(model, "backbone", None), "adapters", None):
+        return {"find_unused_parameters": True}  # each task's step trains its own LoRA adapter
     trained = [{id(p) for p in task_heads.parameters() if p.requires_grad} for task_heads in heads.values()]
     if all(own == trained[0] for own in trained):
         return {"static_graph": True}

@@ -13,6 +13,7 @@ Three runs of a tiny two-task model, every rank writing what it ends with under 
   forward, outside DDP's sight.
 - `pooled`: one task whose heads use every parameter (the intent head reads the pooler), accumulating 2
   micro-batches: no parameter is unused, and DDP must not search for unused ones.
+- `adapters`: the two tasks, each with its own LoRA adapter over the frozen encoder.
 Each run's DDP options (static_graph, find_unused_parameters) go in rank 0's report.
 """
 import json
@@ -32,19 +33,23 @@ from mtl import distributed  # noqa: E402
 from mtl.components.savers import checkpoint  # noqa: E402
 
 
-def build(vocab: Path, data: Path, dropout: float = 0.0, init_seed: int = 0, **options) -> "mtl.MultiHeadTrainer":
+def build(vocab: Path, data: Path, dropout: float = 0.0, init_seed: int = 0, adapters: bool = False,
+          **options) -> "mtl.MultiHeadTrainer":
     """Task `joint` (intent + softmax slot heads, global batch 5: 21 examples end on a batch of 1, so one rank
-    runs a stand-in) and task `tagger` (a CRF tagger, batch 7); dev batches of 4."""
+    runs a stand-in) and task `tagger` (a CRF tagger, batch 7); dev batches of 4. `adapters`: each task
+    trains its own LoRA adapter over the frozen encoder."""
     torch.manual_seed(init_seed)
     backbone = tiny_bert(hidden_dropout_prob=dropout)
     joint_reader = mtl.reader.IntentSlotReader(vocab, 32, seed=3).load_data(data / "train", batch_size=5)
     tag_reader = mtl.reader.IntentSlotReader(vocab, 32, seed=4).load_data(data / "train", batch_size=7)
     names = joint_reader.label_names
+    lora = mtl.backbone.LoRA(r=2, dropout=0.0) if adapters else None
     joint = mtl.Trainer("joint", reader=joint_reader, dev_reader=joint_reader.eval_reader(data / "dev", batch_size=4),
-                        head=mtl.head.intent_slot_heads(joint_reader, 32, dropout, False))
+                        head=mtl.head.intent_slot_heads(joint_reader, 32, dropout, False), adapter=lora)
     tagger = mtl.Trainer("tagger", reader=tag_reader, mix_ratio=0.5,
                          dev_reader=tag_reader.eval_reader(data / "dev", batch_size=4),
-                         head=mtl.head.SequenceLabel(len(names["slot_ids"]), 32, dropout, "slot_ids", use_crf=True))
+                         head=mtl.head.SequenceLabel(len(names["slot_ids"]), 32, dropout, "slot_ids", use_crf=True),
+                         adapter=lora)
     options = {"lr": 1e-3, "num_epochs": 2, "precision": "fp32", "seed": 7, "sampling_reference": "joint",
                "device": "cpu", **options}
     return mtl.MultiHeadTrainer([joint, tagger], backbone=backbone, **options)
@@ -105,8 +110,12 @@ def main(vocab: Path, data: Path, out: Path) -> None:
     pooled = solo_trainer(vocab, data, sentence_vector="pooled_output")
     pooled.train(print_steps=0)
     save_file(dict(pooled.solo.model.state_dict()), str(out / f"pooled-rank{rank}.safetensors"))
+    adapted = build(vocab, data, adapters=True, lr=1e-2)
+    adapted.train(print_steps=0)
+    save_file(dict(adapted.model.state_dict()), str(out / f"adapters-rank{rank}.safetensors"))
     report["ddp"] = {name: ddp_options(trainer) for name, trainer in
-                     (("plain", plain), ("solo", solo), ("balanced", balanced), ("pooled", pooled))}
+                     (("plain", plain), ("solo", solo), ("balanced", balanced), ("pooled", pooled),
+                      ("adapters", adapted))}
 
     whole = build(vocab, data, dropout=0.1)
     whole.set_saver(out / "whole", save_steps=3)

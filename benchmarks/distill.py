@@ -6,6 +6,11 @@ Two comparisons, every run kept in results/runs/distill_<data>/ (`--resume` skip
               same seeds: paired differences)
   l3_student  MiniLM-L6 trained directly (re-run here and kept as a model folder) -> a 3-layer student
               (MiniLM's layers 0, 2, 4), against the same 3-layer model fine-tuned directly
+  unlabelled  does text without labels help a student? A fixed tenth of the training set (drawn with seed 0)
+              keeps its labels, the other nine tenths are text alone. An MPNet-base teacher trained on the tenth
+              (up to 20 epochs, early stopping) teaches MiniLM-L6 on the tenth, with and without the unlabelled
+              text (a task without labels sharing the heads, labelled by the teacher alone), against MiniLM-L6
+              trained directly on the tenth; the students at the direct recipe's lr.
 (Serving speed, and the picture of accuracy against it: benchmarks/distill_speed.py, on the folders kept here.)
 The MPNet student's (alpha, temperature) is `--alpha`/`--temperature`, or the pair of `--soft-grid` best on dev
 (first seed, at the student's chosen lr). Students and 3-layer models use the direct MiniLM recipe (results/<data>_joint.json: up to 20 epochs,
@@ -19,13 +24,15 @@ set -> model -> metric, and `ratio` (student over teacher, l3_student over its t
 import argparse
 import json
 import logging
+import random
 
 import torch
 
-from common import RESULTS, RunStore, mean_std, paired_difference, write_result
+from common import DATA, RESULTS, RunStore, mean_std, paired_difference, write_result
 from intent_slot_runs import run_or_load
 
 KEYS = ("intent.accuracy", "slots.f1", "frame_accuracy")
+FRACTION = 0.1  # the labelled share of the training set in the `unlabelled` part
 LAYERS = [0, 2, 4]
 
 
@@ -97,7 +104,8 @@ def main() -> None:
     parser.add_argument("--soft-grid", nargs="+", default=[], metavar="ALPHA:T",
                         help="other (alpha, temperature) pairs for the MPNet student, tried on dev with the first "
                              "seed at the student's chosen lr; the best on dev is run with every seed")
-    parser.add_argument("--parts", nargs="+", choices=("student", "l3_student"), default=["student", "l3_student"])
+    parser.add_argument("--parts", nargs="+", choices=("student", "l3_student", "unlabelled"),
+                        default=["student", "l3_student"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
@@ -124,7 +132,47 @@ def main() -> None:
         models["l3_student"] = summary(lr_then_seeds(store, "l3-student", args, lambda seed: {
             **direct, **soft, "layers": LAYERS,
             "teacher": f"runs/distill_{args.data}/models/direct6-seed{seed}"}, export=True))  # timed by distill_speed
+    if "unlabelled" in args.parts:
+        models.update(unlabelled_part(store, args, direct, soft))
     write(args, models)
+
+
+def subset(data: str) -> tuple[str, str]:
+    """A fixed random tenth of the training set as a labelled folder, the other texts as a text file (under
+    results/runs/distill_<data>/data/; relative to results/)."""
+    out = RESULTS / "runs" / f"distill_{data}" / "data"
+    if not (out / "unlabelled.txt").is_file():
+        rows = {name: (DATA / data / "train" / name).read_text(encoding="utf-8").splitlines()
+                for name in ("seq.in", "seq.out", "label")}
+        order = list(range(len(rows["seq.in"])))
+        random.Random(0).shuffle(order)
+        cut = round(FRACTION * len(order))
+        (out / "labelled").mkdir(parents=True, exist_ok=True)
+        for name, lines in rows.items():
+            (out / "labelled" / name).write_text("".join(lines[i] + "\n" for i in sorted(order[:cut])),
+                                                 encoding="utf-8")
+        (out / "unlabelled.txt").write_text("".join(rows["seq.in"][i] + "\n" for i in sorted(order[cut:])),
+                                            encoding="utf-8")
+    base = f"runs/distill_{data}/data"
+    return f"{base}/labelled", f"{base}/unlabelled.txt"
+
+
+def unlabelled_part(store: RunStore, args: argparse.Namespace, direct: dict, soft: dict) -> dict[str, dict]:
+    labelled, texts = subset(args.data)
+    mpnet = json.loads((RESULTS / f"{args.data}_joint_mpnet.json").read_text(encoding="utf-8"))
+    teacher = {k: v for k, v in mpnet["settings"].items() if k not in ("lr_candidates", "head_lr_scale")}
+    teacher.update(epochs=20, patience=3, train_folder=labelled)
+    small = {**direct, "train_folder": labelled}
+    runs: dict[str, list[dict]] = {}
+    for seed in args.seeds:
+        folder = f"runs/distill_{args.data}/models/teacher10-seed{seed}"
+        runs.setdefault("teacher10", []).append(
+            run_or_load(store, f"teacher10-seed{seed}", args.data, "joint", seed, teacher, args.resume, True))
+        for name, extra in (("direct10", {}), ("student10", {**soft, "teacher": folder}),
+                            ("student10_unlabelled", {**soft, "teacher": folder, "unlabelled": texts})):
+            runs.setdefault(name, []).append(run_or_load(store, f"{name}-seed{seed}", args.data, "joint", seed,
+                                                         {**small, **extra}, args.resume))
+    return {name: summary(records) for name, records in runs.items()}
 
 
 def write(args: argparse.Namespace, models: dict[str, dict]) -> None:
@@ -132,20 +180,23 @@ def write(args: argparse.Namespace, models: dict[str, dict]) -> None:
     path = RESULTS / "distill_intent_slot.json"
     kept = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     metrics, details, ratio = kept.get("metrics", {}), kept.get("details", {}), kept.get("ratio", {})
+    printed, models = models, {**details.get(args.data, {}), **models}  # the parts run now, over those kept
     metrics[args.data] = {name: model["metrics"] for name, model in models.items()}
     details[args.data] = models
     pairs = {"student": "teacher", "l3_student": "direct6"}
     ratio[args.data] = {name: {k: round(models[name]["metrics"][k] / models[of]["metrics"][k], 4) for k in KEYS}
                         for name, of in pairs.items() if name in models and of in models}
     paired = {f"{a}-{b}": {k: paired_difference(models[a]["per_seed"][k], models[b]["per_seed"][k]) for k in KEYS}
-              for a, b in (("student", "direct"), ("l3_student", "l3_direct")) if a in models and b in models}
+              for a, b in (("student", "direct"), ("l3_student", "l3_direct"), ("student10", "direct10"),
+                           ("student10_unlabelled", "student10"), ("student10_unlabelled", "direct10"))
+              if a in models and b in models}
     write_result("distill_intent_slot", {
         "data": "ATIS/SNIPS joint intent + slots; model chosen on dev, test once, seeds paired",
         "settings": {"alpha": args.alpha, "temperature": args.temperature, "soft_grid": args.soft_grid,
                      "lrs": args.lrs, "seeds": args.seeds, "l3_layers": LAYERS},
         "metrics": metrics, "ratio": ratio, "paired": {**kept.get("paired", {}), args.data: paired},
         "details": details})
-    for name, model in models.items():
+    for name, model in printed.items():
         print(f"{args.data:<6}{name:<12}" + "  ".join(f"{k} {model['metrics'][k]:6.2f} ± {model['std'][k]:.2f}"
                                                  for k in KEYS))
 

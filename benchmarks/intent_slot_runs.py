@@ -9,7 +9,9 @@ benchmark loses at most the run in progress, and `--resume` skips the runs alrea
 A setting `encoder` names an encoder assembled by `mtl get-encoder` (default: MiniLM); `layers` keeps only
 those encoder layers; `teacher` (a model folder under results/) makes the run a distilled student
 (`alpha`, `temperature`); `adapter` (LoRA's arguments) trains the task as a LoRA adapter over the frozen
-encoder. Settings added later count as their default in records written before them.
+encoder; `train_folder` (under results/) trains on another training set than the data set's own (a subset);
+`unlabelled` (a text file under results/) adds its texts as a task without labels that shares the heads,
+labelled by the teacher. Settings added later count as their default in records written before them.
 """
 import time
 from pathlib import Path
@@ -27,7 +29,8 @@ HEADS = {"joint": ("intent", "slots"), "intent": ("intent",), "slots": ("slots",
 DEFAULTS = {"epochs": 5.0, "lr": 1e-4, "batch_size": 32, "max_seqlen": 64, "precision": "auto",
             "slot_loss_coef": 1.0, "crf": False, "sentence_vector": "pooled_output", "max_grad_norm": 1.0,
             "balancer": "sum", "patience": None, "head_lr": None,
-            "layers": None, "teacher": None, "alpha": 0.5, "temperature": 2.0, "adapter": None}
+            "layers": None, "teacher": None, "alpha": 0.5, "temperature": 2.0, "adapter": None,
+            "train_folder": None, "unlabelled": None}
 TEACHER_CACHE = RESULTS / "runs" / "teacher_targets"  # a teacher's targets, computed once per data set
 
 
@@ -48,7 +51,7 @@ def train_run(data: str, mode: str, seed: int, settings: dict[str, Any], model_d
     torch.manual_seed(seed)
     model_dir = model_dir or (encoder_dir(s["encoder"]) if "encoder" in s else minilm_dir())
     reader = mtl.reader.IntentSlotReader(model_dir, s["max_seqlen"], seed=seed)
-    reader.load_data(folder / "train", batch_size=s["batch_size"])
+    reader.load_data(RESULTS / s["train_folder"] if s["train_folder"] else folder / "train", batch_size=s["batch_size"])
     dev, test = (reader.eval_reader(folder / split, batch_size=128) for split in ("dev", "test"))
     encoder = mtl.backbone.BERT.from_pretrained(model_dir, layers=s["layers"])
     heads = mtl.head.intent_slot_heads(reader, encoder.hidden_size, 0.1, use_crf=s["crf"],
@@ -59,9 +62,10 @@ def train_run(data: str, mode: str, seed: int, settings: dict[str, Any], model_d
     trainer.build_backward(mtl.optimizer.Adam(lr=s["lr"], max_grad_norm=s["max_grad_norm"], head_lr=s["head_lr"]))
     if s["teacher"]:  # a folder under results/: the teacher labels the training data once (cached)
         teacher = Teacher(RESULTS / s["teacher"], temperature=s["temperature"], cache_dir=TEACHER_CACHE)
-        distill_into(trainer, teacher, alpha=s["alpha"])
+        distill_into(trainer, {task.name: teacher for task in tasks}, alpha=s["alpha"])
+    tasks = [task for task in tasks if task.reuse_head_with is None]  # scored: the tasks with heads of their own
     selector = mtl.Selector(early_stopping_patience=s["patience"])
-    every = reader.steps_per_epoch * len(tasks)  # an epoch of the reference task's data, in steps
+    every = reader.steps_per_epoch * len(trainer.tasks)  # an epoch of the reference task's data, in steps
     started = time.perf_counter()
     result = trainer.train(print_steps=0, eval_steps=every, selector=selector)
     seconds = time.perf_counter() - started
@@ -91,8 +95,13 @@ def _tasks(data: str, mode: str, reader: Any, dev: Any, heads: dict, seed: int, 
     """One task with the mode's heads; or PALM's two-task form: a `slots` task and an `intent` task, each
     with its own reader over the same data (own batch order), drawn 1:1 by mix ratio."""
     if mode != "two_task":
-        return [mtl.Trainer(data, reader=reader, head={h: heads[h] for h in HEADS[mode]}, dev_reader=dev,
-                            adapter=s["adapter"])]
+        main = mtl.Trainer(data, reader=reader, head={h: heads[h] for h in HEADS[mode]}, dev_reader=dev,
+                           adapter=s["adapter"])
+        if not s["unlabelled"]:
+            return [main]
+        texts = (RESULTS / s["unlabelled"]).read_text(encoding="utf-8").splitlines()
+        return [main, mtl.Trainer(f"{data}_unlabelled", reader=reader.from_texts(texts, s["batch_size"]),
+                                  reuse_head_with=main)]
     intent_reader = mtl.reader.IntentSlotReader(minilm_dir(), s["max_seqlen"], seed=seed + 1000)
     intent_reader.load_data(DATA / data / "train", batch_size=s["batch_size"])
     return [mtl.Trainer("slots", reader=reader, head={"slots": heads["slots"]}, dev_reader=dev),

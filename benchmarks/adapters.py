@@ -42,16 +42,6 @@ MAIN = {"atis": "frame_accuracy", "snips": "frame_accuracy", "conll": "f1", "sst
 STORE = RunStore("adapters")
 
 
-def keep(key: str, settings: dict, resume: bool, run) -> dict:
-    """The kept run when `resume` and its settings match, else `run()`'s record (kept when it ends)."""
-    stored = STORE.load(key)
-    if resume and stored is not None and stored["settings"] == settings:
-        return stored
-    record = run()
-    STORE.save(key, record)
-    return record
-
-
 def recipe(task: str, method: str, lr: float, seed: int, args: argparse.Namespace) -> dict:
     """One run of `task` by `method` at `lr` (kept; seed 1's model kept as a folder)."""
     key = f"{task}-{method}-lr{lr:g}-seed{seed}"
@@ -69,10 +59,10 @@ def recipe(task: str, method: str, lr: float, seed: int, args: argparse.Namespac
         old = RunStore("conll2003_ner").load(f"{reference['chosen']}-seed{seed}")
         if method == "full" and old is not None and old["settings"] == settings:
             return old  # ner.py's run of the same recipe
-        return keep(key, settings, args.resume,
+        return STORE.keep(key, settings, args.resume,
                     lambda: train_one(seed, reference["chosen"] == "crf", settings, export_to=export))
     settings = {"epochs": args.glue_epochs[task], "lr": lr, "adapter": adapter}
-    return keep(key, {**settings, "patience": 2}, args.resume, lambda: glue_run(task, seed, settings, export))
+    return STORE.keep(key, {**settings, "patience": 2}, args.resume, lambda: glue_run(task, seed, settings, export))
 
 
 def dev_score(record: dict) -> float:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from chinese_tasks import ERNIE, ERNIE_CMRC_DEV, EXAMPLE, METRIC, TASKS, best_dev, cell, paired, steps_per_epoch
+from chinese_tasks import ERNIE, ERNIE_CMRC_DEV, EXAMPLE, METRIC, TASKS, best_dev, cell, paired, train_config
 from common import DATA, RESULTS, RunStore, load_average, mean_std, write_result
 from mtl.components.backbones.store import encoder_dir
 from mtl.components.backbones.trim import trim_vocabulary
@@ -61,18 +61,9 @@ def config_for(encoder: Path, tasks: tuple[str, ...], seed: int, lr: float, save
 
 
 def train_one(model: str, tasks: tuple[str, ...], seed: int, lr: float) -> dict:
-    with tempfile.TemporaryDirectory() as scratch:
-        run = build_run(config_for(encoders()[model], tasks, seed, lr, Path(scratch)))
-        started = time.perf_counter()
-        result = run.trainer.train(print_steps=0, eval_steps=steps_per_epoch(run.trainer), selector=run.selector)
-        seconds = time.perf_counter() - started
-        run.trainer.load_best()
-        test = run.trainer.evaluate(run.eval_readers("test"))
-    scores = {name: round(test[name][METRIC[name]], 2) for name in tasks}
-    print(f"{model} {'+'.join(tasks)} lr {lr:g} seed {seed}: {scores}; {seconds:.0f}s", flush=True)
-    return {"model": model, "tasks": list(tasks), "seed": seed, "lr": lr, "test": scores, "all_test_metrics": test,
-            "steps": result["steps"], "train_seconds": round(seconds, 1), "precision": run.trainer.precision,
-            "dev_history": [{"step": h["step"], "metrics": h["metrics"]} for h in result["history"]]}
+    def make(save_path: Path):
+        return config_for(encoders()[model], tasks, seed, lr, save_path)
+    return {"model": model, **train_config(make, model, tasks, seed, lr)}
 
 
 def run_or_load(model: str, tasks: tuple[str, ...], seed: int, lr: float, resume: bool) -> dict:

@@ -24,6 +24,7 @@ import math
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -69,18 +70,25 @@ def steps_per_epoch(trainer: MultiHeadTrainer) -> int:
 
 
 def train_one(init: str, tasks: tuple[str, ...], seed: int, lr: float) -> dict:
+    record = train_config(lambda save_path: run_config(init, tasks, seed, lr, save_path), init, tasks, seed, lr)
+    return {"init": init, **record, "encoder_checksum": encoder_checksum()}
+
+
+def train_config(make_config: Callable[[Path], Any], name: str, tasks: tuple[str, ...], seed: int,
+                 lr: float) -> dict:
+    """Train the run `make_config(save_path)` describes (checkpoints in a scratch folder), selecting on dev after
+    each epoch of its reference task; test the best once. Its record (also chinese_me5.py's)."""
     with tempfile.TemporaryDirectory() as scratch:
-        run = build_run(run_config(init, tasks, seed, lr, Path(scratch)))
+        run = build_run(make_config(Path(scratch)))
         started = time.perf_counter()
         result = run.trainer.train(print_steps=0, eval_steps=steps_per_epoch(run.trainer), selector=run.selector)
         seconds = time.perf_counter() - started
         run.trainer.load_best()
         test = run.trainer.evaluate(run.eval_readers("test"))
-    scores = {name: round(test[name][METRIC[name]], 2) for name in tasks}
-    print(f"{init} {'+'.join(tasks)} lr {lr:g} seed {seed}: {scores}; {seconds:.0f}s", flush=True)
-    return {"init": init, "tasks": list(tasks), "seed": seed, "lr": lr, "test": scores, "all_test_metrics": test,
-            "steps": result["steps"], "train_seconds": round(seconds, 1), "encoder_checksum": encoder_checksum(),
-            "precision": run.trainer.precision,
+    scores = {task: round(test[task][METRIC[task]], 2) for task in tasks}
+    print(f"{name} {'+'.join(tasks)} lr {lr:g} seed {seed}: {scores}; {seconds:.0f}s", flush=True)
+    return {"tasks": list(tasks), "seed": seed, "lr": lr, "test": scores, "all_test_metrics": test,
+            "steps": result["steps"], "train_seconds": round(seconds, 1), "precision": run.trainer.precision,
             "dev_history": [{"step": h["step"], "metrics": h["metrics"]} for h in result["history"]]}
 
 

@@ -10,6 +10,7 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -105,6 +106,15 @@ class RunStore:
     def load(self, key: str) -> dict | None:
         path = self.path(key)
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def keep(self, key: str, settings: dict, resume: bool, run: Callable[[], dict]) -> dict:
+        """The kept run when `resume` and its settings match, else `run()`'s record (kept when it ends)."""
+        stored = self.load(key)
+        if resume and stored is not None and stored["settings"] == settings:
+            return stored
+        record = run()
+        self.save(key, record)
+        return record
 
     def save(self, key: str, record: dict) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)

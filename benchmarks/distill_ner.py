@@ -32,16 +32,6 @@ KEYS = ("f1", "precision", "recall")
 PUBLISHED = {"textbrewer_3_layer_student.f1": 87.5}
 
 
-def keep(store: RunStore, key: str, resume: bool, settings: dict, run) -> dict:
-    """The kept run when `resume` and its settings match, else `run()`'s record (kept when it ends)."""
-    stored = store.load(key)
-    if resume and stored is not None and stored["settings"] == settings:
-        return stored
-    record = run()
-    store.save(key, record)
-    return record
-
-
 def teachers(store: RunStore, args: argparse.Namespace, crf: bool, direct: dict) -> tuple[list[dict], float]:
     """The teacher runs of every seed at the lr picked on valid with the first seed; and that lr."""
     settings = {**direct, "epochs": args.teacher_epochs, "patience": args.patience}
@@ -49,7 +39,7 @@ def teachers(store: RunStore, args: argparse.Namespace, crf: bool, direct: dict)
     def run(lr: float, seed: int) -> dict:
         key = f"teacher-lr{lr:g}-seed{seed}"
         scaled = {**settings, "lr": lr, "head_lr": lr * args.head_lr_scale}
-        return keep(store, key, args.resume, scaled, lambda: train_one(
+        return store.keep(key, scaled, args.resume, lambda: train_one(
             seed, crf, scaled, str(encoder_dir(args.encoder)), export_to=store.folder / "models" / key))
     first = args.seeds[0]
     scores = {lr: run(lr, first)["best_dev_f1"] for lr in args.teacher_lrs}
@@ -80,7 +70,7 @@ def main() -> None:
     models = {"teacher": summary(teacher_runs)}
     if "student" in args.parts:
         soft = {**direct, "alpha": args.alpha, "temperature": args.temperature}
-        models["student"] = summary([keep(store, f"student-seed{seed}", args.resume, soft, lambda seed=seed: train_one(
+        models["student"] = summary([store.keep(f"student-seed{seed}", soft, args.resume, lambda seed=seed: train_one(
             seed, crf, soft, teacher=store.folder / "models" / f"teacher-lr{lr:g}-seed{seed}"))
             for seed in args.seeds])
         direct_store = RunStore("conll2003_ner")

@@ -7,13 +7,15 @@ for the GLUE tasks, whose test labels are not public) for each seed:
   - every task alone, and every pair of tasks trained together;
   - the gain of each pair member over its single-task run (points of its `score`: the main metric of a
     one-head task; for SNIPS the mean of intent accuracy, slot F1 and sentence accuracy);
-  - one run of all tasks together with `affinity_every` on: the lookahead (TAG) and gradient-cosine
-    matrices, averaged over the run.
-Then: Spearman correlation between each estimate's Z(i -> j) and the measured gain of j when trained with i;
+  - one run of all tasks together with the estimate on (every `--affinity-every` steps, `--probe-size`
+    examples per task): the first-order lookahead (TAG) and gradient-cosine matrices averaged over the run,
+    and every `--exact-every` steps the exact lookahead beside the first-order one on the same batches.
+Then: Spearman correlation between each estimate's Z(i -> j) and the measured gain of j when trained with i
+(and between the first-order and the exact lookahead where both were taken);
 the grouping the estimate suggests (at most `--max-groups` groups) scored as the mean over tasks of each
 task's score in its group's run (pairs and singles measured; larger groups trained here), against all
 tasks together and all apart; and the estimate's cost as a fraction of the all-tasks run and of the
-exhaustive runs' training (both timed inside the all-tasks run: see `costs`).
+exhaustive runs' training (both timed inside the all-tasks run: see `costs`; the exact checks apart).
 Every run is kept in results/runs/task_affinity/ (`--resume` skips it). Writes results/task_affinity.json.
 
     python benchmarks/task_affinity.py --seeds 1 2 --steps-per-task 600 --resume
@@ -30,6 +32,7 @@ import torch
 
 import mtl
 from common import DATA, RESULTS, RunStore, mean_std, minilm_dir, write_result
+from mtl.trainers.affinity import AffinityEstimator
 from mtl.trainers.task_groups import best_grouping
 
 TASKS = ("atis_intent", "atis_slots", "snips", "conll", "sst2", "mrpc")
@@ -71,7 +74,7 @@ def glue_files(name: str) -> dict:
     return example.prepare(out=RESULTS / "runs" / "task_affinity" / "data" / name)
 
 
-def train(names: tuple[str, ...], seed: int, args: argparse.Namespace, affinity_every: int | None = None) -> dict:
+def train(names: tuple[str, ...], seed: int, args: argparse.Namespace, affinity: bool = False) -> dict:
     """One run of `names` together; each task's test metrics (and the affinity matrices when asked)."""
     torch.manual_seed(seed)
     built = [build_task(name, seed) for name in names]
@@ -79,7 +82,9 @@ def train(names: tuple[str, ...], seed: int, args: argparse.Namespace, affinity_
     reference = tasks[0].reader
     epochs = args.steps_per_task * reference.batch_size / reference.num_examples  # steps of the reference task
     trainer = mtl.MultiHeadTrainer(tasks, backbone=mtl.backbone.BERT.from_pretrained(minilm_dir()), lr=args.lr,
-                                   num_epochs=epochs, seed=seed, affinity_every=affinity_every)
+                                   num_epochs=epochs, seed=seed)
+    if affinity:
+        trainer.affinity = AffinityEstimator(args.affinity_every, args.probe_size, args.exact_every)
     started = time.perf_counter()
     result = trainer.train(print_steps=0)
     seconds = time.perf_counter() - started
@@ -88,17 +93,28 @@ def train(names: tuple[str, ...], seed: int, args: argparse.Namespace, affinity_
               "precision": trainer.precision, "test": scores,
               "main": {name: scores[name]["score"] for name in names}}
     if trainer.affinity is not None:
-        record.update(tag=trainer.affinity.tag, grad_cosine=trainer.affinity.cosine,
-                      affinity_seconds=round(trainer.affinity.seconds, 1), estimates=len(trainer.affinity.history))
+        estimator, exact = trainer.affinity, [h for h in trainer.affinity.history if "tag_exact" in h]
+        record.update(tag=estimator.tag, grad_cosine=estimator.cosine, tag_exact=estimator.tag_exact,
+                      tag_at_exact=mean_matrix([h["tag"] for h in exact]), estimates=len(estimator.history),
+                      exact_estimates=len(exact), affinity_seconds=round(estimator.seconds, 1),
+                      exact_seconds=round(estimator.exact_seconds, 1), estimator=estimator_settings(args))
     print(f"{'+'.join(names)} seed {seed}: " + ", ".join(f"{k} {v:.2f}" for k, v in record["main"].items())
           + f"; {seconds:.0f}s", flush=True)
     return record
 
 
+def estimator_settings(args: argparse.Namespace) -> dict:
+    return {"every": args.affinity_every, "probe_size": args.probe_size, "exact_every": args.exact_every}
+
+
+def mean_matrix(matrices: list[dict]) -> dict:
+    return {i: {j: float(np.mean([m[i][j] for m in matrices])) for j in matrices[0]} for i in matrices[0]}
+
+
 def run(store: RunStore, names: tuple[str, ...], seed: int, args: argparse.Namespace, **options) -> dict:
     key = f"{'+'.join(names)}-seed{seed}" + ("-affinity" if options else "")
     stored = store.load(key)
-    if args.resume and stored is not None:
+    if args.resume and stored is not None and (not options or stored.get("estimator") == estimator_settings(args)):
         return stored
     record = train(names, seed, args, **options)
     store.save(key, record)
@@ -116,7 +132,9 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     parser.add_argument("--steps-per-task", type=int, default=600)
     parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--affinity-every", type=int, default=25)
+    parser.add_argument("--affinity-every", type=int, default=100, help="steps between two estimates")
+    parser.add_argument("--probe-size", type=int, default=16, help="examples per task in an estimate")
+    parser.add_argument("--exact-every", type=int, default=500, help="steps between two exact lookaheads")
     parser.add_argument("--max-groups", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--resume", action="store_true")
@@ -126,15 +144,17 @@ def main() -> None:
     store, names = RunStore("task_affinity"), tuple(args.tasks)
     singles = {(n, s): run(store, (n,), s, args) for n in names for s in args.seeds}
     pairs = {(p, s): run(store, p, s, args) for p in itertools.combinations(names, 2) for s in args.seeds}
-    together = [run(store, names, s, args, affinity_every=args.affinity_every) for s in args.seeds]
+    together = [run(store, names, s, args, affinity=True) for s in args.seeds]
     alone = {n: mean_std([singles[(n, s)]["main"][n] for s in args.seeds])[0] for n in names}
     gain = {(i, j): mean_std([pairs[(tuple(sorted((i, j), key=names.index)), s)]["main"][j] for s in args.seeds])[0]
             - alone[j] for i in names for j in names if i != j}
-    estimates = {kind: {i: {j: float(np.mean([r[kind][i][j] for r in together])) for j in names} for i in names}
-                 for kind in ("tag", "grad_cosine")}
+    estimates = {kind: mean_matrix([r[kind] for r in together]) for kind in ("tag", "grad_cosine", "tag_exact")}
     ordered = sorted(gain)
     metrics = {f"spearman.{kind}": round(spearman([estimates[kind][i][j] for i, j in ordered],
                                                   [gain[(i, j)] for i, j in ordered]), 3) for kind in estimates}
+    metrics["lookahead.first_order_vs_exact_spearman"] = round(float(np.mean([spearman(
+        [r["tag_at_exact"][i][j] for i, j in ordered], [r["tag_exact"][i][j] for i, j in ordered])
+        for r in together])), 3)
     groups, _ = best_grouping(estimates["tag"], args.max_groups)
     metrics.update(grouping_scores(store, groups, names, singles, pairs, together, args))
     metrics.update(costs(together, [*singles.values(), *pairs.values()], len(args.seeds)))
@@ -152,11 +172,14 @@ def costs(together: list[dict], exhaustive: list[dict], seeds: int) -> dict[str,
     are costed at the all-tasks run's mean step time (every task has the same number of steps in them)."""
     step = [(r["train_seconds"] - r["affinity_seconds"]) / r["steps"] for r in together]
     exhaustive_steps = sum(r["steps"] for r in exhaustive) / seeds
-    return {"cost.fraction_of_run": round(float(np.mean([r["affinity_seconds"] / (r["train_seconds"]
-                                                                                 - r["affinity_seconds"])
-                                                         for r in together])), 4),
-            "cost.fraction_of_exhaustive": round(float(np.mean([r["affinity_seconds"] / (exhaustive_steps * s)
-                                                                for r, s in zip(together, step)])), 4),
+    estimate = [r["affinity_seconds"] - r["exact_seconds"] for r in together]  # the exact checks apart
+    return {"cost.fraction_of_run": round(float(np.mean([e / (r["train_seconds"] - r["affinity_seconds"])
+                                                         for e, r in zip(estimate, together)])), 4),
+            "cost.fraction_of_exhaustive": round(float(np.mean([e / (exhaustive_steps * s)
+                                                                for e, s in zip(estimate, step)])), 4),
+            "cost.exact_fraction_of_run": round(float(np.mean([r["exact_seconds"] / (r["train_seconds"]
+                                                                                    - r["affinity_seconds"])
+                                                               for r in together])), 4),
             "cost.exhaustive_wall_seconds": round(sum(r["train_seconds"] for r in exhaustive), 1)}
 
 

@@ -2,7 +2,8 @@
 
     mtl train CONFIG.yaml [--resume|--overwrite]  check the config, build, train; checkpoints in saver.save_path
     mtl distill CONFIG.yaml [--resume|--overwrite]  the same for a student: the config's `distill:` names teachers
-    mtl affinity CONFIG.yaml [--every 50] [--groups 3]  train with task-affinity estimates; grouping advice
+    mtl affinity CONFIG.yaml [--every 50] [--groups 3] [--probe-size N]  train with task-affinity estimates, then
+                                            grouping advice
     mtl eval CONFIG.yaml [--checkpoint DIR] [--split test|dev]
     mtl predict --model DIR --input FILE [--output FILE] [--runtime auto] [--allow-module MODULE] [--trust-code]
     mtl serve --model DIR [--model ADAPTERS_DIR ...] [--base DIR] [--port 8000] [--runtime auto]
@@ -99,6 +100,10 @@ def _parser() -> argparse.ArgumentParser:
         if verb == "affinity":
             train.add_argument("--every", type=_positive, default=50, help="steps between two estimates")
             train.add_argument("--groups", type=_positive, default=3, help="at most this many groups")
+            train.add_argument("--probe-size", type=_positive, help="examples per task in one estimate (default: "
+                               "the task's batch size)")
+            train.add_argument("--exact-every", type=_positive, help="also take TAG's exact lookahead (n x n more "
+                               "forwards) every this many steps, a multiple of --every")
     evaluate = command("eval", "score a trained model on each task's test (or dev) data")
     evaluate.add_argument("config", help="the run config it was trained with")
     evaluate.add_argument("--checkpoint", help="checkpoint folder (default: save_path/best, else save_path/final)")

@@ -17,6 +17,8 @@ def two_tasks(vocab_file, tmp_path):
     write_intent_slot(tmp_path / "dev", UTTERANCES)
     trainer = two_task_trainer(vocab_file, tmp_path, num_epochs=1)
     trainer.train(print_steps=0)  # a model and an optimizer state that have moved
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = 1e-3  # the schedule ended at 0: a step of 0 would change no loss
     return trainer
 
 
@@ -31,8 +33,11 @@ def test_an_estimate_leaves_weights_gradients_and_random_streams_as_they_were(tw
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     grads = [p.grad.clone() for p in model.parameters()]
     rng = torch.get_rng_state()
-    record = AffinityEstimator(every=1).estimate(model, batches_of(two_tasks), lr=1e-3)
+    optimizer_state = {id(p): {k: v.clone() for k, v in s.items()} for p, s in two_tasks.optimizer.state.items()}
+    record = AffinityEstimator(every=1).estimate(model, batches_of(two_tasks), two_tasks.optimizer)
     assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+    assert all(torch.equal(optimizer_state[id(p)][k], v) for p, s in two_tasks.optimizer.state.items()
+               for k, v in s.items())
     assert all(torch.equal(g, p.grad) for g, p in zip(grads, model.parameters()))
     assert torch.equal(rng, torch.get_rng_state())
     assert set(record["tag"]) == {"slot", "intent"} and set(record["tag"]["slot"]) == {"slot", "intent"}
@@ -41,12 +46,74 @@ def test_an_estimate_leaves_weights_gradients_and_random_streams_as_they_were(tw
 def test_a_step_on_a_tasks_own_gradient_lowers_its_loss(two_tasks):
     estimator = AffinityEstimator(every=1)
     for _ in range(2):
-        estimator.estimate(two_tasks.model, batches_of(two_tasks), lr=1e-3)
+        estimator.estimate(two_tasks.model, batches_of(two_tasks), two_tasks.optimizer)
     assert len(estimator.history) == 2
+    assert two_tasks.model.training  # dropout is off during an estimate only
     for task in ("slot", "intent"):
-        assert estimator.tag[task][task] > 0  # dropout draws the same masks before and after
+        assert estimator.tag[task][task] > 0  # the same network before and after, but for the step
         assert estimator.cosine[task][task] == pytest.approx(1.0, abs=1e-5)
     assert estimator.cosine["slot"]["intent"] == pytest.approx(estimator.cosine["intent"]["slot"])
+
+
+def test_without_a_step_nothing_changes_though_the_model_has_dropout(two_tasks):
+    for group in two_tasks.optimizer.param_groups:
+        group["lr"] = 0.0
+    record = AffinityEstimator(every=1, exact_every=1).estimate(two_tasks.model, batches_of(two_tasks),
+                                                                 two_tasks.optimizer)
+    assert all(z == 0.0 for row in record["tag_exact"].values() for z in row.values())  # the same masks, or none
+
+
+def test_the_first_order_lookahead_agrees_with_the_exact_one_at_a_fine_tuning_step(two_tasks):
+    for group in two_tasks.optimizer.param_groups:
+        group["lr"] = 1e-4
+    estimator = AffinityEstimator(every=1, exact_every=1)
+    estimator.estimate(two_tasks.model, batches_of(two_tasks), two_tasks.optimizer)
+    first, exact = estimator.tag, estimator.tag_exact
+    for i in first:
+        for j in first:
+            assert first[i][j] == pytest.approx(exact[i][j], rel=0.05, abs=1e-6)
+    assert first["slot"]["slot"] > 0 and first["intent"]["intent"] > 0
+
+
+def test_the_lookahead_is_a_tasks_share_of_the_step_adam_would_take():
+    from mtl.trainers.affinity import lookahead_steps
+    weight = torch.nn.Parameter(torch.tensor([1.0, 1.0, 1.0]))
+    adam = torch.optim.AdamW([weight], lr=0.1, betas=(0.9, 0.99), eps=1e-8)
+    weight.grad = torch.tensor([2.0, 2.0, 2.0])
+    adam.step()  # a second moment that has seen one gradient
+    before = {k: v.clone() for k, v in adam.state[weight].items()}
+    g = torch.tensor([[2.0, 0.2, -4.0], [0.0, 1.0, 0.0]])  # two tasks' gradients, one row each
+    steps = lookahead_steps({"w": weight}, g, adam, lr=0.0)
+    for row, task in zip(steps, g):
+        second = (0.99 * before["exp_avg_sq"] + 0.01 * task * task) / (1 - 0.99 ** 2)
+        assert torch.allclose(row, 0.1 * 0.1 * task / (second.sqrt() + 1e-8))  # (1 - beta1) of the step
+    assert all(torch.equal(before[k], v) for k, v in adam.state[weight].items())  # read, never written
+    sgd = torch.optim.SGD([weight], lr=0.5)
+    assert torch.allclose(lookahead_steps({"w": weight}, g, sgd, lr=0.0), 0.5 * g)
+    assert torch.allclose(lookahead_steps({"w": weight}, g, None, lr=0.01), 0.01 * g)
+
+
+def test_the_token_embedding_table_is_left_out(two_tasks):
+    from mtl.trainers.affinity import shared_parameters
+    shared = shared_parameters(two_tasks.model)
+    assert all(p is not two_tasks.model.backbone.word_embeddings for p in shared.values())
+    assert any("position_embeddings" in name for name in shared) and any("layer.0." in name for name in shared)
+
+
+def test_probe_batches_draw_every_example_in_an_order_of_their_own(two_tasks):
+    from mtl.trainers.loop import probe_batches
+    reader = two_tasks.tasks[0].reader
+    rng, position = torch.get_rng_state(), (reader.epoch, reader.position)
+    stream = probe_batches(reader, size=3)
+    count = -(-reader.num_examples // 3)
+    batches = [next(stream) for _ in range(count + 1)]
+    assert [len(b["input_ids"]) for b in batches[:count]] == [3] * (count - 1) + [reader.num_examples - 3 * (count - 1)]
+    assert torch.equal(batches[count]["input_ids"], batches[0]["input_ids"])  # then over again
+    assert torch.equal(rng, torch.get_rng_state()) and (reader.epoch, reader.position) == position
+    with pytest.raises(ValueError, match="probe_size"):
+        AffinityEstimator(every=5, probe_size=0)
+    with pytest.raises(ValueError, match="multiple of every=5"):
+        AffinityEstimator(every=5, exact_every=7)
 
 
 def test_partitions_are_all_there_once():
@@ -122,11 +189,12 @@ def test_mtl_affinity_trains_then_prints_the_matrices_and_writes_the_advice(voca
     config["tasks"].append(dict(config["tasks"][0], name="other"))
     path = write_yaml(tmp_path / "run.yaml", config)
     with caplog.at_level(logging.INFO, logger="mtl"):
-        assert main(["affinity", str(path), "--every", "2", "--groups", "2", "--threads", "1"]) == 0
+        assert main(["affinity", str(path), "--every", "2", "--groups", "2", "--threads", "1", "--exact-every", "4"]) == 0
     out = tmp_path / "run" / "affinity"
     report = yaml.safe_load((out / "affinity.json").read_text())
     assert set(report["tag"]) == {"joint", "other"} and report["estimates"] >= 2
-    assert (out / "tag.png").is_file() and (out / "grad_cosine.png").is_file()
+    assert set(report["tag_exact"]) == {"joint", "other"}
+    assert all((out / f"{kind}.png").is_file() for kind in ("tag", "tag_exact", "grad_cosine"))
     assert [p for p in report["configs"]] == [f"group{i}.yaml" for i in range(1, len(report["groups"]) + 1)]
     assert "suggested grouping" in caplog.text and "lookahead affinity" in caplog.text
     assert (tmp_path / "run" / "final").is_dir()  # an ordinary run besides

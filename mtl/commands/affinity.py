@@ -19,7 +19,8 @@ from mtl.trainers.affinity import AffinityEstimator
 from mtl.trainers.task_groups import best_grouping, format_matrix, group_configs
 
 log = logging.getLogger("mtl")
-TITLES = {"tag": "lookahead affinity Z(i -> j) = 1 - L_j(after a step for i) / L_j(before)",
+TITLES = {"tag": "lookahead affinity Z(i -> j) = 1 - L_j(after a step for i) / L_j(before), to first order",
+          "tag_exact": "exact lookahead affinity Z(i -> j) = 1 - L_j(after a step for i) / L_j(before)",
           "grad_cosine": "gradient cosine cos(g_i, g_j) on the shared encoder"}
 
 
@@ -27,7 +28,7 @@ def affinity(args: argparse.Namespace) -> int:
     def prepare(run: Run) -> None:
         if len(run.trainer.tasks) < 2:
             raise MtlError(f"{args.config}: task affinity needs at least two tasks, the config has one")
-        run.trainer.affinity = AffinityEstimator(args.every)
+        run.trainer.affinity = AffinityEstimator(args.every, args.probe_size, args.exact_every)
     return train(args, prepare, lambda run, result: report(run, result, args))
 
 
@@ -37,14 +38,16 @@ def report(run: Run, result: dict, args: argparse.Namespace) -> Path:
     if not estimator.history:
         raise MtlError(f"no affinity estimate was taken: the run made {result['steps']} steps, fewer than --every "
                        f"{args.every}")
-    matrices = {"tag": estimator.tag, "grad_cosine": estimator.cosine}
+    matrices = {"tag": estimator.tag, "grad_cosine": estimator.cosine,
+                **({"tag_exact": estimator.tag_exact} if estimator.tag_exact else {})}
     out.mkdir(parents=True, exist_ok=True)
     for kind, matrix in matrices.items():
         log.info("%s\n", format_matrix(matrix, TITLES[kind]))
     pictures = _heatmaps(matrices, out)
     groups, score = best_grouping(matrices["tag"], args.groups)
     configs = group_configs(read_yaml(Path(args.config)), groups, out)
-    summary = {"estimates": len(estimator.history), "every": args.every, "seconds": round(estimator.seconds, 2),
+    summary = {"estimates": len(estimator.history), "every": args.every, "probe_size": args.probe_size,
+               "exact_every": args.exact_every, "seconds": round(estimator.seconds, 2),
                "train_seconds": round(result["train_seconds"], 2),
                "cost_fraction_of_run": round(estimator.seconds / result["train_seconds"], 4), **matrices,
                "groups": groups, "group_score": round(score, 4), "configs": [p.name for p in configs]}

@@ -1,6 +1,7 @@
 """A MultiHeadTrainer's training loop: one explicit loop over steps (1. the sampler picks the task, 2. its
 reader gives the batch, 3-5. the step body of mtl.trainers.step), then evaluation and checkpoints when due."""
 import logging
+import random
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -81,7 +82,8 @@ class Loop:
         progress = tqdm(total=trainer.total_steps, initial=trainer.global_step, disable=None if main else True,
                         desc="train")
         history, started, last_print = [], time.perf_counter(), trainer.global_step
-        probes = {t.name: probe_batches(t.reader) for t in trainer.tasks} if trainer.affinity and main else None
+        probes = ({t.name: probe_batches(t.reader, trainer.affinity.probe_size) for t in trainer.tasks}
+                  if trainer.affinity and main else None)
         while trainer.global_step < stop_at and not trainer.selector.stopped:
             # 1. the sampler picks the task; 2. its reader gives the next batch (padded to its longest)
             task = trainer.tasks[trainer.sampler.draw(trainer.global_step)]
@@ -113,8 +115,8 @@ class Loop:
         trainer = self.trainer
         started = time.perf_counter()
         batches = {name: to_device(next(stream), trainer.device) for name, stream in probes.items()}
-        record = trainer.affinity.estimate(trainer.model, batches, trainer.scheduler.get_last_lr()[0],
-                                           trainer.global_step, lambda: autocast(trainer.device, trainer.precision))
+        record = trainer.affinity.estimate(trainer.model, batches, trainer.optimizer, trainer.global_step,
+                                           autocast=lambda: autocast(trainer.device, trainer.precision))
         record["seconds"] = time.perf_counter() - started
         trainer.affinity.seconds += record["seconds"]
         logbook.affinity(record)
@@ -150,8 +152,15 @@ class Loop:
                            "epochs before training ended; load_data(num_epochs=None) lets the trainer decide") from None
 
 
-def probe_batches(reader: Any) -> Iterator[dict]:
-    """The reader's examples in file order, over and over: batches for estimates that leave the training
-    batches (and the reader's epoch and position) alone."""
+def probe_batches(reader: Any, size: int | None = None) -> Iterator[dict]:
+    """Batches of `size` examples (the reader's batch size by default) for estimates, drawn without
+    replacement in an order of their own (a fixed seed, not the run's random streams), over and over: the
+    training batches and the reader's epoch and position stay as they were."""
+    if not reader.features:
+        raise MtlError(f"task affinity draws its probe batches from the examples in memory; this "
+                       f"{type(reader).__name__} streams its data file: load it without streaming to estimate")
+    size, order = size or reader.batch_size, list(range(len(reader.features)))
+    random.Random(0).shuffle(order)
     while True:
-        yield from reader.iter_once()
+        for start in range(0, len(order), size):
+            yield reader.collate([reader.features[i] for i in order[start:start + size]])

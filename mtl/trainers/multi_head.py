@@ -55,6 +55,7 @@ class MultiHeadTrainer:
     `affinity_every=N` estimates every N steps how a step for each task moves every other task's loss
     (mtl.trainers.affinity: TAG's lookahead and gradient cosine; the run itself is untouched); the matrices
     go to metrics.jsonl and TensorBoard as they evolve and are `self.affinity.tag` / `.cosine` at the end.
+    Its other settings (examples per estimate, exact lookaheads): assign `trainer.affinity = AffinityEstimator(...)`.
     """
 
     def __init__(self, trainers: list[Task], backbone: Encoder | None = None, lr: float | None = None,

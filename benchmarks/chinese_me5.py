@@ -11,6 +11,10 @@ the pieces the Chinese training texts use, against the untrimmed encoder, the en
           encoder at the same lr (the trimming's price in accuracy, paired by seed).
   cost    trimmed against untrimmed, in one process: training steps per second on ChnSentiCorp (rounds
           alternating the two) and serving latency (one review per call, alternating).
+  mlm     continued pretraining: `--mlm-epochs` epochs of masked LM on the four tasks' training texts
+          (corpus.txt: never dev or test) from the trimmed encoder (e5 ships no MLM head: it starts fresh),
+          exported as a pretrained folder (results/runs/chinese_me5/models/me5-zh-mlm, not in the repository);
+          then every task alone again over it, first seed, at the tasks part's lr, paired with me5_single.
 Every run is kept in results/runs/chinese_me5/ (`--resume` skips it). Writes results/chinese_me5.json: `metrics`
 nested as task -> model -> metric (`sentiment.me5_single.accuracy`, `ner.me5_single.f1`, `lcqmc.me5_multi.accuracy`,
 `cmrc.me5_single.f1`, `ner.me5_untrimmed_single.f1`, `ner.zh_bert_single.f1`, `ner.ernie_1_0.f1`), `trim.*`,
@@ -30,20 +34,23 @@ from pathlib import Path
 
 import torch
 
+import mtl
 from chinese_tasks import ERNIE, ERNIE_CMRC_DEV, EXAMPLE, METRIC, TASKS, best_dev, cell, paired, train_config
 from common import DATA, RESULTS, RunStore, load_average, mean_std, write_result
 from mtl.components.backbones.store import encoder_dir
 from mtl.components.backbones.trim import trim_vocabulary
+from mtl.components.savers.pretrained import export_masked_lm
 from mtl.config import build_run, load_config
-from pretrain_zh import OUTPUTS, make_corpus
+from pretrain_zh import OUTPUTS, loss_curve, make_corpus
 
 STORE = RunStore("chinese_me5")
 TRIMMED = STORE.folder / "models" / "me5-zh"
+CONTINUED = STORE.folder / "models" / "me5-zh-mlm"
 SEQLEN = {"ner": 256}  # SentencePiece cuts a lone character into `▁` + the character: more tokens than characters
 
 
 def encoders() -> dict[str, Path]:
-    return {"me5": TRIMMED, "me5_untrimmed": encoder_dir("multilingual-e5-small")}
+    return {"me5": TRIMMED, "me5_untrimmed": encoder_dir("multilingual-e5-small"), "me5_mlm": CONTINUED}
 
 
 def config_for(encoder: Path, tasks: tuple[str, ...], seed: int, lr: float, save_path: Path):
@@ -124,6 +131,45 @@ def table(runs: dict) -> dict:
     return rows
 
 
+def mlm_part(args: argparse.Namespace) -> dict:
+    """Continue pretraining the trimmed encoder with masked LM (once, kept), then each task alone over it."""
+    chosen = STORE.load("summary-tasks")
+    if chosen is None:
+        raise SystemExit("run the tasks part first: the continued encoder is fine-tuned at its lr")
+    adapted = STORE.load("mlm-pretraining")
+    if adapted is None or not (CONTINUED / "config.json").is_file():
+        adapted = continue_pretraining(args.seeds[0], args.mlm_epochs, args.mlm_lr)
+        STORE.save("mlm-pretraining", adapted)
+    seed, lr = args.seeds[0], chosen["lr"]
+    rows = {}
+    for task in (*TASKS, "cmrc"):
+        after = run_or_load("me5_mlm", (task,), seed, lr, args.resume)
+        before = run_or_load("me5", (task,), seed, lr, True)
+        rows[task] = {"me5_mlm_single": cell([after], task), "me5_single_same_seed": cell([before], task),
+                      "mlm_minus_single": round(after["test"][task] - before["test"][task], 2)}
+    return {"pretraining": adapted, "seed": seed, "lr": lr, "table": rows}
+
+
+def continue_pretraining(seed: int, epochs: float, lr: float) -> dict:
+    """Masked LM on the training texts from the trimmed encoder, exported as CONTINUED."""
+    make_corpus()
+    texts = [t for t in (OUTPUTS / "corpus.txt").read_text(encoding="utf-8").splitlines() if t.strip()]
+    torch.manual_seed(seed)
+    reader = mtl.reader.MaskLMReader(TRIMMED, max_seqlen=128, seed=seed).load_texts(texts, batch_size=64)
+    encoder = mtl.backbone.BERT.from_pretrained(TRIMMED)
+    head = mtl.head.MaskLM(encoder.config.vocab_size, encoder.hidden_size)
+    with tempfile.TemporaryDirectory() as logs:
+        trainer = mtl.MultiHeadTrainer([mtl.Trainer("mlm", reader=reader, head=head)], backbone=encoder, lr=lr,
+                                       num_epochs=epochs, seed=seed, log_dir=logs)
+        started = time.perf_counter()
+        result = trainer.train(print_steps=100)
+        seconds = time.perf_counter() - started
+        curve = loss_curve(Path(logs), 0, result["steps"], every=200)
+    export_masked_lm(encoder, head, reader.tokenizer, CONTINUED)
+    return {"texts": len(texts), "epochs": epochs, "lr": lr, "steps": result["steps"], "batch_size": 64,
+            "seconds": round(seconds, 1), "precision": trainer.precision, "loss_curve": curve}
+
+
 def cost_part(args: argparse.Namespace) -> dict:
     """Steps per second on ChnSentiCorp and one-review serving latency, trimmed against untrimmed."""
     texts = [line.split("\t", 1)[1] for line in
@@ -155,17 +201,20 @@ def cost_part(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="+", choices=("trim", "tasks", "cost"), default=["trim", "tasks"])
+    parser.add_argument("--parts", nargs="+", choices=("trim", "tasks", "cost", "mlm"), default=["trim", "tasks"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--lrs", type=float, nargs="+", default=[5e-5, 1e-4, 2e-4])
     parser.add_argument("--steps", type=int, default=20, help="cost: training steps per timed round")
     parser.add_argument("--rounds", type=int, default=5, help="cost: timed rounds per encoder")
+    parser.add_argument("--mlm-epochs", type=float, default=2.0, help="mlm: epochs of continued pretraining")
+    parser.add_argument("--mlm-lr", type=float, default=1e-4, help="mlm: its peak lr")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
-    for part, run in (("trim", trim_part), ("tasks", lambda: tasks_part(args)), ("cost", lambda: cost_part(args))):
+    for part, run in (("trim", trim_part), ("tasks", lambda: tasks_part(args)), ("cost", lambda: cost_part(args)),
+                      ("mlm", lambda: mlm_part(args))):
         if part in args.parts or (part == "trim" and not (TRIMMED / "trim.json").is_file()):
             STORE.save(f"summary-{part}", run())
     write()
@@ -173,7 +222,7 @@ def main() -> None:
 
 def write() -> None:
     """results/chinese_me5.json from every part kept so far, beside the encoder pretrained here and ERNIE 1.0."""
-    parts = {part: STORE.load(f"summary-{part}") for part in ("trim", "tasks", "cost")}
+    parts = {part: STORE.load(f"summary-{part}") for part in ("trim", "tasks", "cost", "mlm")}
     here = json.loads((RESULTS / "chinese_tasks.json").read_text(encoding="utf-8"))["tasks"]
     metrics: dict = {}
     for task, row in (parts["tasks"] or {"table": {}})["table"].items():
@@ -182,6 +231,9 @@ def write() -> None:
         if task in here:
             metrics[task]["zh_bert_single"] = {metric: here[task]["pretrained.single"]["mean"]}
         metrics[task]["ernie_1_0"] = {metric: ERNIE.get(task, ERNIE_CMRC_DEV["f1"])}
+    for task, row in (parts["mlm"] or {"table": {}})["table"].items():
+        metric = METRIC[task].split(".", 1)[1]
+        metrics.setdefault(task, {})["me5_mlm_single"] = {metric: row["me5_mlm_single"]["mean"]}
     for part in ("trim", "cost"):
         if parts[part] is not None:
             metrics[part] = parts[part]
@@ -190,7 +242,7 @@ def write() -> None:
                  "training texts (me5) and untrimmed (me5_untrimmed)",
         "data": "ChnSentiCorp, MSRA NER, LCQMC, CMRC 2018 (examples/chinese/make_corpus.py)",
         "published": "ERNIE 1.0: test figures as published; CMRC 2018: dev, mean of 10 seeds (Cui et al. 2019)",
-        "metrics": metrics, "details": parts["tasks"]})
+        "metrics": metrics, "details": parts["tasks"], "continued_pretraining": parts["mlm"]})
     for task, models in metrics.items():
         if task in (*TASKS, "cmrc"):
             print(f"{task:<10}" + "  ".join(f"{m} {next(iter(v.values()))}" for m, v in models.items()))

@@ -11,7 +11,8 @@ for the GLUE tasks, whose test labels are not public) for each seed:
     examples per task): the first-order lookahead (TAG) and gradient-cosine matrices averaged over the run,
     and every `--exact-every` steps the exact lookahead beside the first-order one on the same batches.
 Then: Spearman correlation between each estimate's Z(i -> j) and the measured gain of j when trained with i
-(and between the first-order and the exact lookahead where both were taken);
+(and between the first-order and the exact lookahead where both were taken, and between the gains measured
+with one seed and with another: how far the truth itself repeats);
 the grouping the estimate suggests (at most `--max-groups` groups) scored as the mean over tasks of each
 task's score in its group's run (pairs and singles measured; larger groups trained here), against all
 tasks together and all apart; and the estimate's cost as a fraction of the all-tasks run and of the
@@ -150,8 +151,13 @@ def main() -> None:
             - alone[j] for i in names for j in names if i != j}
     estimates = {kind: mean_matrix([r[kind] for r in together]) for kind in ("tag", "grad_cosine", "tag_exact")}
     ordered = sorted(gain)
+    per_seed = {s: [pairs[(tuple(sorted((i, j), key=names.index)), s)]["main"][j] - singles[(j, s)]["main"][j]
+                    for i, j in ordered] for s in args.seeds}
     metrics = {f"spearman.{kind}": round(spearman([estimates[kind][i][j] for i, j in ordered],
                                                   [gain[(i, j)] for i, j in ordered]), 3) for kind in estimates}
+    if len(args.seeds) > 1:  # how far the truth itself repeats: the ceiling of any estimate's correlation
+        metrics["spearman.gain_seed_to_seed"] = round(float(np.mean(
+            [spearman(per_seed[a], per_seed[b]) for a, b in itertools.combinations(args.seeds, 2)])), 3)
     metrics["lookahead.first_order_vs_exact_spearman"] = round(float(np.mean([spearman(
         [r["tag_at_exact"][i][j] for i, j in ordered], [r["tag_exact"][i][j] for i, j in ordered])
         for r in together])), 3)
@@ -161,6 +167,8 @@ def main() -> None:
     write_result("task_affinity", {
         "tasks": list(names), "settings": vars(args), "metrics": metrics, "suggested_groups": groups,
         "estimates": estimates, "measured_gain": {f"{i}->{j}": round(v, 3) for (i, j), v in gain.items()},
+        "measured_gain_per_seed": {str(s): {f"{i}->{j}": round(v, 3) for (i, j), v in zip(ordered, g)}
+                                   for s, g in per_seed.items()},
         "alone": alone, "precisions": sorted({r["precision"] for r in [*singles.values(), *together]})})
     print(json.dumps(metrics, indent=1))
 

@@ -158,3 +158,10 @@ def test_train_again_after_max_steps_goes_on_in_process(uninterrupted, vocab_fil
     torch.manual_seed(99)  # the caller's RNG in between: not the run's
     assert mh.train(print_steps=0)["finished"]
     assert_same_state(uninterrupted[0].model.state_dict(), mh.model.state_dict())
+
+
+def test_two_tasks_sharing_one_reader_object_are_refused(vocab_file, intent_slot_dir):
+    mh = two_task_trainer(vocab_file, intent_slot_dir)
+    mh.tasks[1].reader = mh.tasks[0].reader  # one position in the data for two tasks: no exact resume
+    with pytest.raises(ValueError, match="'slot' and 'intent' share one reader object"):
+        mh.train(print_steps=0)

@@ -20,6 +20,19 @@ def attach_adapters(backbone: Any, tasks: list) -> None:
         backbone.set_trainable(base=any(task.adapter is None for task in tasks))
 
 
+def refuse_shared_readers(tasks: list) -> None:
+    """One reader per task: a reader keeps one position in its data, and two tasks drawing from it would each
+    skip the other's batches, in an order a resumed run could not repeat."""
+    owners: dict[int, str] = {}
+    for task in tasks:
+        if task.reader is None:
+            continue
+        if id(task.reader) in owners:
+            raise ValueError(f"tasks {owners[id(task.reader)]!r} and {task.name!r} share one reader object; give "
+                             "each task its own (two readers may load the same file)")
+        owners[id(task.reader)] = task.name
+
+
 class Planner:
     """Assembles and plans for one trainer (a MultiHeadTrainer): writes what it decides onto the trainer
     (`model`, `adam`, `sampler`, `total_steps`, each task's `budget`, `optimizer`, `scheduler`), where the
@@ -71,6 +84,7 @@ class Planner:
     def plan(self) -> None:
         """Budgets, the exact number of steps, then optimizer and schedule bound to that number."""
         trainer = self.trainer
+        refuse_shared_readers(trainer.tasks)
         trainer.sampler = trainer.sampler or MixRatioSampler([t.mix_ratio for t in trainer.tasks], trainer.seed)
         self.sampler_start = self.sampler_start or copy.deepcopy(trainer.sampler.state_dict())
         trainer.sampler.load_state_dict(copy.deepcopy(self.sampler_start))

@@ -34,14 +34,13 @@ from pathlib import Path
 
 import torch
 
-import mtl
 from chinese_tasks import ERNIE, ERNIE_CMRC_DEV, EXAMPLE, METRIC, TASKS, best_dev, cell, paired, train_config
 from common import DATA, RESULTS, RunStore, load_average, mean_std, write_result
 from mtl.components.backbones.store import encoder_dir
 from mtl.components.backbones.trim import trim_vocabulary
-from mtl.components.savers.pretrained import export_masked_lm
 from mtl.config import build_run, load_config
-from pretrain_zh import OUTPUTS, loss_curve, make_corpus
+from pretrain_zh import OUTPUTS, make_corpus
+from tapt_en import continue_pretraining
 
 STORE = RunStore("chinese_me5")
 TRIMMED = STORE.folder / "models" / "me5-zh"
@@ -138,7 +137,9 @@ def mlm_part(args: argparse.Namespace) -> dict:
         raise SystemExit("run the tasks part first: the continued encoder is fine-tuned at its lr")
     adapted = STORE.load("mlm-pretraining")
     if adapted is None or not (CONTINUED / "config.json").is_file():
-        adapted = continue_pretraining(args.seeds[0], args.mlm_epochs, args.mlm_lr)
+        make_corpus()
+        texts = [t for t in (OUTPUTS / "corpus.txt").read_text(encoding="utf-8").splitlines() if t.strip()]
+        adapted = continue_pretraining(TRIMMED, texts, CONTINUED, args.seeds[0], args.mlm_epochs, args.mlm_lr, 64)
         STORE.save("mlm-pretraining", adapted)
     seed, lr = args.seeds[0], chosen["lr"]
     rows = {}
@@ -148,26 +149,6 @@ def mlm_part(args: argparse.Namespace) -> dict:
         rows[task] = {"me5_mlm_single": cell([after], task), "me5_single_same_seed": cell([before], task),
                       "mlm_minus_single": round(after["test"][task] - before["test"][task], 2)}
     return {"pretraining": adapted, "seed": seed, "lr": lr, "table": rows}
-
-
-def continue_pretraining(seed: int, epochs: float, lr: float) -> dict:
-    """Masked LM on the training texts from the trimmed encoder, exported as CONTINUED."""
-    make_corpus()
-    texts = [t for t in (OUTPUTS / "corpus.txt").read_text(encoding="utf-8").splitlines() if t.strip()]
-    torch.manual_seed(seed)
-    reader = mtl.reader.MaskLMReader(TRIMMED, max_seqlen=128, seed=seed).load_texts(texts, batch_size=64)
-    encoder = mtl.backbone.BERT.from_pretrained(TRIMMED)
-    head = mtl.head.MaskLM(encoder.config.vocab_size, encoder.hidden_size)
-    with tempfile.TemporaryDirectory() as logs:
-        trainer = mtl.MultiHeadTrainer([mtl.Trainer("mlm", reader=reader, head=head)], backbone=encoder, lr=lr,
-                                       num_epochs=epochs, seed=seed, log_dir=logs)
-        started = time.perf_counter()
-        result = trainer.train(print_steps=100)
-        seconds = time.perf_counter() - started
-        curve = loss_curve(Path(logs), 0, result["steps"], every=200)
-    export_masked_lm(encoder, head, reader.tokenizer, CONTINUED)
-    return {"texts": len(texts), "epochs": epochs, "lr": lr, "steps": result["steps"], "batch_size": 64,
-            "seconds": round(seconds, 1), "precision": trainer.precision, "loss_curve": curve}
 
 
 def cost_part(args: argparse.Namespace) -> dict:

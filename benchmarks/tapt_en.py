@@ -12,6 +12,7 @@ results/tapt_en.json holds per-seed figures and the paired per-seed difference.
 """
 import argparse
 import logging
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from common import DATA, RESULTS, RunStore, mean_std, minilm_dir, write_result
 from intent_slot_runs import train_run
 from mtl.components.savers.pretrained import export_masked_lm
 from ner import train_one
+from pretrain_zh import loss_curve
 
 MODELS = RESULTS / "runs" / "tapt_en" / "models"  # git-ignored: 90 MB each
 METRIC = {"snips": "slots.f1", "conll": "f1"}
@@ -41,17 +43,28 @@ def task_texts(task: str) -> list[str]:
 
 def adapt(task: str, seed: int, epochs: float, lr: float) -> tuple[Path, dict]:
     """MLM on the task's training texts from MiniLM; the adapted encoder as a pretrained folder."""
+    folder = MODELS / f"{task}-seed{seed}"
+    return folder, continue_pretraining(minilm_dir(), task_texts(task), folder, seed, epochs, lr)
+
+
+def continue_pretraining(encoder_dir: Path, texts: list[str], folder: Path, seed: int, epochs: float, lr: float,
+                         batch_size: int = 32) -> dict:
+    """Masked LM on `texts` from the encoder in `encoder_dir` (its MLM head starts fresh: sentence encoders
+    ship none), exported to `folder` as a pretrained folder; what it did, with its loss curve."""
     torch.manual_seed(seed)
-    reader = mtl.reader.MaskLMReader(minilm_dir(), max_seqlen=128, seed=seed).load_texts(task_texts(task))
-    encoder = mtl.backbone.BERT.from_pretrained(minilm_dir())
+    reader = mtl.reader.MaskLMReader(encoder_dir, max_seqlen=128, seed=seed).load_texts(texts, batch_size=batch_size)
+    encoder = mtl.backbone.BERT.from_pretrained(encoder_dir)
     head = mtl.head.MaskLM(encoder.config.vocab_size, encoder.hidden_size)
-    trainer = mtl.MultiHeadTrainer([mtl.Trainer("mlm", reader=reader, head=head)], backbone=encoder, lr=lr,
-                                   num_epochs=epochs, seed=seed)
-    started = time.perf_counter()
-    result = trainer.train(print_steps=0)
-    folder = export_masked_lm(encoder, head, reader.tokenizer, MODELS / f"{task}-seed{seed}")
-    return folder, {"steps": result["steps"], "seconds": round(time.perf_counter() - started, 1),
-                    "texts": reader.num_examples, "epochs": epochs, "lr": lr}
+    with tempfile.TemporaryDirectory() as logs:
+        trainer = mtl.MultiHeadTrainer([mtl.Trainer("mlm", reader=reader, head=head)], backbone=encoder, lr=lr,
+                                       num_epochs=epochs, seed=seed, log_dir=logs)
+        started = time.perf_counter()
+        result = trainer.train(print_steps=0)
+        seconds = time.perf_counter() - started
+        curve = loss_curve(Path(logs), 0, result["steps"], every=200)
+    export_masked_lm(encoder, head, reader.tokenizer, folder)
+    return {"steps": result["steps"], "seconds": round(seconds, 1), "texts": reader.num_examples, "epochs": epochs,
+            "lr": lr, "batch_size": batch_size, "precision": trainer.precision, "loss_curve": curve}
 
 
 def finetune(task: str, seed: int, model_dir: str | None) -> dict:

@@ -33,7 +33,7 @@ import torch
 
 import mtl
 from common import DATA, RESULTS, RunStore, mean_std, minilm_dir, write_result
-from mtl.trainers.affinity import AffinityEstimator
+from mtl.trainers.affinity import AffinityEstimator, mean_matrix
 from mtl.trainers.task_groups import best_grouping
 
 TASKS = ("atis_intent", "atis_slots", "snips", "conll", "sst2", "mrpc")
@@ -108,10 +108,6 @@ def estimator_settings(args: argparse.Namespace) -> dict:
     return {"every": args.affinity_every, "probe_size": args.probe_size, "exact_every": args.exact_every}
 
 
-def mean_matrix(matrices: list[dict]) -> dict:
-    return {i: {j: float(np.mean([m[i][j] for m in matrices])) for j in matrices[0]} for i in matrices[0]}
-
-
 def run(store: RunStore, names: tuple[str, ...], seed: int, args: argparse.Namespace, **options) -> dict:
     key = f"{'+'.join(names)}-seed{seed}" + ("-affinity" if options else "")
     stored = store.load(key)
@@ -149,7 +145,8 @@ def main() -> None:
     alone = {n: mean_std([singles[(n, s)]["main"][n] for s in args.seeds])[0] for n in names}
     gain = {(i, j): mean_std([pairs[(tuple(sorted((i, j), key=names.index)), s)]["main"][j] for s in args.seeds])[0]
             - alone[j] for i in names for j in names if i != j}
-    estimates = {kind: mean_matrix([r[kind] for r in together]) for kind in ("tag", "grad_cosine", "tag_exact")}
+    estimates = {kind: mean_matrix([r[kind] for r in together]) for kind in ("tag", "grad_cosine", "tag_exact")
+                 if all(r[kind] for r in together)}
     ordered = sorted(gain)
     per_seed = {s: [pairs[(tuple(sorted((i, j), key=names.index)), s)]["main"][j] - singles[(j, s)]["main"][j]
                     for i, j in ordered] for s in args.seeds}
@@ -158,9 +155,10 @@ def main() -> None:
     if len(args.seeds) > 1:  # how far the truth itself repeats: the ceiling of any estimate's correlation
         metrics["spearman.gain_seed_to_seed"] = round(float(np.mean(
             [spearman(per_seed[a], per_seed[b]) for a, b in itertools.combinations(args.seeds, 2)])), 3)
-    metrics["lookahead.first_order_vs_exact_spearman"] = round(float(np.mean([spearman(
-        [r["tag_at_exact"][i][j] for i, j in ordered], [r["tag_exact"][i][j] for i, j in ordered])
-        for r in together])), 3)
+    if all(r["tag_exact"] for r in together):  # a run shorter than --exact-every has none
+        metrics["lookahead.first_order_vs_exact_spearman"] = round(float(np.mean([spearman(
+            [r["tag_at_exact"][i][j] for i, j in ordered], [r["tag_exact"][i][j] for i, j in ordered])
+            for r in together])), 3)
     groups, _ = best_grouping(estimates["tag"], args.max_groups)
     metrics.update(grouping_scores(store, groups, names, singles, pairs, together, args))
     metrics.update(costs(together, [*singles.values(), *pairs.values()], len(args.seeds)))

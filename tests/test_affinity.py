@@ -189,7 +189,8 @@ def test_mtl_affinity_trains_then_prints_the_matrices_and_writes_the_advice(voca
     config["tasks"].append(dict(config["tasks"][0], name="other"))
     path = write_yaml(tmp_path / "run.yaml", config)
     with caplog.at_level(logging.INFO, logger="mtl"):
-        assert main(["affinity", str(path), "--every", "2", "--groups", "2", "--threads", "1", "--exact-every", "4"]) == 0
+        assert main(["affinity", str(path), "--every", "2", "--groups", "2", "--threads", "1",
+                     "--exact-every", "4"]) == 0
     out = tmp_path / "run" / "affinity"
     report = yaml.safe_load((out / "affinity.json").read_text())
     assert set(report["tag"]) == {"joint", "other"} and report["estimates"] >= 2

@@ -86,11 +86,11 @@ class AffinityEstimator:
 
     @property
     def tag(self) -> Matrix:
-        return _mean([h["tag"] for h in self.history])
+        return mean_matrix([h["tag"] for h in self.history])
 
     @property
     def tag_exact(self) -> Matrix:
-        return _mean([h["tag_exact"] for h in self.history if "tag_exact" in h])
+        return mean_matrix([h["tag_exact"] for h in self.history if "tag_exact" in h])
 
     @property
     def exact_seconds(self) -> float:
@@ -99,7 +99,7 @@ class AffinityEstimator:
 
     @property
     def cosine(self) -> Matrix:
-        return _mean([h["grad_cosine"] for h in self.history])
+        return mean_matrix([h["grad_cosine"] for h in self.history])
 
 
 def shared_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -194,7 +194,8 @@ def _task_loss(outputs: dict[str, dict[str, torch.Tensor]]) -> torch.Tensor:
     return sum(out["loss"].float() for out in outputs.values() if "loss" in out)
 
 
-def _mean(matrices: list[Matrix]) -> Matrix:
+def mean_matrix(matrices: list[Matrix]) -> Matrix:
+    """The entry-by-entry mean of task x task matrices ({} for none)."""
     if not matrices:
         return {}
     tasks = list(matrices[0])

@@ -138,6 +138,7 @@ def main(vocab: Path, data: Path, out: Path) -> None:
     save_file(dict(whole.model.state_dict()), str(out / f"whole-rank{rank}.safetensors"))
     save_file(dict(resumed.model.state_dict()), str(out / f"resumed-rank{rank}.safetensors"))
     (out / f"plain-rank{rank}.json").write_text(json.dumps(report), encoding="utf-8")
+    distributed.barrier()  # leave together: a rank tearing gloo down while its peer still writes can abort
 
 
 if __name__ == "__main__":

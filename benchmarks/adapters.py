@@ -31,7 +31,7 @@ import torch
 
 from adapters_serving import cost_part, serving_part
 from common import RESULTS, RunStore, mean_std, paired_difference, write_result
-from glue_runs import glue_run
+from glue_runs import DEFAULTS, glue_run
 from intent_slot_runs import run_or_load
 from ner import train_one
 
@@ -61,8 +61,8 @@ def recipe(task: str, method: str, lr: float, seed: int, args: argparse.Namespac
             return old  # ner.py's run of the same recipe
         return STORE.keep(key, settings, args.resume,
                     lambda: train_one(seed, reference["chosen"] == "crf", settings, export_to=export))
-    settings = {"epochs": args.glue_epochs[task], "lr": lr, "adapter": adapter}
-    return STORE.keep(key, {**settings, "patience": 2}, args.resume, lambda: glue_run(task, seed, settings, export))
+    settings = {**DEFAULTS, "epochs": args.glue_epochs[task], "lr": lr, "adapter": adapter}  # as the record keeps them
+    return STORE.keep(key, settings, args.resume, lambda: glue_run(task, seed, settings, export))
 
 
 def dev_score(record: dict) -> float:

@@ -8,13 +8,14 @@ tasks over one base.
             their own benchmarks (joint_intent_slot.py, ner.py: the same recipes), which picked ATIS's and
             SNIPS's lr on dev the same way; CoNLL's full lr is ner.py's (1e-4, not searched) against
             `--full-lrs` tried here. SST-2's dev is its test: it selects on a held-out slice of train
-            (glue_runs.py). Seed 1's model of each is kept as a folder (the serving part serves them).
+            (glue_runs.py). Seed 1's LoRA model of each is kept as a folder (the serving part serves them).
   cost      on ATIS joint, batch 32, in one process: trainable parameters (encoder and heads), the folder a
             task adds (export(base=False) against a whole model folder), training steps per second
             (rounds alternating the two methods, after a warm-up round), and peak resident memory of a
             fresh process training `--steps` steps (benchmarks/adapters_serving.py's children).
   serving   the five LoRA tasks from one `mtl serve` process against one LoRA task alone and against five
-            fully fine-tuned models in five processes: resident memory after warm-up, and one task's
+            whole models in five processes (each LoRA folder with its adapter folded into the weights: the
+            size and speed of a fully fine-tuned folder): resident memory after warm-up, and one task's
             throughput at `--concurrency` on the five-task server against the one-task server.
 Every run is kept in results/runs/adapters/ (`--resume` skips it). Writes results/adapters.json: `metrics`
 nested as task -> method -> metric (`atis.lora.frame_accuracy`, `conll.full.f1`, ...), `cost.<method>.*` and
@@ -46,7 +47,7 @@ def recipe(task: str, method: str, lr: float, seed: int, args: argparse.Namespac
     """One run of `task` by `method` at `lr` (kept; seed 1's model kept as a folder)."""
     key = f"{task}-{method}-lr{lr:g}-seed{seed}"
     adapter = LORA if method == "lora" else None
-    export = STORE.folder / "models" / key if seed == 1 else None
+    export = STORE.folder / "models" / key if seed == 1 and adapter else None
     if task in ("atis", "snips"):
         base = json.loads((RESULTS / f"{task}_joint.json").read_text(encoding="utf-8"))["settings"]
         settings = {**{k: v for k, v in base.items() if k != "lr_candidates"}, "lr": lr, "adapter": adapter}
@@ -117,12 +118,12 @@ def main() -> None:
 
 
 def models() -> list[str]:
-    """Seed 1's LoRA and full folders of each task at its chosen lr (the serving part's models)."""
-    chosen = {task: {m: STORE.load(f"summary-{task}-{m}") for m in ("full", "lora")} for task in TASKS}
-    missing = [f"{t}/{m}" for t, kinds in chosen.items() for m, s in kinds.items() if s is None]
+    """Seed 1's LoRA folder of each task at its chosen lr (the serving part's models)."""
+    chosen = {task: STORE.load(f"summary-{task}-lora") for task in TASKS}
+    missing = [task for task, summary in chosen.items() if summary is None]
     if missing:
-        raise SystemExit(f"run the accuracy part first (no summary for {missing})")
-    return [f"{t}-{m}-lr{chosen[t][m]['lr']:g}-seed1" for t in TASKS for m in ("lora", "full")]
+        raise SystemExit(f"run the accuracy part first (no LoRA summary for {missing})")
+    return [f"{task}-lora-lr{summary['lr']:g}-seed1" for task, summary in chosen.items()]
 
 
 def write() -> None:

@@ -5,7 +5,9 @@ Cost, on ATIS joint intent + slots, batch 32, MiniLM-L6: trainable parameters, t
 a deployment, training steps per second (rounds alternating full fine-tuning and LoRA in one process), and the
 peak resident memory of a fresh process that trains `steps` steps by one method.
 Serving: `mtl serve` processes on loopback, one thread each, measured one after the other: resident memory
-after a warm-up, and per-task throughput (one utterance per request, `concurrency` clients).
+after a warm-up, and per-task throughput (one utterance per request, `concurrency` clients). Each task's "full
+model" is its LoRA folder with the adapter folded into the encoder's weights (mtl.serving.merge): an ordinary
+folder of a whole encoder and the task's heads, the size and speed of a fully fine-tuned one.
 """
 import argparse
 import asyncio
@@ -25,6 +27,7 @@ from common import load_average, minilm_dir
 from overhead import atis_reader
 from serving import Connection, atis_test
 from soak_serving import rss_mib
+from mtl.serving.merge import merge_adapter
 from mtl.serving.process import ServerProcess, serve_command
 
 
@@ -121,12 +124,12 @@ def task_names(folder: Path) -> list[str]:
     return [task["name"] for task in json.loads((folder / "model.json").read_text(encoding="utf-8"))["tasks"]]
 
 
-def serving_part(args: argparse.Namespace, folders: list[Path]) -> dict:
-    """`folders`: each task's LoRA folder then its full folder, task by task."""
-    lora, full = folders[0::2], folders[1::2]
+def serving_part(args: argparse.Namespace, lora: list[Path]) -> dict:
+    """`lora`: each task's LoRA folder (holding the base)."""
     texts = atis_test()[0]
     one, per_task = {}, {}
     with tempfile.TemporaryDirectory() as logs:
+        full = [merge_adapter(folder, task_names(folder)[0], Path(logs) / f"{folder.name}-merged") for folder in lora]
         for folder in lora:
             server = serve([folder], Path(logs) / f"{folder.name}.log")
             task = task_names(folder)[0]
@@ -157,7 +160,8 @@ def serving_part(args: argparse.Namespace, folders: list[Path]) -> dict:
                         "five_full_over_one_rss": round(sum(full_rss) / one_rss, 3),
                         "throughput_five_over_one": ratio},
             "settings": {"concurrency": args.concurrency, "requests": args.requests, "server_threads": 1,
-                         "one_task_rss_of": lora[-1].name, "folders": [f.name for f in folders]},
+                         "one_task_rss_of": lora[-1].name, "folders": [f.name for f in lora],
+                         "full_models": "each LoRA folder with its adapter folded into the weights"},
             "load_average": load_average()}
 
 

@@ -1,7 +1,8 @@
 """Print the README's and docs/multitask.md's results tables (markdown) from benchmarks/results/*.json: joint
 intent + slot filling (atis_joint, snips_joint), the joint ablation (joint_ablation), PALM's two-task form
 against the joint form (palm_two_task_vs_joint), the other tasks (conll2003_ner, mrpc, sst2, mrc_with_mlm), the
-Chinese tasks over the encoder pretrained here (chinese_tasks) and English continued pretraining (tapt_en).
+Chinese tasks over the encoder pretrained here (chinese_tasks), English continued pretraining (tapt_en) and LoRA
+adapters against full fine-tuning (adapters, for docs/adapters.md).
 
     python benchmarks/report.py
 """
@@ -144,6 +145,30 @@ def tapt_rows() -> list[str]:
     return rows
 
 
+ADAPTER_TASKS = {"atis": "ATIS joint", "snips": "SNIPS joint", "conll": "CoNLL-2003", "sst2": "SST-2",
+                 "mrpc": "MRPC"}
+
+
+def adapter_rows() -> list[str]:
+    """docs/adapters.md's accuracy table: each task's main metric, full fine-tuning against LoRA (test, mean ±
+    std over seeds), their paired difference and the lr each method chose on dev."""
+    result = load("adapters")
+    if result is None:
+        return []
+    rows = ["| task, test metric | full fine-tuning | LoRA r 8 | LoRA - full, paired | lr chosen (full / LoRA) "
+            "| seeds |", "|---|---|---|---|---|---|"]
+    for task, label in ADAPTER_TASKS.items():
+        details, key = result["details"].get(task, {}), result["main_metric"][task]
+        if set(details) != {"full", "lora"}:
+            continue
+        full, lora = details["full"], details["lora"]
+        diff = result["paired_lora_minus_full"][task][key]
+        rows.append(f"| {label}, {key.split('.')[-1]} | {full['metrics'][key]:.2f} ± {full['std'][key]:.2f} "
+                    f"| {lora['metrics'][key]:.2f} ± {lora['std'][key]:.2f} | {diff['mean']:+.2f} ± {diff['std']:.2f} "
+                    f"| {full['lr']:g} / {lora['lr']:g} | {len(diff['per_seed'])} |")
+    return rows if len(rows) > 2 else []
+
+
 def main() -> None:
     print("| data / model | intent acc | slot F1 | sentence acc |\n|---|---|---|---|")
     for name in ("atis", "snips"):
@@ -167,7 +192,7 @@ def main() -> None:
                   result["baseline"]["published_jointbert_bert_base"], None))
     print("\n| task, split | MiniLM, mean ± std over seeds | command |\n|---|---|---|")
     print("\n".join(task_rows()))
-    for extra in (ablation_rows(), two_task_rows(), chinese_rows(), tapt_rows()):
+    for extra in (ablation_rows(), two_task_rows(), chinese_rows(), tapt_rows(), adapter_rows()):
         if extra:
             print("\n" + "\n".join(extra))
 

@@ -3,7 +3,8 @@ tasks over one base.
 
   accuracy  ATIS joint, SNIPS joint, CoNLL-2003, SST-2 (the full training set) and MRPC, each fully fine-tuned
             and with a LoRA adapter (r 8, alpha 16, dropout 0.1, on the attention's query and value) over the
-            frozen encoder; for each method its lr picked on dev with the first seed, then every seed at it;
+            frozen encoder; for each method its lr picked on dev with the first seed (a grid extended past
+            its end, x2 or /2, while the best sits there: `search_lr`), then every seed at it;
             the best dev model tested once. Full fine-tuning of ATIS, SNIPS and CoNLL reuses the kept runs of
             their own benchmarks (joint_intent_slot.py, ner.py: the same recipes), which picked ATIS's and
             SNIPS's lr on dev the same way; CoNLL's full lr is ner.py's (1e-4, not searched) against
@@ -27,6 +28,7 @@ nested as task -> method -> metric (`atis.lora.frame_accuracy`, `conll.full.f1`,
 import argparse
 import json
 import logging
+from collections.abc import Callable
 
 import torch
 
@@ -74,15 +76,29 @@ def test_metrics(record: dict) -> dict[str, float]:
     return record.get("test") or record["metrics"]
 
 
+def search_lr(score: Callable[[float], float], grid: list[float], extensions: int = 2) -> dict[float, float]:
+    """Dev score of each lr of `grid`; while the best sits at an end of what was tried, the next lr past that
+    end (x2 or /2) is tried too, at most `extensions` times: a pick at the edge of a grid says only that the
+    grid stopped there."""
+    search = {lr: score(lr) for lr in grid}
+    for _ in range(extensions):
+        best, tried = max(search, key=search.get), sorted(search)
+        if best not in (tried[0], tried[-1]):
+            break
+        step = 2.0 if best == tried[-1] else 0.5
+        search[best * step] = score(best * step)
+    return search
+
+
 def accuracy(task: str, method: str, args: argparse.Namespace) -> dict:
     lrs = (args.lora_lrs if method == "lora" else args.full_lrs[task])
     first = args.seeds[0]
-    search = {lr: dev_score(recipe(task, method, lr, first, args)) for lr in lrs}
+    search = search_lr(lambda lr: dev_score(recipe(task, method, lr, first, args)), lrs)
     lr = max(search, key=search.get)
     runs = [recipe(task, method, lr, seed, args) for seed in args.seeds]
     keys = [k for k in test_metrics(runs[0]) if k != "score"]
     values = {k: [test_metrics(r)[k] for r in runs] for k in keys}
-    return {"lr": lr, "lr_search": {f"{k:g}": v for k, v in search.items()},
+    return {"lr": lr, "lr_search": {f"{k:g}": v for k, v in sorted(search.items())},
             "metrics": {k: round(mean_std(v)[0], 2) for k, v in values.items()},
             "std": {k: round(mean_std(v)[1], 2) for k, v in values.items()}, "per_seed": values,
             "precisions": sorted({r.get("precision", "unrecorded") for r in runs})}

@@ -46,7 +46,7 @@ STORE = RunStore("adapters")
 
 
 def recipe(task: str, method: str, lr: float, seed: int, args: argparse.Namespace) -> dict:
-    """One run of `task` by `method` at `lr` (kept; seed 1's model kept as a folder)."""
+    """One run of `task` by `method` at `lr` (kept; seed 1's LoRA model kept as a folder)."""
     key = f"{task}-{method}-lr{lr:g}-seed{seed}"
     adapter = LORA if method == "lora" else None
     export = STORE.folder / "models" / key if seed == 1 and adapter else None

@@ -28,12 +28,11 @@ nested as task -> method -> metric (`atis.lora.frame_accuracy`, `conll.full.f1`,
 import argparse
 import json
 import logging
-from collections.abc import Callable
 
 import torch
 
 from adapters_serving import cost_part, serving_part
-from common import RESULTS, RunStore, mean_std, paired_difference, write_result
+from common import RESULTS, RunStore, mean_std, paired_difference, search_lr, write_result
 from glue_runs import DEFAULTS, glue_run
 from intent_slot_runs import run_or_load
 from ner import train_one
@@ -74,20 +73,6 @@ def dev_score(record: dict) -> float:
 
 def test_metrics(record: dict) -> dict[str, float]:
     return record.get("test") or record["metrics"]
-
-
-def search_lr(score: Callable[[float], float], grid: list[float], extensions: int = 2) -> dict[float, float]:
-    """Dev score of each lr of `grid`; while the best sits at an end of what was tried, the next lr past that
-    end (x2 or /2) is tried too, at most `extensions` times: a pick at the edge of a grid says only that the
-    grid stopped there."""
-    search = {lr: score(lr) for lr in grid}
-    for _ in range(extensions):
-        best, tried = max(search, key=search.get), sorted(search)
-        if best not in (tried[0], tried[-1]):
-            break
-        step = 2.0 if best == tried[-1] else 0.5
-        search[best * step] = score(best * step)
-    return search
 
 
 def accuracy(task: str, method: str, args: argparse.Namespace) -> dict:

@@ -2,13 +2,14 @@
 parameters), against JointBERT's BERT-base and against MiniLM-L6 (results/<data>_joint.json).
 
 The recipe of joint_intent_slot.py at a base-size budget: the lr is picked on dev with the first seed among
-`--lrs`, the heads training at `--head-lr-scale` times that lr (all-mpnet-base-v2's hidden states are about a
-quarter of MiniLM's scale, and freshly initialised heads crawl at an encoder's lr: at 5 epochs and lr 1e-4
-alone, ATIS reached only 92.9 intent accuracy; one epoch at lr 1e-4 reached a dev score of 70.0 with the heads
-at 10x and 91.0 at 100x); at that lr every seed trains up to `--epochs` epochs, is scored on dev after each, stops after
-`--patience` epochs without a better dev score, and its best dev model is evaluated on test once and kept as a
-model folder (results/runs/<data>_joint_<encoder>/models/<run>, the distillation teachers). Every finished
-run is kept; `--resume` skips it. Writes results/<data>_joint_<short encoder name>.json.
+`--lrs`, extended past its end while the best sits there (common.search_lr), the heads training at
+`--head-lr-scale` times that lr (all-mpnet-base-v2's hidden states are about a quarter of MiniLM's scale, and
+freshly initialised heads crawl at an encoder's lr: at 5 epochs and lr 1e-4 alone, ATIS reached only 92.9 intent
+accuracy; one epoch at lr 1e-4 reached a dev score of 70.0 with the heads at 10x and 91.0 at 100x); at that lr
+every seed trains up to `--epochs` epochs, is scored on dev after each, stops after `--patience` epochs without
+a better dev score, and its best dev model is evaluated on test once and kept as a model folder
+(results/runs/<data>_joint_<encoder>/models/<run>, the distillation teachers). Every finished run is kept;
+`--resume` skips it. Writes results/<data>_joint_<short encoder name>.json.
 
     mtl get-encoder all-mpnet-base-v2
     python benchmarks/base_encoder.py --data atis --seeds 1 2 3 --resume
@@ -19,7 +20,7 @@ import logging
 
 import torch
 
-from common import RESULTS, RunStore, mean_std, write_result
+from common import RESULTS, RunStore, mean_std, search_lr, write_result
 from intent_slot_runs import run_or_load
 
 PUBLISHED = {"atis": {"intent.accuracy": 97.87, "slots.f1": 95.59, "frame_accuracy": 88.24},
@@ -47,13 +48,12 @@ def main() -> None:
     store = RunStore(name)
     settings = {"epochs": args.epochs, "patience": args.patience, "slot_loss_coef": 3.0, "sentence_vector": "cls",
                 "encoder": args.encoder}
-    first, lr_scores, scale = args.seeds[0], {}, args.head_lr_scale
+    first, scale = args.seeds[0], args.head_lr_scale
 
     def run(lr: float, seed: int) -> dict:
         return run_or_load(store, f"joint-lr{lr:g}-head{scale:g}x-seed{seed}", args.data, "joint", seed,
                            {**settings, "lr": lr, "head_lr": lr * scale}, args.resume, export=True)
-    for lr in args.lrs:
-        lr_scores[lr] = run(lr, first)["best_dev"]["score"]
+    lr_scores = search_lr(lambda lr: run(lr, first)["best_dev"]["score"], args.lrs)
     lr = max(lr_scores, key=lr_scores.get)
     runs = [run(lr, seed) for seed in args.seeds]
     values = {k: [r["test"][k] for r in runs] for k in KEYS}
@@ -63,8 +63,9 @@ def main() -> None:
     path = write_result(name, {
         "model": f"{args.encoder} ({SHORT[args.encoder]})", "data": f"{args.data}: train; lr chosen on dev (seed "
         f"{first}); up to {args.epochs:g} epochs, early stopping (patience {args.patience}) on the dev score; the best "
-        "dev model evaluated on test once", "settings": {**runs[0]["settings"], "lr_candidates": args.lrs, "head_lr_scale": scale},
-        "seeds": args.seeds, "lr_search": {f"{k:g}": v for k, v in lr_scores.items()}, "chosen_lr": lr,
+        "dev model evaluated on test once",
+        "settings": {**runs[0]["settings"], "lr_candidates": args.lrs, "head_lr_scale": scale},
+        "seeds": args.seeds, "lr_search": {f"{k:g}": v for k, v in sorted(lr_scores.items())}, "chosen_lr": lr,
         "metrics": metrics, "std": std, "per_seed": values, "best_epochs": [r["best_epoch"] for r in runs],
         "baseline": {"published_jointbert_bert_base": PUBLISHED[args.data],
                      "minilm_joint": {"metrics": minilm["metrics"], "std": minilm["std"]}},

@@ -73,6 +73,20 @@ def paired_difference(a: list[float], b: list[float]) -> dict:
     return {"per_seed": deltas, "mean": round(mean, 2), "std": round(std, 2), "paired_t": t}
 
 
+def search_lr(score: Callable[[float], float], grid: list[float], extensions: int = 2) -> dict[float, float]:
+    """Dev score of each lr of `grid`; while the best sits at an end of what was tried, the next lr past that
+    end (x2 or /2) is tried too, at most `extensions` times: a pick at the edge of a grid says only that the
+    grid stopped there."""
+    search = {lr: score(lr) for lr in grid}
+    for _ in range(extensions):
+        best, tried = max(search, key=search.get), sorted(search)
+        if best not in (tried[0], tried[-1]):
+            break
+        step = 2.0 if best == tried[-1] else 0.5
+        search[best * step] = score(best * step)
+    return search
+
+
 def write_result(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

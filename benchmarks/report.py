@@ -153,7 +153,8 @@ ADAPTER_TASKS = {"atis": ("ATIS", JOINT_KEYS), "snips": ("SNIPS", JOINT_KEYS),
 
 def adapter_rows() -> list[str]:
     """docs/adapters.md's accuracy table: full fine-tuning against LoRA per task and metric (test, mean ± std
-    over seeds), their paired difference and the lr each method chose on dev."""
+    over seeds), their paired difference and the lr each method chose on dev; LoRA's variants (a longer
+    budget, more layers adapted) in rows of their own, beside the plain LoRA rows."""
     result = load("adapters")
     if result is None:
         return []
@@ -161,15 +162,19 @@ def adapter_rows() -> list[str]:
             "| seeds |", "|---|---|---|---|---|---|"]
     for task, (label, keys) in ADAPTER_TASKS.items():
         details = result["details"].get(task, {})
-        if set(details) != {"full", "lora"}:
-            continue
-        full, lora = details["full"], details["lora"]
-        for key, name in keys.items():
-            diff = result["paired_lora_minus_full"][task][key]
-            rows.append(f"| {label}, {name} | {full['metrics'][key]:.2f} ± {full['std'][key]:.2f} "
-                        f"| {lora['metrics'][key]:.2f} ± {lora['std'][key]:.2f} "
-                        f"| {diff['mean']:+.2f} ± {diff['std']:.2f} | {full['lr']:g} / {lora['lr']:g} "
-                        f"| {len(diff['per_seed'])} |")
+        for method in (m for m in ("lora", "lora_long", "lora_ffn") if "full" in details and m in details):
+            full, lora = details["full"], details[method]
+            diffs = result.get(f"paired_{method}_minus_full", {}).get(task)
+            if diffs is None:
+                continue
+            budget = ("" if method == "lora" else " (LoRA also on intermediate.dense)" if method == "lora_ffn"
+                      else f" (LoRA at {lora['epochs']:g} epochs, full at {full['epochs']:g})")
+            for key, name in keys.items():
+                diff = diffs[key]
+                rows.append(f"| {label}, {name}{budget} | {full['metrics'][key]:.2f} ± {full['std'][key]:.2f} "
+                            f"| {lora['metrics'][key]:.2f} ± {lora['std'][key]:.2f} "
+                            f"| {diff['mean']:+.2f} ± {diff['std']:.2f} | {full['lr']:g} / {lora['lr']:g} "
+                            f"| {len(diff['per_seed'])} |")
     return rows if len(rows) > 2 else []
 
 

@@ -50,6 +50,20 @@ def test_auto_targets_are_the_attention_query_and_value_of_each_architecture():
         LoRA(r=0)
 
 
+def test_a_dotted_target_adapts_only_the_layers_whose_path_ends_with_it():
+    encoder = tiny_bert()
+    lora = LoRA(r=2, target_modules=["query", "intermediate.dense"])
+    assert resolve_targets(encoder.model, lora) == ["query", "intermediate.dense"]
+    encoder.add_adapter("a", lora)
+    adapted = {name.removesuffix(".lora_A.a") for name, _ in encoder.model.named_modules()
+               if name.endswith(".lora_A.a")}
+    layers = encoder.model.config.num_hidden_layers
+    assert adapted == {f"encoder.layer.{i}.{part}" for i in range(layers)
+                       for part in ("attention.self.query", "intermediate.dense")}
+    with pytest.raises(MtlError, match="name no linear layer"):
+        resolve_targets(tiny_bert().model, LoRA(target_modules=["attention.dense"]))
+
+
 def test_only_adapters_and_heads_train_and_the_base_stays_bit_identical(vocab_file, data):
     torch.manual_seed(0)
     encoder = tiny_bert()

@@ -30,8 +30,9 @@ QUERY_VALUE = (("query", "value"), ("q", "v"), ("q_lin", "v_lin"), ("query_proj"
 @dataclass(frozen=True)
 class LoRA:
     """A LoRA adapter: `r` the rank, `alpha` its scale (the update is scaled by alpha / r), `dropout` on its
-    input, `target_modules` the linear layers it adapts (names of modules, matched at the end of their path;
-    "auto": the attention's query and value projections, whatever the architecture calls them)."""
+    input, `target_modules` the linear layers it adapts (names of modules, matched at the end of their path:
+    `dense` is every layer of that name, `intermediate.dense` only the feed-forward input projection of BERT's
+    layers; "auto": the attention's query and value projections, whatever the architecture calls them)."""
 
     r: int = 8
     alpha: float = 16.0
@@ -60,21 +61,29 @@ def linear_name(path: str) -> str:
     return path.removesuffix(".base_layer").rsplit(".", 1)[-1]
 
 
+def names_a_layer(target: str, path: str) -> bool:
+    """Whether `target` names the layer at `path` as PEFT matches it: the whole path or its end, at a dot."""
+    path = path.removesuffix(".base_layer")
+    return path == target or path.endswith("." + target)
+
+
 def resolve_targets(model: nn.Module, lora: LoRA) -> list[str]:
     """The module names LoRA adapts in `model`: the given ones (each must name at least one nn.Linear), or for
     "auto" the first pair of query/value names the model's linear layers use."""
-    linear = {linear_name(name) for name, module in model.named_modules()
-              if isinstance(module, nn.Linear) and ".lora_" not in name}
+    paths = [name for name, module in model.named_modules()
+             if isinstance(module, nn.Linear) and ".lora_" not in name]
+    linear = {linear_name(path) for path in paths}
     if lora.target_modules == "auto":
         for pair in QUERY_VALUE:
             if set(pair) <= linear:
                 return list(pair)
         raise MtlError(f"LoRA target_modules='auto' found no query/value projections in {type(model).__name__} "
                        f"(its linear layers: {sorted(linear)[:12]}); name the modules to adapt")
-    missing = [name for name in lora.target_modules if name not in linear]
+    missing = [target for target in lora.target_modules if not any(names_a_layer(target, p) for p in paths)]
     if missing:
         raise MtlError(f"LoRA target_modules {missing} name no linear layer of {type(model).__name__} (its linear "
-                       f"layers: {sorted(linear)[:12]})")
+                       f"layers: {sorted(linear)[:12]}; a dotted name such as `intermediate.dense` is matched at "
+                       "the end of a layer's path)")
     return list(lora.target_modules)
 
 
@@ -160,7 +169,8 @@ def save_adapter(model: nn.Module, name: str, lora: LoRA, folder: Path) -> None:
     """Adapter `name` in PEFT's own layout: `PeftModel.from_pretrained(<the base encoder>, folder)` loads it."""
     from peft import LoraConfig
     folder.mkdir(parents=True, exist_ok=True)
-    state = {PEFT_PREFIX + key: tensor.detach().contiguous().cpu() for key, tensor in adapter_state(model, name).items()}
+    state = {PEFT_PREFIX + key: tensor.detach().contiguous().cpu()
+             for key, tensor in adapter_state(model, name).items()}
     save_file(state, str(folder / ADAPTER_WEIGHTS), metadata={"format": "pt"})
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=resolve_targets(model, lora), **lora.extra)

@@ -165,7 +165,8 @@ def adapter_rows() -> list[str]:
         for method in (m for m in ("lora", "lora_long", "lora_ffn") if "full" in details and m in details):
             full, lora = details["full"], details[method]
             diffs = result.get(f"paired_{method}_minus_full", {}).get(task)
-            if diffs is None:
+            seeds = {len(values) for kind in (full, lora) for values in kind["per_seed"].values()}
+            if diffs is None or len(seeds) > 1:  # a probe on fewer seeds than full: no mean beside full's
                 continue
             budget = ("" if method == "lora" else " (LoRA also on intermediate.dense)" if method == "lora_ffn"
                       else f" (LoRA at {lora['epochs']:g} epochs, full at {full['epochs']:g})")

@@ -10,11 +10,12 @@ tasks over one base.
             SNIPS's lr on dev the same way; CoNLL's full lr is ner.py's (1e-4, not searched) against
             `--full-lrs` tried here. SST-2's dev is its test: it selects on a held-out slice of train
             (glue_runs.py). Seed 1's LoRA model of each is kept as a folder (the serving part serves them).
-            Two variants of LoRA, each at the lr LoRA chose (`--methods`): `lora_long`, at `--long-factor`
-            times the recipe's epochs (same early stopping), for tasks where LoRA's best dev score came at the
-            end of the recipe's budget (SNIPS: epoch 9 of 10 on two seeds of three); `lora_ffn`, adapting the
-            feed-forward input projection (`intermediate.dense`) too, for tasks where LoRA trails on a
-            per-token output (slots), with the share of trainable encoder parameters it takes.
+            Two variants of LoRA (`--methods`): `lora_long`, at `--long-factor` times the recipe's epochs (same
+            early stopping, at the lr LoRA chose), for tasks where LoRA's best dev score came at the end of the
+            recipe's budget (SNIPS: epoch 9 of 10 on two seeds of three); `lora_ffn`, adapting the feed-forward
+            input projection (`intermediate.dense`) too, its lr searched as LoRA's (at LoRA's lr 4e-3 it was
+            unstable on one ATIS seed), for tasks where LoRA trails on a per-token output (slots), with the
+            share of trainable encoder parameters it takes.
   cost      on ATIS joint, batch 32, in one process: trainable parameters (encoder and heads), the folder a
             task adds (export(base=False) against a whole model folder), training steps per second
             (rounds alternating the two methods, after a warm-up round), and peak resident memory of a
@@ -90,10 +91,10 @@ def test_metrics(record: dict) -> dict[str, float]:
 
 def accuracy(task: str, method: str, args: argparse.Namespace) -> dict:
     first = args.seeds[0]
-    if method in ("lora_long", "lora_ffn"):
+    if method == "lora_long":
         lr, search = STORE.load(f"summary-{task}-lora")["lr"], {}  # the lr LoRA chose
     else:
-        lrs = (args.lora_lrs if method == "lora" else args.full_lrs[task])
+        lrs = args.full_lrs[task] if method == "full" else args.lora_lrs
         search = search_lr(lambda lr: dev_score(recipe(task, method, lr, first, args)), lrs)
         lr = max(search, key=search.get)
     runs = [recipe(task, method, lr, seed, args) for seed in args.seeds]

@@ -48,8 +48,8 @@ from ner import train_one
 LORA = {"r": 8, "alpha": 16.0, "dropout": 0.1, "target_modules": ["query", "value"]}
 LORA_FFN = {**LORA, "target_modules": ["query", "value", "intermediate.dense"]}
 TASKS = ("atis", "snips", "conll", "sst2", "mrpc")
-METHODS = ("full", "lora", "lora_long", "lora_ffn")
-ADAPTED = ("lora", "lora_long", "lora_ffn")
+ADAPTERS = {"lora": LORA, "lora_long": LORA, "lora_ffn": LORA_FFN}  # each LoRA method's adapter
+METHODS = ("full", *ADAPTERS)
 MAIN = {"atis": "frame_accuracy", "snips": "frame_accuracy", "conll": "f1", "sst2": "sst2.accuracy",
         "mrpc": "mrpc.accuracy"}
 STORE = RunStore("adapters")
@@ -58,7 +58,7 @@ STORE = RunStore("adapters")
 def recipe(task: str, method: str, lr: float, seed: int, args: argparse.Namespace) -> dict:
     """One run of `task` by `method` at `lr` (kept; seed 1's LoRA model kept as a folder)."""
     key = f"{task}-{method}-lr{lr:g}-seed{seed}"
-    adapter = {"lora": LORA, "lora_long": LORA, "lora_ffn": LORA_FFN}.get(method)
+    adapter = ADAPTERS.get(method)
     export = STORE.folder / "models" / key if seed == 1 and method == "lora" else None
     factor = args.long_factor if method == "lora_long" else 1
     if task in ("atis", "snips"):
@@ -166,7 +166,7 @@ def write() -> None:
             metrics[task] = {m: s["metrics"] for m, s in kinds.items()}
             details[task] = kinds
         full = kinds.get("full", {}).get("per_seed", {})
-        for method in (m for m in ADAPTED if m in kinds and kinds[m]["per_seed"].keys() == full.keys()):
+        for method in (m for m in ADAPTERS if m in kinds and kinds[m]["per_seed"].keys() == full.keys()):
             paired.setdefault(f"{method}_minus_full", {})[task] = {
                 k: paired_difference(kinds[method]["per_seed"][k], full[k]) for k in full}
     for part in ("cost", "serving"):
